@@ -1,0 +1,28 @@
+"""MaskedKD: the teacher sees only the patches the student attends to (arXiv 2302.10494).
+
+    import maskedkd as mkd
+    cfg_s, cfg_t = mkd.vit_config("deit_tiny_patch16_224"), mkd.vit_config("deit_small_patch16_224")
+    student, teacher = mkd.init_params(cfg_s), mkd.load_checkpoint("deit_small.pth", cfg_t)
+    logits, scores = mkd.student_forward(student, x, cfg_s)
+    keep = mkd.select_tokens(scores, mkd.keep_count(cfg_s.num_patches, 0.5))
+    with torch.no_grad():
+        t_logits = mkd.teacher_forward(teacher, x, cfg_t, keep)
+    loss = mkd.kd_loss(logits, t_logits, y)
+"""
+from .attention import block, cls_attention_scores, drop_path
+from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint, save_params
+from .config import PRESETS, ViTConfig, vit_config
+from .flops import IMAGENET_TRAIN_IMAGES, block_macs, macs, pflops, training_ledger
+from .losses import cross_entropy, kd_divergence, kd_loss, kd_loss_terms
+from .model import (embed, forward, gather_patches, init_params, param_shapes, run_blocks, student_forward,
+                    teacher_forward)
+from .patchify import patch_embed, patchify
+from .select import CRITERIA, keep_count, register_criterion, resample_scores, select_tokens
+
+__all__ = [
+    "PRESETS", "ViTConfig", "vit_config", "init_params", "param_shapes", "load_checkpoint", "read_state_dict",
+    "save_params", "save_checkpoint", "forward", "student_forward", "teacher_forward", "embed", "run_blocks",
+    "gather_patches", "block", "cls_attention_scores", "drop_path", "patchify", "patch_embed", "select_tokens",
+    "register_criterion", "CRITERIA", "keep_count", "resample_scores", "kd_loss", "kd_loss_terms",
+    "kd_divergence", "cross_entropy", "macs", "block_macs", "pflops", "training_ledger", "IMAGENET_TRAIN_IMAGES",
+]

@@ -1,0 +1,127 @@
+"""Load weights from local files (timm, official DeiT / DeiT-III releases, safetensors) and save atomically.
+
+Nothing here touches the network, and nothing unpickles code: `.pth` files go through
+`torch.load(weights_only=True)`. Every key and shape is checked against the config; a file for another
+architecture fails with the missing, unexpected and mis-shaped keys named.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .attention import Params
+from .config import ViTConfig
+from .model import param_shapes
+
+# Official DeiT-III release names -> timm names (timm's deit3 checkpoint filter does the same renames).
+_RENAMES = [(re.compile(r"^blocks\.(\d+)\.gamma_1$"), r"blocks.\1.ls1.gamma"),
+            (re.compile(r"^blocks\.(\d+)\.gamma_2$"), r"blocks.\1.ls2.gamma")]
+_WRAPPERS = ("model", "state_dict", "params", "model_ema")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a local .safetensors / .pth / .pt / .bin file, unwrapped from {"model": ...} style dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            obj: Any = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or a pickle that needs code execution
+        raise ValueError(f"could not read checkpoint {path}: {type(e).__name__}: {e}") from e
+    return unwrap_state_dict(obj, source=str(path))
+
+
+def unwrap_state_dict(obj: Any, source: str = "state dict") -> dict[str, torch.Tensor]:
+    """Strip the wrappers official releases use ({"model": sd}, {"state_dict": sd}) and DDP's "module."."""
+    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            raise ValueError(f"{source}: no tensors found; top-level keys are {sorted(obj)[:20]}")
+        obj = inner
+    if not isinstance(obj, dict):
+        raise ValueError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            out[k[len("module."):] if k.startswith("module.") else k] = v
+    return out
+
+
+def rename_keys(sd: dict[str, torch.Tensor], rules=_RENAMES) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        for pat, rep in rules:
+            k = pat.sub(rep, k)
+        out[k] = v
+    return out
+
+
+def match_params(sd: dict[str, torch.Tensor], cfg: ViTConfig, *, dtype: torch.dtype = torch.float32) -> Params:
+    """Check sd against cfg's parameter names and shapes exactly; raise ValueError naming every mismatch."""
+    want = param_shapes(cfg)
+    missing = sorted(set(want) - set(sd))
+    unexpected = sorted(set(sd) - set(want))
+    shapes = sorted(f"{k}: file {tuple(sd[k].shape)} vs config {want[k]}"
+                    for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k])
+    if missing or unexpected or shapes:
+        def show(xs):
+            return f"{xs[:12]}{' ...' if len(xs) > 12 else ''} ({len(xs)})"
+        raise ValueError(
+            f"checkpoint does not match config {cfg.name!r}: missing keys {show(missing)}; "
+            f"unexpected keys {show(unexpected)}; mis-shaped {show(shapes)}")
+    return {k: sd[k].detach().to(dtype).clone() for k in want}
+
+
+Converter = Callable[[dict[str, torch.Tensor], ViTConfig], dict[str, torch.Tensor]]
+CONVERTERS: list[Converter] = []  # tried in turn for layouts other than timm's (e.g. Hugging Face AST)
+
+
+def load_checkpoint(path_or_state_dict, cfg: ViTConfig, *, dtype: torch.dtype = torch.float32) -> Params:
+    """A local checkpoint file or a state dict -> params for cfg. Reads timm state dicts (.pth, .safetensors),
+    the official DeiT release ({"model": sd}) and DeiT-III (timm names or the release's gamma_1/gamma_2)."""
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        sd = read_state_dict(path_or_state_dict)
+    else:
+        sd = unwrap_state_dict(path_or_state_dict)
+    sd = rename_keys(sd)
+    for convert in CONVERTERS:
+        sd = convert(sd, cfg)
+    return match_params(sd, cfg, dtype=dtype)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call write(tmp) on a temp file in path's folder, fsync it, then rename over path: a crash leaves
+    either the old file or the new one, never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_params(params: Params, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write params as .safetensors atomically (loadable by load_checkpoint and by timm)."""
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().contiguous().cpu() for k, v in params.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """torch.save a training checkpoint dict atomically (load it back with torch.load(weights_only=True))."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -1,0 +1,142 @@
+"""Frozen model configs and the timm-named presets.
+
+One config type describes every transformer here: a plain ViT / DeiT, a distilled DeiT (two prefix tokens,
+two heads), DeiT-III (layer scale, no position embedding on the class token) and the Audio Spectrogram
+Transformer (one-channel input, overlapping patches, two prefix tokens, head on their mean).
+Prefix tokens are a count (`num_prefix_tokens`), never a special case.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+HEADS = ("token", "token_dist", "prefix_mean")
+LAYOUTS = ("bchw", "btf")
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(a) for a in v)
+    if len(t) != 2:
+        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
+    return t
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """A vision (or spectrogram) transformer. Image size is (height, width) of the (b, c, h, w) input the
+    patch embedding sees; for AST that is (num_mel_bins, max_length) after the (b, t, f) -> (b, 1, f, t) swap."""
+
+    name: str = "custom"
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: int = 16
+    patch_stride: tuple[int, int] | None = None  # None: non-overlapping (stride = patch_size)
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    num_prefix_tokens: int = 1  # CLS (+ distillation token)
+    pos_embed_prefix: bool = True  # False for DeiT-III: position embedding covers the patches only
+    layer_scale: float | None = None  # DeiT-III init value for ls1/ls2 gamma; None: no layer scale
+    head: str = "token"  # token | token_dist (mean of two heads, timm eval) | prefix_mean (AST)
+    norm_eps: float = 1e-6
+    input_layout: str = "bchw"  # bchw (images) | btf (AST spectrograms: batch, time, freq)
+
+    def __post_init__(self):
+        object.__setattr__(self, "img_size", _pair(self.img_size))
+        if self.patch_stride is not None:
+            object.__setattr__(self, "patch_stride", _pair(self.patch_stride))
+        for f in ("patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads"):
+            if int(getattr(self, f)) < 1:
+                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        if self.head not in HEADS:
+            raise ValueError(f"head={self.head!r} is not one of {HEADS}")
+        if self.input_layout not in LAYOUTS:
+            raise ValueError(f"input_layout={self.input_layout!r} is not one of {LAYOUTS}")
+        if self.head != "token" and self.num_prefix_tokens != 2:
+            raise ValueError(f"head={self.head!r} needs num_prefix_tokens=2, got {self.num_prefix_tokens}")
+        if self.num_prefix_tokens not in (1, 2):
+            raise ValueError(f"num_prefix_tokens must be 1 or 2, got {self.num_prefix_tokens}")
+        h, w = self.img_size
+        if self.patch_stride is None:
+            for side, s in (("height", h), ("width", w)):
+                if s % self.patch_size:
+                    raise ValueError(
+                        f"image {side} {s} is not divisible by patch_size {self.patch_size}")
+        elif h < self.patch_size or w < self.patch_size:
+            raise ValueError(f"input {self.img_size} is smaller than one patch of {self.patch_size}")
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        return self.patch_stride or (self.patch_size, self.patch_size)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid (rows, cols); for overlapping patches (size - patch) // stride + 1 per side."""
+        (h, w), (sh, sw), p = self.img_size, self.stride, self.patch_size
+        return ((h - p) // sh + 1, (w - p) // sw + 1)
+
+    @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid_size
+        return gh * gw
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def patch_dim(self) -> int:
+        return self.in_chans * self.patch_size**2
+
+    def replace(self, **kw) -> "ViTConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def _deit(name, dim, depth, heads, **kw):
+    return ViTConfig(name=name, embed_dim=dim, depth=depth, num_heads=heads, **kw)
+
+
+# Presets named as in timm 1.0 (sizes from timm's deit.py; the same as the DeiT / DeiT-III papers).
+PRESETS: dict[str, ViTConfig] = {
+    "deit_tiny_patch16_224": _deit("deit_tiny_patch16_224", 192, 12, 3),
+    "deit_small_patch16_224": _deit("deit_small_patch16_224", 384, 12, 6),
+    "deit_base_patch16_224": _deit("deit_base_patch16_224", 768, 12, 12),
+    "deit_tiny_distilled_patch16_224": _deit(
+        "deit_tiny_distilled_patch16_224", 192, 12, 3, num_prefix_tokens=2, head="token_dist"),
+    "deit_small_distilled_patch16_224": _deit(
+        "deit_small_distilled_patch16_224", 384, 12, 6, num_prefix_tokens=2, head="token_dist"),
+    "deit_base_distilled_patch16_224": _deit(
+        "deit_base_distilled_patch16_224", 768, 12, 12, num_prefix_tokens=2, head="token_dist"),
+    "deit3_small_patch16_224": _deit(
+        "deit3_small_patch16_224", 384, 12, 6, pos_embed_prefix=False, layer_scale=1e-6),
+    "deit3_base_patch16_224": _deit(
+        "deit3_base_patch16_224", 768, 12, 12, pos_embed_prefix=False, layer_scale=1e-6),
+    "deit3_large_patch16_224": _deit(
+        "deit3_large_patch16_224", 1024, 24, 16, pos_embed_prefix=False, layer_scale=1e-6),
+    "deit3_huge_patch14_224": _deit(
+        "deit3_huge_patch14_224", 1280, 32, 16, patch_size=14, pos_embed_prefix=False, layer_scale=1e-6),
+}
+
+OVERRIDES = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads",
+             "mlp_ratio")
+
+
+def vit_config(name: str, **overrides) -> ViTConfig:
+    """A frozen preset by its timm name, with timm-style keyword overrides (img_size, patch_size, ...)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
+    bad = sorted(set(overrides) - set(OVERRIDES))
+    if bad:
+        raise ValueError(f"unknown override(s) {bad}; valid keywords: {list(OVERRIDES)}")
+    return PRESETS[name].replace(**overrides)

@@ -1,0 +1,55 @@
+"""Multiply-accumulates of one forward pass, and the training-compute ledger of the paper.
+
+Convention [digest 2.7]: 1 MAC = 1 "FLOP", as in DeiT (DeiT-B = 17.6 G). For width D, depth L, MLP hidden
+M, n = prefix + kept tokens, P patches of c*p*p values, C classes:
+    per block   3nD^2 (qkv) + n^2 D (q k^T) + n^2 D (attn v) + nD^2 (proj) + 2nDM (MLP)
+    patch embed P * c p^2 * D, over ALL patches: embedding runs before masking, so it is never saved
+    head        D * C per head
+LayerNorm, softmax, GELU and bias adds are left out, as in the paper and in FlopCounterMode.
+"""
+from __future__ import annotations
+
+from .config import ViTConfig
+
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train set size [digest 2.7]
+
+
+def block_macs(cfg: ViTConfig, num_tokens: int) -> int:
+    """MACs of one transformer block over num_tokens tokens."""
+    n, d, m = num_tokens, cfg.embed_dim, cfg.mlp_hidden
+    return 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
+
+
+def macs(cfg: ViTConfig, num_keep: int | None = None) -> int:
+    """MACs per sample of one forward pass seeing num_keep patches (None: all) plus every prefix token."""
+    k = cfg.num_patches if num_keep is None else int(num_keep)
+    if not 1 <= k <= cfg.num_patches:
+        raise ValueError(f"num_keep={num_keep} is out of range 1..{cfg.num_patches}")
+    n = cfg.num_prefix_tokens + k
+    heads = 2 if cfg.head == "token_dist" else 1
+    embed = cfg.num_patches * cfg.patch_dim * cfg.embed_dim
+    return cfg.depth * block_macs(cfg, n) + embed + heads * cfg.embed_dim * cfg.num_classes
+
+
+def pflops(macs_per_image: float, epochs: int, images: int = IMAGENET_TRAIN_IMAGES) -> float:
+    """Total teacher compute over training in the paper's PFLOPs column: MACs/img x images x epochs / 1e15."""
+    return macs_per_image * images * epochs / 1e15
+
+
+def training_ledger(student: ViTConfig, teacher: ViTConfig, num_keep: int | None) -> dict[str, float]:
+    """Per-image training compute of one KD step (MACs): student forward + backward counted as 3x forward
+    [digest 2.2, backward = 2x forward], teacher forward full and at num_keep; and the two savings.
+    `total_saving` is the paper's "~28% of overall training FLOPs" figure at 50% kept [digest 2.7]."""
+    s = macs(student)
+    t_full = macs(teacher)
+    t_mask = macs(teacher, num_keep)
+    return {
+        "student_fwd": s,
+        "student_fwd_bwd": 3 * s,
+        "teacher_full": t_full,
+        "teacher_masked": t_mask,
+        "teacher_saving": 1.0 - t_mask / t_full,
+        "total_full": 3 * s + t_full,
+        "total_masked": 3 * s + t_mask,
+        "total_saving": 1.0 - (3 * s + t_mask) / (3 * s + t_full),
+    }

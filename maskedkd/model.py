@@ -1,0 +1,173 @@
+"""Pure forward passes over a flat dict of tensors with timm's parameter names.
+
+embed -> prefix tokens -> position embedding -> blocks -> norm -> head.
+`student_forward` also returns the last block's CLS-row scores; `teacher_forward` keeps every prefix token
+plus the gathered patches (after the position embedding, so each kept patch keeps its own position).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import repeat
+
+from .attention import Params, block, layer_norm, linear
+from .config import ViTConfig
+from .patchify import patch_embed
+
+
+def param_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter name (timm's naming) -> shape, for cfg."""
+    d, hid, p = cfg.embed_dim, cfg.mlp_hidden, cfg.patch_size
+    n_pos = cfg.num_patches + (cfg.num_prefix_tokens if cfg.pos_embed_prefix else 0)
+    s: dict[str, tuple[int, ...]] = {
+        "cls_token": (1, 1, d),
+        "pos_embed": (1, n_pos, d),
+        "patch_embed.proj.weight": (d, cfg.in_chans, p, p),
+        "patch_embed.proj.bias": (d,),
+    }
+    if cfg.num_prefix_tokens == 2:
+        s["dist_token"] = (1, 1, d)
+    for i in range(cfg.depth):
+        b = f"blocks.{i}"
+        s.update({
+            f"{b}.norm1.weight": (d,), f"{b}.norm1.bias": (d,),
+            f"{b}.attn.qkv.weight": (3 * d, d), f"{b}.attn.proj.weight": (d, d), f"{b}.attn.proj.bias": (d,),
+            f"{b}.norm2.weight": (d,), f"{b}.norm2.bias": (d,),
+            f"{b}.mlp.fc1.weight": (hid, d), f"{b}.mlp.fc1.bias": (hid,),
+            f"{b}.mlp.fc2.weight": (d, hid), f"{b}.mlp.fc2.bias": (d,),
+        })
+        if cfg.qkv_bias:
+            s[f"{b}.attn.qkv.bias"] = (3 * d,)
+        if cfg.layer_scale is not None:
+            s[f"{b}.ls1.gamma"] = (d,)
+            s[f"{b}.ls2.gamma"] = (d,)
+    s.update({"norm.weight": (d,), "norm.bias": (d,)})
+    if cfg.head == "prefix_mean":
+        s.update({"fc_norm.weight": (d,), "fc_norm.bias": (d,)})
+    s.update({"head.weight": (cfg.num_classes, d), "head.bias": (cfg.num_classes,)})
+    if cfg.head == "token_dist":
+        s.update({"head_dist.weight": (cfg.num_classes, d), "head_dist.bias": (cfg.num_classes,)})
+    return s
+
+
+def init_params(cfg: ViTConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> Params:
+    """Fresh parameters, initialised as timm does: trunc-normal(0.02) linears and position embedding,
+    PyTorch's default (kaiming-uniform) patch filters, unit LayerNorms, layer scale at cfg.layer_scale."""
+    g = torch.Generator().manual_seed(seed)
+    out: Params = {}
+    for name, shape in param_shapes(cfg).items():
+        t = torch.zeros(shape, dtype=torch.float32)
+        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name in ("norm.weight", "fc_norm.weight"):
+            t.fill_(1.0)
+        elif name.endswith(".gamma"):
+            t.fill_(cfg.layer_scale)
+        elif name == "patch_embed.proj.weight":
+            bound = 1.0 / math.sqrt(cfg.patch_dim)
+            t.uniform_(-bound, bound, generator=g)
+        elif name in ("cls_token", "dist_token"):
+            t.normal_(0.0, 1e-6 if name == "cls_token" else 0.02, generator=g)
+        elif name == "pos_embed" or name.endswith(".weight"):
+            torch.nn.init.trunc_normal_(t, std=0.02, a=-2.0, b=2.0, generator=g)
+        out[name] = t.to(dtype)
+    return out
+
+
+def embed(params: Params, x: torch.Tensor, cfg: ViTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """x -> (prefix (b np d), patches (b n d)), both with their position embeddings added."""
+    patches = patch_embed(x, params["patch_embed.proj.weight"], params.get("patch_embed.proj.bias"), cfg)
+    b = patches.shape[0]
+    names = ["cls_token", "dist_token"][: cfg.num_prefix_tokens]
+    prefix = torch.cat([params[n].expand(b, -1, -1) for n in names], dim=1).to(patches.dtype)
+    pos = params["pos_embed"]
+    if cfg.pos_embed_prefix:
+        prefix = prefix + pos[:, : cfg.num_prefix_tokens]
+        patches = patches + pos[:, cfg.num_prefix_tokens :]
+    else:  # DeiT-III: no position embedding on the class token
+        patches = patches + pos
+    return prefix, patches
+
+
+def gather_patches(patches: torch.Tensor, keep_idx: torch.Tensor) -> torch.Tensor:
+    """patches (b n d), keep_idx (b k) -> (b k d): each sample's kept patch tokens, in keep_idx order."""
+    return torch.gather(patches, 1, repeat(keep_idx, "b k -> b k d", d=patches.shape[-1]))
+
+
+def head(params: Params, x: torch.Tensor, cfg: ViTConfig) -> torch.Tensor:
+    """Normed tokens (b n d) -> logits (b C). DeiT: CLS; distilled DeiT: mean of its two heads (timm eval);
+    AST: LayerNorm + Linear on the mean of the two prefix tokens."""
+    if cfg.head == "token":
+        return linear(x[:, 0], params, "head")
+    if cfg.head == "token_dist":
+        return (linear(x[:, 0], params, "head") + linear(x[:, 1], params, "head_dist")) / 2
+    pooled = x[:, : cfg.num_prefix_tokens].mean(dim=1)
+    return linear(layer_norm(pooled, params, "fc_norm", cfg.norm_eps), params, "head")
+
+
+def _drop_probs(cfg: ViTConfig, drop_path: float) -> list[float]:
+    """Stochastic-depth rate per block, rising linearly from 0 to drop_path (timm/DeiT)."""
+    if cfg.depth == 1:
+        return [drop_path]
+    return [drop_path * i / (cfg.depth - 1) for i in range(cfg.depth)]
+
+
+def run_blocks(params: Params, tokens: torch.Tensor, cfg: ViTConfig, *, drop_path: float = 0.0,
+               want_scores: bool = False, generator: torch.Generator | None = None):
+    """tokens (b n d) -> (normed tokens (b n d), last block's CLS scores (b, n - np) or None)."""
+    scores = None
+    for i, p in enumerate(_drop_probs(cfg, drop_path)):
+        last = i == cfg.depth - 1
+        tokens, s = block(tokens, params, i, cfg, drop_prob=p, want_scores=want_scores and last,
+                          generator=generator)
+        if s is not None:
+            scores = s
+    return layer_norm(tokens, params, "norm", cfg.norm_eps), scores
+
+
+def forward(params: Params, x: torch.Tensor, cfg: ViTConfig, *, drop_path: float = 0.0,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """x (b c h w) or AST (b t f) -> logits (b C). Deterministic unless drop_path > 0."""
+    prefix, patches = embed(params, x, cfg)
+    tokens, _ = run_blocks(params, torch.cat([prefix, patches], dim=1), cfg, drop_path=drop_path,
+                           generator=generator)
+    return head(params, tokens, cfg)
+
+
+def student_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, *, drop_path: float = 0.0,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x -> (logits (b C), scores (b n_patches)): scores are the last block's head-mean CLS-query attention
+    over all keys, prefix columns dropped (the official `attn.mean(dim=1)[:, 0, num_prefix:]`), in fp32."""
+    prefix, patches = embed(params, x, cfg)
+    tokens, scores = run_blocks(params, torch.cat([prefix, patches], dim=1), cfg, drop_path=drop_path,
+                                want_scores=True, generator=generator)
+    return head(params, tokens, cfg), scores
+
+
+def check_keep_idx(keep_idx: torch.Tensor, batch: int, num_patches: int) -> None:
+    """Raise ValueError for keep indices of the wrong shape, dtype or range (a host sync: eager only)."""
+    if keep_idx.ndim != 2 or keep_idx.shape[0] != batch:
+        raise ValueError(f"keep_idx must be (b={batch}, k), got shape {tuple(keep_idx.shape)}")
+    if keep_idx.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"keep_idx must be an integer tensor, got {keep_idx.dtype}")
+    k = keep_idx.shape[1]
+    if not 1 <= k <= num_patches:
+        raise ValueError(f"keep_idx keeps {k} patches; must be in 1..{num_patches}")
+    if torch.compiler.is_compiling():
+        return
+    lo, hi = int(keep_idx.min()), int(keep_idx.max())
+    if lo < 0 or hi >= num_patches:
+        raise ValueError(f"keep_idx values must lie in 0..{num_patches - 1}, got min {lo} max {hi}")
+
+
+def teacher_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, keep_idx: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """x, keep_idx (b k) patch indices -> logits (b C) of the teacher seeing all prefix tokens and the k kept
+    patches with their original position embeddings. keep_idx=None: all patches (the plain forward).
+    Runs as given: wrap it in torch.no_grad() (the train step does) so no graph is kept for the teacher."""
+    prefix, patches = embed(params, x, cfg)
+    if keep_idx is not None:
+        check_keep_idx(keep_idx, patches.shape[0], patches.shape[1])
+        patches = gather_patches(patches, keep_idx.long())
+    tokens, _ = run_blocks(params, torch.cat([prefix, patches], dim=1), cfg)
+    return head(params, tokens, cfg)
