@@ -53,3 +53,19 @@ def training_ledger(student: ViTConfig, teacher: ViTConfig, num_keep: int | None
         "total_masked": 3 * s + t_mask,
         "total_saving": 1.0 - (3 * s + t_mask) / (3 * s + t_full),
     }
+
+
+def counted_macs(fn, *args, **kwargs) -> int:
+    """Run fn(*args, **kwargs) under torch's FlopCounterMode and return its total / 2 (FLOPs -> MACs).
+    torch 2.14's counter has no formula for the CPU fused attention kernel and counts it as zero; we register
+    the standard SDPA count (2 matmuls of b*h*n*n*d MACs each) for it."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn(*args, **kwargs)
+    return counter.get_total_flops() // 2

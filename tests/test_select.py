@@ -1,0 +1,116 @@
+"""Selection invariants (hypothesis), keep counts, criteria registry and grid resampling."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import maskedkd as mkd
+
+
+@st.composite
+def scores_and_k(draw):
+    b, n = draw(st.integers(1, 4)), draw(st.integers(1, 64))
+    # few distinct values so ties are common
+    vals = draw(arrays(np.float32, (b, n), elements=st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0, 0.3])))
+    return torch.from_numpy(vals), draw(st.integers(1, n))
+
+
+@pytest.mark.parametrize("criterion", ["topk", "bottomk", "random"])
+@given(sk=scores_and_k(), seed=st.integers(0, 1000))
+def test_indices_unique_in_range_count_k(criterion, sk, seed):
+    scores, k = sk
+    idx = mkd.select_tokens(scores, k, criterion, generator=torch.Generator().manual_seed(seed))
+    assert idx.dtype == torch.int64 and idx.shape == (scores.shape[0], k)
+    assert int(idx.min()) >= 0 and int(idx.max()) < scores.shape[1]
+    for row in idx:
+        assert len(set(row.tolist())) == k
+
+
+@given(sk=scores_and_k())
+def test_topk_kept_scores_dominate_dropped(sk):
+    scores, k = sk
+    idx = mkd.select_tokens(scores, k)
+    for s, row in zip(scores, idx):
+        kept = torch.zeros_like(s, dtype=torch.bool)
+        kept[row] = True
+        if (~kept).any():
+            assert s[kept].min() >= s[~kept].max()
+
+
+@given(sk=scores_and_k())
+def test_bottomk_kept_scores_below_dropped(sk):
+    scores, k = sk
+    idx = mkd.select_tokens(scores, k, "bottomk")
+    for s, row in zip(scores, idx):
+        kept = torch.zeros_like(s, dtype=torch.bool)
+        kept[row] = True
+        if (~kept).any():
+            assert s[kept].max() <= s[~kept].min()
+
+
+def test_random_is_seeded_and_covers_all_patches():
+    s = torch.zeros(2000, 10)
+    a = mkd.select_tokens(s, 3, "random", torch.Generator().manual_seed(0))
+    b = mkd.select_tokens(s, 3, "random", torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    counts = torch.bincount(a.flatten(), minlength=10).float()
+    assert counts.min() > 0.8 * counts.mean()  # roughly uniform over patches
+
+
+def test_registry_accepts_new_criteria_and_rejects_unknown():
+    @mkd.register_criterion("first_k_test")
+    def first(scores, k, generator=None):
+        return torch.arange(k).expand(scores.shape[0], k)
+    try:
+        assert mkd.select_tokens(torch.rand(2, 5), 2, "first_k_test").tolist() == [[0, 1], [0, 1]]
+    finally:
+        mkd.CRITERIA.pop("first_k_test")
+    with pytest.raises(ValueError, match="unknown criterion 'nope'"):
+        mkd.select_tokens(torch.rand(2, 5), 2, "nope")
+
+
+@pytest.mark.parametrize("k", [0, 6, -1, 2.5, True])
+def test_num_keep_out_of_range(k):
+    with pytest.raises(ValueError, match="num_keep"):
+        mkd.select_tokens(torch.rand(2, 5), k)
+
+
+def test_keep_count_paper_labels():
+    assert [mkd.keep_count(196, r) for r in (0.75, 0.5, 0.4, 0.25)] == [144, 98, 80, 49]
+    assert [mkd.keep_count(256, r) for r in (0.75, 0.5)] == [192, 128]
+    assert mkd.keep_count(196, 0.75, convention="exact") == 147
+    assert mkd.keep_count(64, 0.5) == 32 and mkd.keep_count(10, 0.01) == 1 and mkd.keep_count(9, 1.0) == 9
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="keep ratio"):
+            mkd.keep_count(196, bad)
+
+
+def test_resample_scores_maps_regions_onto_the_teacher_grid():
+    """A student score map (14x14) that is high in the top-left quadrant picks top-left teacher patches (16x16)."""
+    m = torch.zeros(1, 14, 14)
+    m[:, :7, :7] = 1.0
+    s = m.flatten(1)
+    t = mkd.resample_scores(s, (14, 14), (16, 16))
+    assert t.shape == (1, 256)
+    idx = mkd.select_tokens(t, 64)[0]
+    rows, cols = idx // 16, idx % 16
+    assert rows.max() < 8 and cols.max() < 8
+    assert torch.equal(mkd.resample_scores(s, (14, 14), (14, 14)), s)
+    with pytest.raises(ValueError, match="source grid"):
+        mkd.resample_scores(s, (16, 16), (14, 14))
+
+
+def test_patch14_teacher_with_patch16_student_runs():
+    """The paper's DeiT3-H/14 teacher row: 14x14 student scores -> 16x16 teacher grid, 128 of 256 kept."""
+    s_cfg = mkd.vit_config("deit_tiny_patch16_224", depth=1)
+    t_cfg = mkd.vit_config("deit3_huge_patch14_224", depth=1, embed_dim=64, num_heads=2)
+    x = torch.randn(2, 3, 224, 224)
+    _, scores = mkd.student_forward(mkd.init_params(s_cfg), x, s_cfg)
+    t_scores = mkd.resample_scores(scores, s_cfg.grid_size, t_cfg.grid_size)
+    keep = mkd.select_tokens(t_scores, mkd.keep_count(t_cfg.num_patches, 0.5))
+    assert keep.shape == (2, 128)
+    with torch.no_grad():
+        out = mkd.teacher_forward(mkd.init_params(t_cfg), x, t_cfg, keep)
+    assert out.shape == (2, 1000) and torch.isfinite(out).all()
