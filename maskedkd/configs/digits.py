@@ -1,0 +1,22 @@
+"""Embedded cluttered-digits experiments (2 CPU cores, offline). The student accuracies are at embedded scale,
+not ImageNet's; the table they feed is paper table 1's accuracy column [digest 2.1].
+
+lr values are per 512 images (the DeiT rule lr * batch / 512): 8e-3 at batch 64 is an actual lr of 1e-3.
+"""
+from . import TrainConfig, register
+
+TEACHER = register(TrainConfig(
+    name="digits_teacher", data="digits", model="digits_teacher", drop_path=0.1, clean_epochs=2, epochs=22,
+    batch_size=64, lr=8e-3, warmup_epochs=1, threads=2, compile=False),
+    doc="""Teacher of the embedded set: `python -m maskedkd.train digits_teacher`.
+Expected: ~90% test accuracy (see docs/benchmarks.md and the committed artefact's metadata).""")
+
+STUDENT = TrainConfig(
+    name="digits_student_nokd", data="digits", model="digits_student", drop_path=0.0, epochs=10,
+    batch_size=64, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False)
+
+register(STUDENT)
+register(STUDENT.replace(name="digits_student_kd", teacher="cache:digits_teacher", teacher_model="digits_teacher"))
+for pct in (75, 50, 40, 25):
+    register(STUDENT.replace(name=f"digits_student_maskedkd{pct}", teacher="cache:digits_teacher",
+                             teacher_model="digits_teacher", keep_ratio=pct / 100))

@@ -1,0 +1,97 @@
+"""Batches for the training program: deterministic per (seed, epoch), sharded over ranks, resumable mid-epoch.
+
+Each source gives `num_classes`, `steps_per_epoch`, `train_batches(epoch, start)` (this rank's share of every
+global batch from batch `start` on) and `eval_batches()`.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .images import RepeatAugSampler, clean_digits, cluttered_digits, image_folder, mixup_cutmix
+
+DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
+
+
+class DigitsData:
+    """The embedded cluttered-digits set: a fresh clutter draw of train_size images every epoch (the first
+    clean_epochs are clean centred digits), fixed test images from disjoint source digits."""
+
+    num_classes = 10
+
+    def __init__(self, cfg, rank: int = 0, world: int = 1):
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.steps_per_epoch = cfg.train_size // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"train_size={cfg.train_size} is smaller than batch_size={cfg.batch_size}")
+        self._epoch_cache: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._test = None
+
+    def epoch_data(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            make = clean_digits if epoch < self.cfg.clean_epochs else cluttered_digits
+            self._epoch_cache = (epoch, make("train", self.cfg.train_size, self.cfg.seed * 100_003 + epoch))
+        return self._epoch_cache[1]
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.epoch_data(epoch)
+        b = self.cfg.batch_size
+        per = b // self.world
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch))
+        for s in range(start, self.steps_per_epoch):
+            idx = perm[s * b: (s + 1) * b][self.rank * per: (self.rank + 1) * per]
+            yield x[idx], y[idx]
+
+    def eval_batches(self, batch: int = 500):
+        if self._test is None:
+            self._test = cluttered_digits("test", self.cfg.test_size, DIGITS_TEST_SEED)
+        x, y = self._test
+        return [(x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)]
+
+
+class FolderData:
+    """ImageFolder (data_path/train, data_path/val) with the DeiT recipe: repeated augmentation over ranks,
+    MixUp/CutMix + label smoothing on each batch, resize-256 / centre-crop-224 evaluation."""
+
+    def __init__(self, cfg, rank: int = 0, world: int = 1):
+        self.cfg, self.rank, self.world = cfg, rank, world
+        size = cfg.img_size or 224
+        self.train_set = image_folder(cfg.data_path, "train", size)
+        self.val_set = image_folder(cfg.data_path, "val", size)
+        if self.val_set.classes != self.train_set.classes:
+            raise ValueError(f"val classes differ from train classes under {cfg.data_path}")
+        self.num_classes = len(self.train_set.classes)
+        self.per_rank = cfg.batch_size // world
+        self.sampler = RepeatAugSampler(len(self.train_set), num_replicas=world, rank=rank,
+                                        repeats=max(1, cfg.repeated_aug), seed=cfg.seed)
+        self.steps_per_epoch = len(self.sampler) // self.per_rank
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(self.train_set)} training images give no full batch of {self.per_rank}")
+        self.mix = mixup_cutmix(self.num_classes) if cfg.mixup else None
+
+    def train_batches(self, epoch: int, start: int = 0):
+        self.sampler.set_epoch(epoch, start * self.per_rank)
+        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch * 31 + start)
+        loader = torch.utils.data.DataLoader(self.train_set, batch_size=self.per_rank, sampler=self.sampler,
+                                             num_workers=self.cfg.num_workers, drop_last=True, generator=g,
+                                             pin_memory=torch.cuda.is_available())
+        for i, (x, y) in enumerate(loader):
+            if start + i >= self.steps_per_epoch:
+                break
+            yield self.mix(x, y) if self.mix is not None else (x, y)
+
+    def eval_batches(self):
+        return torch.utils.data.DataLoader(self.val_set, batch_size=int(1.5 * self.per_rank),
+                                           num_workers=self.cfg.num_workers)
+
+
+def build_data(cfg, rank: int = 0, world: int = 1):
+    """The data source a TrainConfig names."""
+    if cfg.data == "digits":
+        return DigitsData(cfg, rank, world)
+    if cfg.data == "imagefolder":
+        if not cfg.data_path:
+            raise ValueError("data=imagefolder needs data_path=/path/with/train/and/val")
+        return FolderData(cfg, rank, world)
+    raise ValueError(f"unknown data {cfg.data!r}; valid: digits, imagefolder")

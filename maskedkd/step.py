@@ -1,0 +1,123 @@
+"""The MaskedKD train step: the pure functions composed into one compiled, functional update.
+
+student forward (full input, drop-path) -> CLS scores -> selection -> teacher forward on prefix + kept patches
+(no grad, eval) -> loss -> gradients (torch.func.grad_and_value) -> optimizer update.
+`num_keep=None` is vanilla KD and `teacher=None` is no KD: all three come from this one code path, so a
+comparison between them differs only in masking.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable
+
+import torch
+
+from .attention import Params
+from .config import ViTConfig
+from .losses import kd_loss_terms
+from .model import student_forward, teacher_forward
+from .select import resample_scores, select_tokens
+
+NO_DECAY = ("pos_embed", "cls_token", "dist_token")
+
+
+def make_optimizer(params: Params, *, lr: float, weight_decay: float = 0.05, betas=(0.9, 0.999),
+                   eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW as in DeiT/timm: no weight decay on biases, norms, layer scales and tokens (1-D or NO_DECAY)."""
+    decay = [p for k, p in params.items() if p.ndim > 1 and k not in NO_DECAY]
+    rest = [p for k, p in params.items() if not (p.ndim > 1 and k not in NO_DECAY)]
+    fused = all(p.is_cuda for p in params.values())
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": rest, "weight_decay": 0.0}],
+                             lr=lr, betas=betas, eps=eps, fused=fused or None, foreach=None if fused else True)
+
+
+def cosine_lr(step: int, *, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 1e-5,
+              warmup_lr: float = 1e-6) -> float:
+    """Linear warm-up from warmup_lr to base_lr, then cosine decay to min_lr (timm's cosine schedule, per step)."""
+    if step < warmup_steps:
+        return warmup_lr + (base_lr - warmup_lr) * step / warmup_steps
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _autocast(device_type: str):
+    if device_type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()  # fp32 on CPU
+
+
+def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None, *,
+                 num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
+                 temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
+                 drop_path: float = 0.0) -> Callable:
+    """(params, x, y) -> (loss, metrics): the whole MaskedKD objective as one pure function."""
+    if (teacher is None) != (teacher_cfg is None):
+        raise ValueError("give both teacher_cfg and teacher params, or neither (no distillation)")
+    if teacher_cfg is not None and teacher_cfg.num_classes != student_cfg.num_classes:
+        raise ValueError(f"teacher has {teacher_cfg.num_classes} classes, student {student_cfg.num_classes}")
+    if num_keep is not None:
+        if teacher_cfg is None:
+            raise ValueError("num_keep needs a teacher")
+        if not 1 <= num_keep <= teacher_cfg.num_patches:
+            raise ValueError(f"num_keep={num_keep} is out of range 1..{teacher_cfg.num_patches}")
+    same_grid = teacher_cfg is None or teacher_cfg.grid_size == student_cfg.grid_size
+
+    def loss_fn(params: Params, x: torch.Tensor, y: torch.Tensor):
+        with _autocast(x.device.type):
+            logits, scores = student_forward(params, x, student_cfg, drop_path=drop_path)
+            t_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    keep = None
+                    if num_keep is not None:
+                        s = scores if same_grid else resample_scores(
+                            scores, student_cfg.grid_size, teacher_cfg.grid_size)
+                        keep = select_tokens(s.detach(), num_keep, criterion)
+                    t_logits = teacher_forward(teacher, x, teacher_cfg, keep, check=False).float()
+        logits = logits.float()
+        terms = kd_loss_terms(logits, t_logits, y, kd_weight=kd_weight, temperature=temperature, kind=kind,
+                              kl_reduction=kl_reduction)
+        target = y if y.ndim == 1 else y.argmax(dim=-1)
+        pred = logits.argmax(dim=-1)
+        metrics = {"ce": terms["ce"].detach(), "kd": terms["kd"].detach(),
+                   "student_acc": (pred == target).float().mean(),
+                   "kept_tokens": torch.tensor(float(num_keep or student_cfg.num_patches), device=x.device)}
+        if t_logits is not None:
+            t_pred = t_logits.argmax(dim=-1)
+            metrics["agreement"] = (pred == t_pred).float().mean()
+            metrics["teacher_acc"] = (t_pred == target).float().mean()
+        return terms["loss"], metrics
+
+    return loss_fn
+
+
+def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None,
+                    *, num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
+                    temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
+                    drop_path: float = 0.0, compile: bool = True,
+                    grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
+    """A step `(params, optimizer, x, y) -> metrics dict` (loss, ce, kd, kept_tokens, student_acc, agreement,
+    teacher_acc; 0-d tensors, no host sync). The gradient function is torch.compile-d once for a static
+    num_keep; bf16 autocast on CUDA (selection scores stay fp32), fp32 on CPU. `grad_sync` all-reduces the
+    gradients for data parallelism (see `maskedkd.train`)."""
+    loss_fn = make_loss_fn(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion,
+                           kd_weight=kd_weight, temperature=temperature, kind=kind, kl_reduction=kl_reduction,
+                           drop_path=drop_path)
+    grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
+    if compile:
+        grad_fn = torch.compile(grad_fn)
+
+    def step(params: Params, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+        grads, (loss, metrics) = grad_fn(params, x, y)
+        if grad_sync is not None:
+            grad_sync(grads)
+        for k, p in params.items():
+            p.grad = grads[k]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss.detach(), **metrics}
+
+    step.loss_fn = loss_fn
+    return step

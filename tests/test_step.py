@@ -1,0 +1,94 @@
+"""The functional train step: compiled == eager, one graph, masking-only differences, learning."""
+import pytest
+import torch
+
+import maskedkd as mkd
+from maskedkd.step import cosine_lr, make_loss_fn, make_optimizer, make_train_step
+
+S = mkd.ViTConfig(img_size=16, patch_size=4, in_chans=1, num_classes=5, embed_dim=32, depth=2, num_heads=2)
+T = S.replace(embed_dim=48, depth=2, num_heads=3)
+
+
+def _batch(seed=0, b=8):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 1, 16, 16, generator=g), torch.randint(0, 5, (b,), generator=g)
+
+
+def _teacher():
+    p = mkd.init_params(T, seed=7)
+    return {k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in p.items()}
+
+
+def test_compiled_equals_eager_for_two_steps_with_one_graph():
+    """Tolerance: 1e-4 on parameters after two AdamW steps (inductor reorders fp32 reductions)."""
+    teacher = _teacher()
+    results = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        params = mkd.init_params(S, seed=0)
+        opt = make_optimizer(params, lr=1e-2)
+        step = make_train_step(S, T, teacher, num_keep=8, compile=compiled)
+        ms = [step(params, opt, *_batch(0))]
+        with torch._dynamo.config.patch(error_on_recompile=True):  # new data and lr: still the same graph
+            opt.param_groups[0]["lr"] = 5e-3
+            ms.append(step(params, opt, *_batch(1)))
+        results[compiled] = (params, ms)
+    (pe, me), (pc, mc) = results[False], results[True]
+    for k in pe:
+        torch.testing.assert_close(pc[k], pe[k], atol=1e-4, rtol=1e-4)
+    for a, b in zip(me, mc):
+        assert set(a) == set(b) == {"loss", "ce", "kd", "student_acc", "kept_tokens", "agreement", "teacher_acc"}
+        torch.testing.assert_close(a["loss"], b["loss"], atol=1e-5, rtol=1e-5)
+    assert float(me[0]["kept_tokens"]) == 8
+    assert not torch.equal(pe["head.weight"], mkd.init_params(S, seed=0)["head.weight"])
+
+
+def test_keep_all_equals_vanilla_kd_and_masking_changes_it():
+    teacher, params = _teacher(), mkd.init_params(S, seed=0)
+    x, y = _batch()
+    vanilla, _ = make_loss_fn(S, T, teacher)(params, x, y)
+    keep_all, _ = make_loss_fn(S, T, teacher, num_keep=S.num_patches)(params, x, y)
+    masked, _ = make_loss_fn(S, T, teacher, num_keep=4)(params, x, y)
+    torch.testing.assert_close(keep_all, vanilla, atol=1e-6, rtol=1e-5)
+    assert abs(float(masked - vanilla)) > 1e-4
+
+
+def test_no_kd_is_plain_cross_entropy():
+    params = mkd.init_params(S, seed=0)
+    x, y = _batch()
+    loss, m = make_loss_fn(S)(params, x, y)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(mkd.forward(params, x, S), y))
+    assert float(m["kd"]) == 0 and "teacher_acc" not in m
+
+
+def test_steps_reduce_the_loss_and_leave_the_teacher_alone():
+    teacher = _teacher()
+    before = {k: v.clone() for k, v in teacher.items()}
+    params = mkd.init_params(S, seed=0)
+    opt = make_optimizer(params, lr=3e-3)
+    step = make_train_step(S, T, teacher, num_keep=8, compile=False, drop_path=0.1)
+    x, y = _batch(3, b=16)
+    losses = [float(step(params, opt, x, y)["loss"]) for _ in range(15)]
+    assert losses[-1] < 0.7 * losses[0]
+    assert all(torch.equal(before[k], teacher[k]) for k in teacher)
+
+
+def test_step_rejects_inconsistent_setups():
+    with pytest.raises(ValueError, match="num_keep=17 is out of range 1..16"):
+        make_loss_fn(S, T, _teacher(), num_keep=17)
+    with pytest.raises(ValueError, match="teacher has 7 classes, student 5"):
+        make_loss_fn(S, T.replace(num_classes=7), mkd.init_params(T.replace(num_classes=7)))
+    with pytest.raises(ValueError, match="num_keep needs a teacher"):
+        make_loss_fn(S, num_keep=4)
+
+
+def test_cosine_schedule_and_weight_decay_groups():
+    kw = dict(total_steps=100, warmup_steps=10, base_lr=1e-3, min_lr=1e-5, warmup_lr=1e-6)
+    assert cosine_lr(0, **kw) == pytest.approx(1e-6)
+    assert cosine_lr(10, **kw) == pytest.approx(1e-3)
+    assert cosine_lr(55, **kw) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert cosine_lr(100, **kw) == pytest.approx(1e-5)
+    opt = make_optimizer(mkd.init_params(S), lr=1e-3, weight_decay=0.05)
+    decay, rest = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and rest["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and len(decay["params"]) == 2 * 4 + 1 + 1  # 4 mats/block
