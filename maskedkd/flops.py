@@ -69,3 +69,19 @@ def counted_macs(fn, *args, **kwargs) -> int:
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn(*args, **kwargs)
     return counter.get_total_flops() // 2
+
+
+def cait_macs(num_keep: int | None = None, *, num_patches: int = 196, dim: int = 384, heads: int = 8,
+              depth: int = 24, ca_depth: int = 2, patch_dim: int = 3 * 16 * 16, num_classes: int = 1000,
+              mlp_ratio: float = 4.0) -> int:
+    """MACs of CaiT-S24 (defaults) seeing num_keep patches [digest 2.7, derived formula]: self-attention layers on
+    the k patch tokens only, each with talking-heads cost 2 H^2 k^2, then ca_depth class-attention layers
+    (CLS query over CLS + k patches) of D^2 + 2(k+1)D^2 + 2(k+1)D + D^2 + 2*mlp_ratio*D^2. The architecture
+    itself is not implemented here (see README): this is the cost model behind the paper's CaiT rows."""
+    k = num_patches if num_keep is None else int(num_keep)
+    if not 1 <= k <= num_patches:
+        raise ValueError(f"num_keep={num_keep} is out of range 1..{num_patches}")
+    d, m = dim, int(mlp_ratio * dim)
+    sa = 4 * k * d * d + 2 * k * k * d + 2 * k * d * m + 2 * heads * heads * k * k
+    ca = d * d + 2 * (k + 1) * d * d + 2 * (k + 1) * d + d * d + 2 * d * m
+    return depth * sa + ca_depth * ca + num_patches * patch_dim * d + d * num_classes

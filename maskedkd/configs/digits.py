@@ -11,6 +11,9 @@ TEACHER = register(TrainConfig(
     doc="""Teacher of the embedded set: `python -m maskedkd.train digits_teacher`.
 Expected: ~90% test accuracy (see docs/benchmarks.md and the committed artefact's metadata).""")
 
+register(TEACHER.replace(name="digits_teacher_smoke", epochs=1, clean_epochs=0, train_size=512, test_size=200),
+         doc="A few steps of the teacher recipe, for smoke tests of the reproduce scripts: not a real teacher.")
+
 STUDENT = TrainConfig(
     name="digits_student_nokd", data="digits", model="digits_student", drop_path=0.0, epochs=10,
     batch_size=64, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False)

@@ -1,0 +1,102 @@
+"""Shared machinery of the reproduce/ scripts: run many training configs (in parallel subprocesses, each finished
+run cached by its config hash), aggregate seeds, and describe the machine in a results header."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+
+from .configs import TrainConfig
+from .train import config_hash
+
+
+def to_overrides(cfg: TrainConfig) -> list[str]:
+    """key=value strings that rebuild cfg from the defaults (for `python -m maskedkd.train BASE ...`)."""
+    base = TrainConfig()
+    return [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+            if getattr(cfg, f.name) != getattr(base, f.name)]
+
+
+def run_dir(root: Path, cfg: TrainConfig) -> Path:
+    return Path(root) / f"{cfg.name}-{config_hash(cfg)}"
+
+
+def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs: int = 2, fresh: bool = False,
+            desc: str = "runs") -> list[dict]:
+    """Train every config (skipping those with a finished summary unless fresh), `jobs` at a time, one thread
+    each; returns their summaries in order. A failed run raises with the tail of its log."""
+    from tqdm.auto import tqdm
+    root = Path(root)
+    todo, out = [], [None] * len(cfgs)
+    for i, c in enumerate(cfgs):
+        d = run_dir(root, c)
+        if not fresh and (d / "summary.json").is_file():
+            out[i] = json.loads((d / "summary.json").read_text())
+        else:
+            todo.append(i)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def one(i: int) -> dict:
+        c = cfgs[i].replace(out_dir=str(run_dir(root, cfgs[i])), threads=1, resume=not fresh)
+        d = Path(c.out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            for f in ("summary.json", "checkpoint.pt", "log.jsonl"):
+                (d / f).unlink(missing_ok=True)
+        with open(d / "stdout.log", "w") as log:
+            r = subprocess.run([sys.executable, "-m", "maskedkd.train", "digits_student_nokd", *to_overrides(c)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            tail = (d / "stdout.log").read_text()[-2000:]
+            raise RuntimeError(f"run {c.name} failed (exit {r.returncode}), log {d / 'stdout.log'}:\n{tail}")
+        return json.loads((d / "summary.json").read_text())
+
+    with tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc=desc, dynamic_ncols=True) as bar:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = {pool.submit(one, i): i for i in todo}
+            for f in as_completed(futures):
+                out[futures[f]] = f.result()
+                bar.update(1)
+                bar.set_postfix_str(cfgs[futures[f]].name, refresh=True)
+    return out
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [float(x) for x in xs]
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def fmt_pm(xs: list[float], scale: float = 100.0) -> str:
+    m, s = mean_std(xs)
+    return f"{scale * m:.1f} ± {scale * s:.1f}" if len(xs) > 1 else f"{scale * m:.1f}"
+
+
+def machine_header(title: str, *, seeds, wall_s: float, extra: str = "") -> str:
+    """Markdown header: what ran where, with which versions and seeds, and how long it took."""
+    import einops
+    import numpy
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return "\n".join([
+        f"# {title}", "",
+        f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+        + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
+        f"- versions: python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
+        f"einops {einops.__version__}",
+        f"- seeds: {list(seeds)}; wall time {wall_s / 60:.1f} min; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *( [f"- {extra}"] if extra else []), ""])
