@@ -27,30 +27,16 @@ from maskedkd.configs import MODELS, TrainConfig, get_config
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.select import keep_count
 
+from embedded import plan, student_run, teacher_config
+
 KEPT = (75, 50, 40, 25)
 
 
-def embedded_plan(mode: str) -> tuple[list[int], dict]:
-    """Seeds and student-run settings for default / quick / smoke."""
-    if mode == "smoke":
-        return [0], dict(epochs=1, train_size=256, test_size=200, batch_size=32)
-    if mode == "quick":
-        return [0], dict(epochs=4, train_size=8000)
-    return [0, 1, 2], dict(epochs=8, train_size=10000)
-
-
-def teacher_config(mode: str) -> TrainConfig:
-    return get_config("digits_teacher_smoke" if mode == "smoke" else "digits_teacher")
-
-
-def student_rows(mode: str, teacher: TrainConfig, seed: int, **kw) -> list[tuple[str, TrainConfig]]:
-    base = get_config("digits_student_nokd").replace(seed=seed, **kw)
-    kd = base.replace(name="digits_student_kd", teacher=f"cache:{teacher.name}", teacher_model=teacher.model)
-    rows = [("No distillation", base), ("Logit KD (full teacher)", kd)]
+def student_rows(mode: str, seed: int) -> list[tuple[str, TrainConfig]]:
     n = MODELS["digits_student"].num_patches
-    rows += [(f"+MaskedKD {p}%", kd.replace(name=f"digits_student_maskedkd{p}", num_keep=keep_count(n, p / 100)))
-             for p in KEPT]
-    return [(label, c.replace(name=f"{c.name}-s{seed}")) for label, c in rows]
+    return ([("No distillation", student_run(mode, seed, None, teacher=False)),
+             ("Logit KD (full teacher)", student_run(mode, seed, None))]
+            + [(f"+MaskedKD {p}%", student_run(mode, seed, keep_count(n, p / 100))) for p in KEPT])
 
 
 def part1(mode: str) -> list[dict]:
@@ -87,20 +73,20 @@ def part1(mode: str) -> list[dict]:
 
 
 def part2(mode: str, jobs: int, fresh: bool):
-    seeds, kw = embedded_plan(mode)
+    seeds, kw = plan(mode)
     tcfg = teacher_config(mode)
     t0 = time.time()
     from maskedkd.train import cached_teacher
     teacher_path = cached_teacher(tcfg)  # trains once (minutes) if neither shipped nor cached
     teacher_s = time.time() - t0
-    plan = [(label, seed, c) for seed in seeds for label, c in student_rows(mode, tcfg, seed, **kw)]
-    summaries = run_all([c for _, _, c in plan], jobs=jobs, fresh=fresh, desc="table 1 students")
+    runs = [(label, c) for seed in seeds for label, c in student_rows(mode, seed)]
+    summaries = run_all([c for _, c in runs], jobs=jobs, fresh=fresh, desc="table 1 students")
     by_label: dict[str, list[dict]] = {}
-    for (label, _, _), s in zip(plan, summaries):
+    for (label, _), s in zip(runs, summaries):
         by_label.setdefault(label, []).append(s)
     t_params = mkd.load_checkpoint(teacher_path, MODELS[tcfg.model])
     from maskedkd.data.loaders import DigitsData
-    data = DigitsData(get_config("digits_student_nokd").replace(test_size=kw["test_size"] if "test_size" in kw else 2000))
+    data = DigitsData(get_config("digits_student_nokd").replace(test_size=kw.get("test_size", 2000)))
     x, y = data.eval_batches(batch=10**9)[0]
     with torch.no_grad():
         t_acc = (mkd.forward(t_params, x, MODELS[tcfg.model]).argmax(-1) == y).float().mean().item()
