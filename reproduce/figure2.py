@@ -33,7 +33,7 @@ def main(argv=None):
     t0 = time.time()
     cfgs = [student_run(mode, s, k) for k in keeps for s in seeds]
     nokd = [student_run(mode, s, None, teacher=False) for s in seeds]
-    sums = run_all(cfgs + nokd, jobs=args.jobs, fresh=args.fresh, desc="figure 2 sweep")
+    sums = run_all(cfgs + nokd, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh, desc="figure 2 sweep")
     by_k = {k: sums[i * len(seeds):(i + 1) * len(seeds)] for i, k in enumerate(keeps)}
     base = [s["final_acc"] for s in sums[len(cfgs):]]
     stud = {k: [s["final_acc"] for s in v] for k, v in by_k.items()}

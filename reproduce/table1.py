@@ -72,7 +72,7 @@ def part1(mode: str) -> list[dict]:
     return rows
 
 
-def part2(mode: str, jobs: int, fresh: bool):
+def part2(mode: str, jobs: int, fresh: bool, out: Path):
     seeds, kw = plan(mode)
     tcfg = teacher_config(mode)
     t0 = time.time()
@@ -80,7 +80,7 @@ def part2(mode: str, jobs: int, fresh: bool):
     teacher_path = cached_teacher(tcfg)  # trains once (minutes) if neither shipped nor cached
     teacher_s = time.time() - t0
     runs = [(label, c) for seed in seeds for label, c in student_rows(mode, seed)]
-    summaries = run_all([c for _, c in runs], jobs=jobs, fresh=fresh, desc="table 1 students")
+    summaries = run_all([c for _, c in runs], root=out / "runs", jobs=jobs, fresh=fresh, desc="table 1 students")
     by_label: dict[str, list[dict]] = {}
     for (label, _), s in zip(runs, summaries):
         by_label.setdefault(label, []).append(s)
@@ -194,7 +194,7 @@ def main(argv=None):
         from maskedkd.train import cache_dir
         shutil.rmtree(cache_dir() / "teachers", ignore_errors=True)
     p1 = part1(mode)
-    seeds, by_label, t_acc, t_path, t_s = part2(mode, args.jobs, args.fresh)
+    seeds, by_label, t_acc, t_path, t_s = part2(mode, args.jobs, args.fresh, Path(args.out))
     md, rows = render(mode, p1, seeds, by_label, t_acc, t_path, t_s, time.time() - t0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,108 @@
+"""reproduce/ scripts: exact arithmetic rows, and smoke runs of the table and figure scripts end to end."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import maskedkd as mkd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "reproduce"))
+
+
+def _env(tmp_path):
+    return {**os.environ, "MASKEDKD_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def test_figure1_matches_digest_values():
+    import figure1
+    for r in figure1.compute():
+        for ours, plot in zip(r["ours"], r["paper"]):
+            assert ours == pytest.approx(plot, abs=0.1), r  # values read off the plot, +-0.1 GFLOPs
+
+
+def test_table1_paper_rows_costs_within_0_3_percent():
+    from maskedkd import paper
+    n = 0
+    for r in paper.TABLE1:
+        if r.teacher is not None and r.pflops is not None:
+            ours = mkd.pflops(paper.teacher_macs(r.teacher, r.kept), r.epochs)
+            assert ours == pytest.approx(r.pflops, rel=3e-3), r
+            n += 1
+    assert n == 33  # every row with a PFLOPs value in the paper
+
+
+@pytest.mark.slow
+def test_table1_smoke_end_to_end(tmp_path):
+    out = tmp_path / "res"
+    r = subprocess.run(["bash", str(ROOT / "reproduce/table1.sh"), "--smoke", "--out", str(out)],
+                       env=_env(tmp_path), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = (out / "table1.md").read_text()
+    assert "Largest |diff|" in md and "CaiT architecture not implemented" in md and "**Reading.**" in md
+    rows = list(csv.DictReader(open(out / "table1.csv")))
+    part1 = [x for x in rows if x["part"] == "1"]
+    part2 = [x for x in rows if x["part"] == "2"]
+    assert len(part1) == len(__import__("maskedkd.paper", fromlist=["TABLE1"]).TABLE1)
+    assert all(abs(float(x["pflops_diff"])) < 3e-3 for x in part1 if x["pflops_diff"])
+    assert [x["method"] for x in part2] == ["No distillation", "Logit KD (full teacher)", "+MaskedKD 75%",
+                                            "+MaskedKD 50%", "+MaskedKD 40%", "+MaskedKD 25%"]
+    assert [x["num_keep"] for x in part2] == ["", "", "48", "32", "26", "16"]
+    # a re-run reuses the finished rows and the cached teacher
+    r2 = subprocess.run(["bash", str(ROOT / "reproduce/table1.sh"), "--smoke", "--out", str(out)],
+                        env=_env(tmp_path), capture_output=True, text=True)
+    assert r2.returncode == 0 and "0.0 min spent on the teacher" in (out / "table1.md").read_text()
+
+
+def _folder(root, classes=3, n=2):
+    from PIL import Image
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                arr = (torch.rand(36, 36, 3, generator=g) * 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(root / split / f"c{c}" / f"{i}.png")
+
+
+def test_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
+    import full
+    from maskedkd.configs import MODELS
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--dry-run", "--rows", "1,2,3,15"])
+    text = capsys.readouterr().out
+    assert "row  2 DeiT-Ti / DeiT-S / Logit: skipped (teacher file missing" in text
+    assert "CaiT: no architecture" in text
+    (ck / "deit_small_patch16_224-cd65a155.pth").write_bytes(b"")
+    full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--rows", "1,3"])
+    text = capsys.readouterr().out
+    assert "num_keep=98" in text and "GPU-h" in text and "teacher=" in text
+    # tiny: real ImageFolder, real checkpoint file (tiny architecture), one step per row
+    _folder(tmp_path / "data")
+    tiny_t = mkd.vit_config("deit_small_patch16_224", img_size=32, patch_size=8, depth=1, embed_dim=32,
+                            num_heads=2, num_classes=3)
+    torch.save({"model": mkd.init_params(tiny_t)}, ck / "deit_small_patch16_224-cd65a155.pth")
+    try:
+        res = full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--rows", "1,2,3",
+                         "--tiny", "--out", str(tmp_path / "out")])
+    finally:
+        for k in ("deit_tiny_patch16_224", "deit_small_patch16_224"):
+            MODELS.pop(k, None)
+    assert [s["steps"] for _, s, _ in res] == [1, 1, 1]
+    assert res[2][1]["num_keep"] == 8 and res[0][1]["teacher"] is None
+    assert "| 3 | DeiT-Ti | DeiT-S | +MaskedKD 50% | 75.2 |" in (tmp_path / "out" / "table1_full.md").read_text()
+
+
+@pytest.mark.slow
+def test_figure2_smoke(tmp_path):
+    r = subprocess.run(["bash", str(ROOT / "reproduce/figure2.sh"), "--smoke", "--out", str(tmp_path / "r")],
+                       env=_env(tmp_path), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "r" / "figure2.png").stat().st_size > 10_000
+    rows = list(csv.DictReader(open(tmp_path / "r" / "figure2.csv")))
+    assert [int(x["num_keep"]) for x in rows] == [64, 40, 20, 8]
