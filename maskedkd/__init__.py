@@ -12,17 +12,19 @@
 from .attention import block, cls_attention_scores, drop_path
 from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint, save_params
 from .config import PRESETS, ViTConfig, vit_config
-from .flops import IMAGENET_TRAIN_IMAGES, block_macs, macs, pflops, training_ledger
+from .flops import IMAGENET_TRAIN_IMAGES, block_macs, cait_macs, counted_macs, macs, pflops, training_ledger
 from .losses import cross_entropy, kd_divergence, kd_loss, kd_loss_terms
 from .model import (embed, forward, gather_patches, init_params, param_shapes, run_blocks, student_forward,
                     teacher_forward)
 from .patchify import patch_embed, patchify
 from .select import CRITERIA, keep_count, register_criterion, resample_scores, select_tokens
+from .step import cosine_lr, make_loss_fn, make_optimizer, make_train_step
 
 __all__ = [
     "PRESETS", "ViTConfig", "vit_config", "init_params", "param_shapes", "load_checkpoint", "read_state_dict",
     "save_params", "save_checkpoint", "forward", "student_forward", "teacher_forward", "embed", "run_blocks",
     "gather_patches", "block", "cls_attention_scores", "drop_path", "patchify", "patch_embed", "select_tokens",
     "register_criterion", "CRITERIA", "keep_count", "resample_scores", "kd_loss", "kd_loss_terms",
-    "kd_divergence", "cross_entropy", "macs", "block_macs", "pflops", "training_ledger", "IMAGENET_TRAIN_IMAGES",
+    "kd_divergence", "cross_entropy", "macs", "block_macs", "cait_macs", "counted_macs", "pflops", "training_ledger",
+    "IMAGENET_TRAIN_IMAGES", "make_train_step", "make_loss_fn", "make_optimizer", "cosine_lr",
 ]
