@@ -249,10 +249,11 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        from .configs import CONFIGS, get_config as _g
-        _g("digits_teacher")
+        from .configs import CONFIGS, DOCS
+        get_config("digits_teacher")  # loads the registry
         print(__doc__)
-        print("configs:", ", ".join(sorted(CONFIGS)))
+        for name in sorted(CONFIGS):
+            print(f"  {name}: {DOCS.get(name, '')}")
         print("keys:", ", ".join(f.name for f in dataclasses.fields(TrainConfig)))
         return {}
     cfg = apply_overrides(get_config(argv[0]), argv[1:])
