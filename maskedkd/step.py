@@ -48,11 +48,42 @@ def _autocast(device_type: str):
     return contextlib.nullcontext()  # fp32 on CPU
 
 
+def make_selector(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None, teacher: Params | None, *,
+                  num_keep: int | None, criterion: str = "topk",
+                  scorer: tuple[ViTConfig, Params] | str = "student") -> Callable:
+    """(x, student scores (b n)) -> kept teacher-patch indices (b k), or None for no masking.
+    `scorer` says whose last-block CLS attention ranks the patches: "student" (MaskedKD), "teacher" (the
+    teacher's own attention: one extra full teacher pass), or (cfg, params) of a fixed model (the paper's DINO
+    stand-in, one extra pass of that model) [digest 2.4]. Scores on another patch grid are resampled."""
+    if scorer == "student":
+        score_cfg = student_cfg
+    elif scorer == "teacher":
+        score_cfg = teacher_cfg
+    elif isinstance(scorer, tuple):
+        score_cfg, score_params = scorer
+    else:
+        raise ValueError(f"scorer={scorer!r} must be 'student', 'teacher' or a (config, params) pair")
+
+    def select(x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+        if num_keep is None:
+            return None
+        if scorer == "teacher":
+            scores = student_forward(teacher, x, teacher_cfg)[1]
+        elif isinstance(scorer, tuple):
+            scores = student_forward(score_params, x, score_cfg)[1]
+        if score_cfg.grid_size != teacher_cfg.grid_size:
+            scores = resample_scores(scores, score_cfg.grid_size, teacher_cfg.grid_size)
+        return select_tokens(scores, num_keep, criterion)
+
+    return select
+
+
 def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None, *,
                  num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                  temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
-                 drop_path: float = 0.0) -> Callable:
-    """(params, x, y) -> (loss, metrics): the whole MaskedKD objective as one pure function."""
+                 drop_path: float = 0.0, scorer: tuple[ViTConfig, Params] | str = "student") -> Callable:
+    """(params, x, y) -> (loss, metrics): the whole MaskedKD objective as one pure function (scorer: see
+    make_selector)."""
     if (teacher is None) != (teacher_cfg is None):
         raise ValueError("give both teacher_cfg and teacher params, or neither (no distillation)")
     if teacher_cfg is not None and teacher_cfg.num_classes != student_cfg.num_classes:
@@ -62,7 +93,7 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
             raise ValueError("num_keep needs a teacher")
         if not 1 <= num_keep <= teacher_cfg.num_patches:
             raise ValueError(f"num_keep={num_keep} is out of range 1..{teacher_cfg.num_patches}")
-    same_grid = teacher_cfg is None or teacher_cfg.grid_size == student_cfg.grid_size
+    select = make_selector(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion, scorer=scorer)
 
     def loss_fn(params: Params, x: torch.Tensor, y: torch.Tensor):
         with _autocast(x.device.type):
@@ -70,11 +101,7 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
             t_logits = None
             if teacher is not None:
                 with torch.no_grad():
-                    keep = None
-                    if num_keep is not None:
-                        s = scores if same_grid else resample_scores(
-                            scores, student_cfg.grid_size, teacher_cfg.grid_size)
-                        keep = select_tokens(s.detach(), num_keep, criterion)
+                    keep = select(x, scores.detach())
                     t_logits = teacher_forward(teacher, x, teacher_cfg, keep, check=False).float()
         logits = logits.float()
         terms = kd_loss_terms(logits, t_logits, y, kd_weight=kd_weight, temperature=temperature, kind=kind,
@@ -83,7 +110,8 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
         pred = logits.argmax(dim=-1)
         metrics = {"ce": terms["ce"].detach(), "kd": terms["kd"].detach(),
                    "student_acc": (pred == target).float().mean(),
-                   "kept_tokens": torch.tensor(float(num_keep or student_cfg.num_patches), device=x.device)}
+                   "kept_tokens": torch.tensor(float(num_keep or (teacher_cfg or student_cfg).num_patches),
+                                                device=x.device)}
         if t_logits is not None:
             t_pred = t_logits.argmax(dim=-1)
             metrics["agreement"] = (pred == t_pred).float().mean()
@@ -96,7 +124,7 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
 def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None,
                     *, num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                     temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
-                    drop_path: float = 0.0, compile: bool = True,
+                    drop_path: float = 0.0, compile: bool = True, scorer: tuple[ViTConfig, Params] | str = "student",
                     grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
     """A step `(params, optimizer, x, y) -> metrics dict` (loss, ce, kd, kept_tokens, student_acc, agreement,
     teacher_acc; 0-d tensors, no host sync). The gradient function is torch.compile-d once for a static
@@ -104,7 +132,7 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
     gradients for data parallelism (see `maskedkd.train`)."""
     loss_fn = make_loss_fn(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion,
                            kd_weight=kd_weight, temperature=temperature, kind=kind, kl_reduction=kl_reduction,
-                           drop_path=drop_path)
+                           drop_path=drop_path, scorer=scorer)
     grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
     if compile:
         grad_fn = torch.compile(grad_fn)

@@ -24,8 +24,8 @@ from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint, save_
 from .configs import TrainConfig, apply_overrides, get_config, model_config
 from .data.loaders import build_data
 from .model import forward, student_forward, teacher_forward
-from .select import keep_count, resample_scores, select_tokens
-from .step import cosine_lr, make_optimizer, make_train_step
+from .select import keep_count
+from .step import cosine_lr, make_optimizer, make_selector, make_train_step
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -69,25 +69,38 @@ def all_reduce_mean(world: int):
     return sync
 
 
-def load_teacher(cfg: TrainConfig, num_classes: int, device: torch.device):
-    """(teacher config, params) or (None, None): from a checkpoint file, or "cache:NAME" (trained once)."""
-    if not cfg.teacher:
-        return None, None
-    if cfg.teacher.startswith("cache:"):
-        tcfg = get_config(cfg.teacher[len("cache:"):])
-        path = cached_teacher(tcfg)
-        t_model = model_config(tcfg.model, num_classes)
+def load_model(ref: str, model: str, num_classes: int, img_size: int | None, device: torch.device, role: str):
+    """(config, params) of a model given as "cache:NAME" (an embedded config, trained once and cached) or as a
+    checkpoint path with its preset name; its class count must match the data's."""
+    if ref.startswith("cache:"):
+        mcfg = get_config(ref[len("cache:"):])
+        path = cached_teacher(mcfg)
+        arch = model_config(mcfg.model, num_classes)
     else:
-        if not cfg.teacher_model:
-            raise ValueError("teacher=PATH needs teacher_model=NAME (a preset such as deit_small_patch16_224)")
-        path = cfg.teacher
-        t_model = model_config(cfg.teacher_model, num_classes, cfg.img_size or None)
+        if not model:
+            raise ValueError(f"{role}=PATH needs {role}_model=NAME (a preset such as deit_small_patch16_224)")
+        path = ref
+        arch = model_config(model, num_classes, img_size)
     sd = read_state_dict(path)
     head = sd.get("head.weight")
     if head is not None and head.shape[0] != num_classes:
-        raise ValueError(f"teacher {path} has {head.shape[0]} classes but the data has {num_classes}")
-    params = load_checkpoint(sd, t_model)
-    return t_model, {k: v.to(device) for k, v in params.items()}
+        raise ValueError(f"{role} {path} has {head.shape[0]} classes but the data has {num_classes}")
+    params = load_checkpoint(sd, arch)
+    return arch, {k: v.to(device) for k, v in params.items()}
+
+
+def load_teacher(cfg: TrainConfig, num_classes: int, device: torch.device):
+    """(teacher config, params) or (None, None) without a teacher."""
+    if not cfg.teacher:
+        return None, None
+    return load_model(cfg.teacher, cfg.teacher_model, num_classes, cfg.img_size or None, device, "teacher")
+
+
+def load_scorer(cfg: TrainConfig, num_classes: int, device: torch.device):
+    """The step's `scorer`: "student", "teacher", or (config, params) of a fixed model."""
+    if cfg.scorer in ("student", "teacher"):
+        return cfg.scorer
+    return load_model(cfg.scorer, cfg.scorer_model, num_classes, cfg.img_size or None, device, "scorer")
 
 
 def cached_teacher(tcfg: TrainConfig) -> Path:
@@ -107,19 +120,15 @@ def cached_teacher(tcfg: TrainConfig) -> Path:
     return path
 
 
-def evaluate(params, s_model, loader, device, t_model=None, teacher=None, num_keep=None, criterion="topk"):
-    """Student top-1 on the eval set, and (with a teacher) the teacher's top-1 on the patches this student selects."""
+def evaluate(params, s_model, loader, device, t_model=None, teacher=None, select=None):
+    """Student top-1 on the eval set, and (with a teacher) the teacher's top-1 on the patches `select` keeps."""
     correct = t_correct = total = 0
     with torch.no_grad():
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if teacher is not None:
                 logits, scores = student_forward(params, x, s_model)
-                keep = None
-                if num_keep is not None:
-                    if s_model.grid_size != t_model.grid_size:
-                        scores = resample_scores(scores, s_model.grid_size, t_model.grid_size)
-                    keep = select_tokens(scores, num_keep, criterion)
+                keep = select(x, scores) if select is not None else None
                 t_correct += (teacher_forward(teacher, x, t_model, keep).argmax(-1) == y).sum().item()
             else:
                 logits = forward(params, x, s_model)
@@ -145,6 +154,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     num_keep = None
     if teacher is not None and (cfg.num_keep or cfg.keep_ratio < 1.0):
         num_keep = cfg.num_keep or keep_count(t_model.num_patches, cfg.keep_ratio)
+    scorer = load_scorer(cfg, data.num_classes, device)
+    select = make_selector(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion, scorer=scorer)
 
     ckpt_path = out / "checkpoint.pt"
     state = None
@@ -165,7 +176,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     step_fn = make_train_step(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion,
                               kd_weight=cfg.kd_weight, temperature=cfg.temperature, kind=cfg.kd_kind,
                               kl_reduction=cfg.kl_reduction, drop_path=cfg.drop_path, compile=cfg.compile,
-                              grad_sync=all_reduce_mean(world) if world > 1 else None)
+                              scorer=scorer, grad_sync=all_reduce_mean(world) if world > 1 else None)
     steps_per_epoch = data.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     epoch, in_epoch, global_step, history = 0, 0, 0, []
@@ -222,7 +233,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         if stop and in_epoch < steps_per_epoch:
             break
         ev = evaluate(params, s_model, data.eval_batches(), device, t_model if cfg.eval_masked_teacher else None,
-                      teacher if cfg.eval_masked_teacher else None, num_keep, cfg.criterion)
+                      teacher if cfg.eval_masked_teacher else None, select)
         history.append({"epoch": epoch, **ev})
         if rank == 0:
             log.write(json.dumps({"epoch": epoch, "eval": ev, "wall_s": round(time.time() - t_start, 1)}) + "\n")

@@ -92,3 +92,19 @@ def test_cosine_schedule_and_weight_decay_groups():
     decay, rest = opt.param_groups
     assert decay["weight_decay"] == 0.05 and rest["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decay["params"]) and len(decay["params"]) == 2 * 4 + 1 + 1  # 4 mats/block
+
+
+def test_scorers_rank_by_the_named_model():
+    """scorer="teacher" / a fixed model: the kept patches are the top-k of that model's own CLS attention."""
+    from maskedkd.step import make_selector
+    teacher, params = _teacher(), mkd.init_params(S, seed=0)
+    fixed = (S, mkd.init_params(S, seed=3))
+    x, _ = _batch()
+    _, s_student = mkd.student_forward(params, x, S)
+    for scorer, (cfg, p) in (("student", (S, params)), ("teacher", (T, teacher)), (fixed, fixed)):
+        keep = make_selector(S, T, teacher, num_keep=5, scorer=scorer)(x, s_student)
+        want = torch.topk(mkd.student_forward(p, x, cfg)[1], 5).indices
+        assert torch.equal(keep.sort(-1).values, want.sort(-1).values)
+    assert make_selector(S, T, teacher, num_keep=None)(x, s_student) is None
+    with pytest.raises(ValueError, match="scorer='dino'"):
+        make_selector(S, T, teacher, num_keep=5, scorer="dino")

@@ -56,6 +56,10 @@ class TrainConfig:
     num_keep: int = 0  # patches the teacher sees; 0: from keep_ratio
     keep_ratio: float = 1.0  # 1.0 with num_keep 0: vanilla (unmasked) KD
     criterion: str = "topk"
+    # whose CLS attention ranks the patches: "student" (MaskedKD), "teacher" (its own attention, an extra pass),
+    # or a fixed model: "cache:NAME" (an embedded config, trained once) or a checkpoint path with scorer_model
+    scorer: str = "student"
+    scorer_model: str = ""
     kd_weight: float = 0.5
     temperature: float = 1.0
     kd_kind: str = "soft"
