@@ -9,6 +9,8 @@
         t_logits = mkd.teacher_forward(teacher, x, cfg_t, keep)
     loss = mkd.kd_loss(logits, t_logits, y)
 """
+from .ast import (AST_PRESETS, DEIT_SOURCES, adapt_pos_embed, ast_config, ast_from_deit, convert_hf_ast,
+                  deit_source_config)
 from .attention import block, cls_attention_scores, drop_path
 from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint, save_params
 from .config import PRESETS, ViTConfig, vit_config
@@ -26,5 +28,6 @@ __all__ = [
     "gather_patches", "block", "cls_attention_scores", "drop_path", "patchify", "patch_embed", "select_tokens",
     "register_criterion", "CRITERIA", "keep_count", "resample_scores", "kd_loss", "kd_loss_terms",
     "kd_divergence", "cross_entropy", "macs", "block_macs", "cait_macs", "counted_macs", "pflops", "training_ledger",
-    "IMAGENET_TRAIN_IMAGES", "make_train_step", "make_loss_fn", "make_optimizer", "cosine_lr",
+    "IMAGENET_TRAIN_IMAGES", "ast_config", "AST_PRESETS", "DEIT_SOURCES", "deit_source_config", "convert_hf_ast",
+    "adapt_pos_embed", "ast_from_deit", "make_train_step", "make_loss_fn", "make_optimizer", "cosine_lr",
 ]

@@ -59,11 +59,12 @@ def fbank(waveform, sample_rate: int, *, num_mel_bins: int = 128, max_length: in
 
 class SpecAugment:
     """SpecAugment as AST trains: one torchaudio FrequencyMasking(freq_mask) and TimeMasking(time_mask) band
-    per call on x (t f) or (b t f) (iid per sample), drawn from torch's global RNG. AST masks the fbank
-    before normalising it (masked value 0), i.e. `mask_value = -mean / (2 * std)` on our normalised input."""
+    (width uniform in [0, mask)) per call on x (t f) or (b t f), iid per sample, from torch's global RNG. AST
+    masks the fbank before normalising it (value 0), i.e. `mask_value = -mean / (2 * std)` on our normalised
+    input; the defaults are the ESC-50 recipe's."""
 
     def __init__(self, *, freq_mask: int = ESC50_SPECAUG["freq_mask"], time_mask: int = ESC50_SPECAUG["time_mask"],
-                 mask_value: float = -AUDIOSET_MEAN / (2 * AUDIOSET_STD)):
+                 mask_value: float = -ESC50_MEAN / (2 * ESC50_STD)):
         self.freq = torchaudio.transforms.FrequencyMasking(freq_mask, iid_masks=True) if freq_mask else None
         self.time = torchaudio.transforms.TimeMasking(time_mask, iid_masks=True) if time_mask else None
         self.mask_value = float(mask_value)
@@ -191,9 +192,10 @@ def synthetic_sound_events(*, n_train: int = 1000, n_test: int = 500, seed: int 
     balanced (label = index % 10), clip i of a split drawn from rng (seed, split, i) alone, through `fbank`.
     Nothing installed, nothing written to disk. 1.0 s clips give 98 frames (padded to 100): grid 12 x 9.
 
-    Hardness, measured (seed 0, 2000 train / 1000 test clips, StandardScaler + LogisticRegression):
-    time-mean of the fbank 33.6% test accuracy, time mean + std 48.4%, mean + std + max 51.3%, the whole
-    flattened spectrogram 36.0% (chance 10%); the order of events in time is what separates the classes."""
+    Measured (seed 0, 2000 train / 1000 test clips, ~4.5 ms a clip to make: 14 s): StandardScaler +
+    LogisticRegression reach 33.6% test accuracy on the time-mean of the fbank, 48.4% on mean + std, 51.3%
+    on mean + std + max, 36.0% on the whole flattened spectrogram (chance 10%); a small AST (64 wide, depth 4,
+    AdamW 1e-3 one-cycle, 15 epochs) reaches 84.5%: how events change in time is what separates the classes."""
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
         ys = [i % len(SOUND_CLASSES) for i in range(n)]
