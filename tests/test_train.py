@@ -173,3 +173,19 @@ def test_imagefolder_deit_recipe_one_epoch(tmp_path):
         MODELS.pop("tiny_rgb_test")
     assert s["steps"] == 4  # 18 images x 3 repeats / 3 ... one rank: ceil(18/1) = 18 samples -> 4 batches of 4
     assert 0.0 <= s["final_acc"] <= 1.0
+
+
+def test_sound_data_through_the_training_program(tmp_path):
+    s = run(TrainConfig(**{**TINY, "data": "sounds", "model": "sounds_student", "train_size": 64, "test_size": 32},
+                        out_dir=str(tmp_path / "r")))
+    assert s["steps"] == 4 and s["student"] == "sounds_student" and 0.0 <= s["final_acc"] <= 1.0
+
+
+def test_esc50_folds_in_the_loader(tmp_path):
+    from maskedkd.data.audio import write_esc50_fixture
+    from maskedkd.data.loaders import build_data
+    write_esc50_fixture(tmp_path / "esc", classes=(0, 3), clips_per_fold=2)
+    d = build_data(TrainConfig(**{**TINY, "data": "esc50", "batch_size": 4}, data_path=str(tmp_path / "esc"), fold=2))
+    assert d.num_classes == 50 and d.steps_per_epoch == 4  # 4 train folds x 2 classes x 2 clips = 16
+    (x, y), = d.eval_batches()
+    assert x.shape[1:] == (512, 128) and sorted(y.tolist()) == [0, 0, 3, 3]

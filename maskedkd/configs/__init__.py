@@ -20,6 +20,21 @@ MODELS: dict[str, ViTConfig] = {
 }
 
 
+def _sounds_models():
+    from ..ast import ast_config
+    # AST students/teachers of the embedded sound set: 1.0 s clips, 100 frames x 128 bins -> 12 x 9 patches
+    kw = dict(max_length=100, num_mel_bins=128, num_classes=10, norm_eps=1e-6)
+    return {"sounds_student": ast_config(embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0, **kw).replace(
+                name="sounds_student"),
+            "sounds_teacher": ast_config(embed_dim=128, depth=4, num_heads=4, **kw).replace(name="sounds_teacher"),
+            # ESC-50 at the AST recipe's 512 frames, 50 classes: the published base384 as teacher, tiny224 student
+            "esc50_teacher": ast_config("base384", max_length=512, num_classes=50).replace(name="esc50_teacher"),
+            "esc50_student": ast_config("tiny224", max_length=512, num_classes=50).replace(name="esc50_student")}
+
+
+MODELS.update(_sounds_models())
+
+
 def model_config(name: str, num_classes: int | None = None, img_size: int | None = None) -> ViTConfig:
     """A model by name: an embedded-task model above, or a timm-named preset (vit_config)."""
     cfg = MODELS[name] if name in MODELS else vit_config(name)
@@ -36,8 +51,10 @@ class TrainConfig:
     """One training run. Defaults are the official MaskedKD / DeiT recipe [digest 3]; embedded-set configs
     override the sizes."""
 
-    # data: "digits" (embedded cluttered digits) or "imagefolder" (data_path/train, data_path/val)
+    # data: "digits" (embedded cluttered digits), "imagefolder" (data_path/train, data_path/val),
+    # "sounds" (embedded synthetic sound events) or "esc50" (data_path, test fold `fold`)
     data: str = "digits"
+    fold: int = 1
     data_path: str = ""
     img_size: int = 0  # 0: the model's own
     train_size: int = 12000  # digits: images per epoch, fresh clutter each epoch

@@ -86,12 +86,48 @@ class FolderData:
                                            num_workers=self.cfg.num_workers)
 
 
+class TensorData:
+    """A fixed in-memory set (the synthetic sound events, or one ESC-50 fold split): batches drawn by a
+    (seed, epoch) permutation, sharded over ranks like DigitsData."""
+
+    def __init__(self, cfg, tensors: dict[str, torch.Tensor], num_classes: int, rank: int = 0, world: int = 1):
+        self.cfg, self.rank, self.world, self.t = cfg, rank, world, tensors
+        self.num_classes = num_classes
+        self.steps_per_epoch = len(tensors["y_train"]) // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(tensors['y_train'])} training examples give no full batch of {cfg.batch_size}")
+
+    def train_batches(self, epoch: int, start: int = 0):
+        x, y, b = self.t["x_train"], self.t["y_train"], self.cfg.batch_size
+        per = b // self.world
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch))
+        for s in range(start, self.steps_per_epoch):
+            idx = perm[s * b: (s + 1) * b][self.rank * per: (self.rank + 1) * per]
+            yield x[idx], y[idx]
+
+    def eval_batches(self, batch: int = 250):
+        x, y = self.t["x_test"], self.t["y_test"]
+        return [(x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)]
+
+
+SOUNDS_SEED = 0  # one fixed synthetic sound set for every run
+
+
 def build_data(cfg, rank: int = 0, world: int = 1):
-    """The data source a TrainConfig names."""
+    """The data source a TrainConfig names: digits, imagefolder, sounds (synthetic) or esc50 (data_path, fold)."""
     if cfg.data == "digits":
         return DigitsData(cfg, rank, world)
+    if cfg.data == "sounds":
+        from .audio import SOUND_CLASSES, synthetic_sound_events
+        t = synthetic_sound_events(n_train=cfg.train_size, n_test=cfg.test_size, seed=SOUNDS_SEED)
+        return TensorData(cfg, t, len(SOUND_CLASSES), rank, world)
+    if cfg.data == "esc50":
+        from .audio import load_esc50
+        if not cfg.data_path:
+            raise ValueError("data=esc50 needs data_path=/path/to/ESC-50 (with audio/ and meta/esc50.csv)")
+        return TensorData(cfg, load_esc50(cfg.data_path, test_fold=cfg.fold), 50, rank, world)
     if cfg.data == "imagefolder":
         if not cfg.data_path:
             raise ValueError("data=imagefolder needs data_path=/path/with/train/and/val")
         return FolderData(cfg, rank, world)
-    raise ValueError(f"unknown data {cfg.data!r}; valid: digits, imagefolder")
+    raise ValueError(f"unknown data {cfg.data!r}; valid: digits, imagefolder, sounds, esc50")
