@@ -161,15 +161,17 @@ def check_keep_idx(keep_idx: torch.Tensor, batch: int, num_patches: int) -> None
 
 
 def teacher_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, keep_idx: torch.Tensor | None = None,
-                    *, check: bool = True) -> torch.Tensor:
+                    *, check: bool = True, drop_path: float = 0.0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
     """x, keep_idx (b k) patch indices -> logits (b C) of the teacher seeing all prefix tokens and the k kept
     patches with their original position embeddings. keep_idx=None: all patches (the plain forward).
     Runs as given: wrap it in torch.no_grad() (the train step does) so no graph is kept for the teacher.
-    check=False skips the index range check (a host sync); the train step does, its indices come from top-k."""
+    check=False skips the index range check (a host sync); the train step does, its indices come from top-k.
+    drop_path > 0 is for training a model on kept patches (the student-masking ablation), never the teacher."""
     prefix, patches = embed(params, x, cfg)
     if keep_idx is not None:
         if check:
             check_keep_idx(keep_idx, patches.shape[0], patches.shape[1])
         patches = gather_patches(patches, keep_idx.long())
-    tokens, _ = run_blocks(params, torch.cat([prefix, patches], dim=1), cfg)
+    tokens, _ = run_blocks(params, torch.cat([prefix, patches], dim=1), cfg, drop_path=drop_path, generator=generator)
     return head(params, tokens, cfg)

@@ -81,9 +81,11 @@ def make_selector(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None, teacher
 def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None, *,
                  num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                  temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
-                 drop_path: float = 0.0, scorer: tuple[ViTConfig, Params] | str = "student") -> Callable:
+                 drop_path: float = 0.0, scorer: tuple[ViTConfig, Params] | str = "student",
+                 student_keep: int | None = None) -> Callable:
     """(params, x, y) -> (loss, metrics): the whole MaskedKD objective as one pure function (scorer: see
-    make_selector)."""
+    make_selector). student_keep=k is the paper's opposite ablation [digest 2.5 right]: the STUDENT trains on k
+    random patches (plus prefix tokens) and the teacher sees the full image; evaluation stays on full images."""
     if (teacher is None) != (teacher_cfg is None):
         raise ValueError("give both teacher_cfg and teacher params, or neither (no distillation)")
     if teacher_cfg is not None and teacher_cfg.num_classes != student_cfg.num_classes:
@@ -94,10 +96,21 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
         if not 1 <= num_keep <= teacher_cfg.num_patches:
             raise ValueError(f"num_keep={num_keep} is out of range 1..{teacher_cfg.num_patches}")
     select = make_selector(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion, scorer=scorer)
+    if student_keep is not None:
+        if num_keep is not None:
+            raise ValueError("mask the student (student_keep) or the teacher (num_keep), not both")
+        if not 1 <= student_keep <= student_cfg.num_patches:
+            raise ValueError(f"student_keep={student_keep} is out of range 1..{student_cfg.num_patches}")
 
     def loss_fn(params: Params, x: torch.Tensor, y: torch.Tensor):
         with _autocast(x.device.type):
-            logits, scores = student_forward(params, x, student_cfg, drop_path=drop_path)
+            if student_keep is None:
+                logits, scores = student_forward(params, x, student_cfg, drop_path=drop_path)
+            else:
+                keep_s = select_tokens(torch.empty(x.shape[0], student_cfg.num_patches, device=x.device),
+                                       student_keep, "random")
+                logits = teacher_forward(params, x, student_cfg, keep_s, check=False, drop_path=drop_path)
+                scores = torch.zeros(x.shape[0], student_cfg.num_patches, device=x.device)
             t_logits = None
             if teacher is not None:
                 with torch.no_grad():
@@ -112,6 +125,8 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
                    "student_acc": (pred == target).float().mean(),
                    "kept_tokens": torch.tensor(float(num_keep or (teacher_cfg or student_cfg).num_patches),
                                                 device=x.device)}
+        if student_keep is not None:
+            metrics["student_kept_tokens"] = torch.tensor(float(student_keep), device=x.device)
         if t_logits is not None:
             t_pred = t_logits.argmax(dim=-1)
             metrics["agreement"] = (pred == t_pred).float().mean()
@@ -125,14 +140,14 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
                     *, num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                     temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
                     drop_path: float = 0.0, compile: bool = True, scorer: tuple[ViTConfig, Params] | str = "student",
-                    grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
+                    student_keep: int | None = None, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
     """A step `(params, optimizer, x, y) -> metrics dict` (loss, ce, kd, kept_tokens, student_acc, agreement,
     teacher_acc; 0-d tensors, no host sync). The gradient function is torch.compile-d once for a static
     num_keep; bf16 autocast on CUDA (selection scores stay fp32), fp32 on CPU. `grad_sync` all-reduces the
     gradients for data parallelism (see `maskedkd.train`)."""
     loss_fn = make_loss_fn(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion,
                            kd_weight=kd_weight, temperature=temperature, kind=kind, kl_reduction=kl_reduction,
-                           drop_path=drop_path, scorer=scorer)
+                           drop_path=drop_path, scorer=scorer, student_keep=student_keep)
     grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
     if compile:
         grad_fn = torch.compile(grad_fn)

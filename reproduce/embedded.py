@@ -5,8 +5,11 @@ from __future__ import annotations
 from maskedkd.configs import MODELS, TrainConfig, get_config
 
 
-def plan(mode: str) -> tuple[list[int], dict]:
+def plan(mode: str, task: str = "digits") -> tuple[list[int], dict]:
     """Seeds and student-run settings for the default / quick / smoke modes."""
+    if task == "sounds":
+        return {"smoke": ([0], dict(epochs=1, train_size=128, test_size=64, batch_size=32)),
+                "quick": ([0], dict(epochs=6)), "default": ([0, 1, 2], dict(epochs=10))}[mode]
     if mode == "smoke":
         return [0], dict(epochs=1, train_size=256, test_size=200, batch_size=32)
     if mode == "quick":
@@ -14,20 +17,23 @@ def plan(mode: str) -> tuple[list[int], dict]:
     return [0, 1, 2], dict(epochs=8, train_size=10000)
 
 
-def teacher_config(mode: str) -> TrainConfig:
-    return get_config("digits_teacher_smoke" if mode == "smoke" else "digits_teacher")
+def teacher_config(mode: str, task: str = "digits") -> TrainConfig:
+    return get_config(f"{task}_teacher_smoke" if mode == "smoke" else f"{task}_teacher")
 
 
 def student_run(mode: str, seed: int, num_keep: int | None, *, teacher: bool = True, criterion: str = "topk",
-                **extra) -> TrainConfig:
+                scorer: str = "student", task: str = "digits", **extra) -> TrainConfig:
     """A student run: no KD (teacher=False), logit KD (num_keep None) or MaskedKD with num_keep patches."""
-    _, kw = plan(mode)
-    c = get_config("digits_student_nokd").replace(seed=seed, **kw, **extra)
+    _, kw = plan(mode, task)
+    c = get_config(f"{task}_student_nokd").replace(seed=seed, **kw, **extra)
     if not teacher:
-        return c.replace(name=f"digits_student_nokd-s{seed}")
-    t = teacher_config(mode)
-    c = c.replace(teacher=f"cache:{t.name}", teacher_model=t.model, criterion=criterion)
+        return c.replace(name=f"{task}_student_nokd-s{seed}")
+    t = teacher_config(mode, task)
+    c = c.replace(teacher=f"cache:{t.name}", teacher_model=t.model, criterion=criterion, scorer=scorer)
     if num_keep is None or num_keep == MODELS[t.model].num_patches:
-        return c.replace(name=f"digits_student_kd-s{seed}")
-    tag = "" if criterion == "topk" else f"-{criterion}"
-    return c.replace(name=f"digits_student_keep{num_keep}{tag}-s{seed}", num_keep=num_keep)
+        return c.replace(name=f"{task}_student_kd-s{seed}", scorer="student", criterion="topk")
+    tag = ("" if criterion == "topk" else f"-{criterion}") + ("" if scorer == "student" else
+                                                            f"-by-{scorer.replace('cache:', '')}")
+    if extra.get("student_keep"):
+        return c.replace(name=f"{task}_student_studentkeep{extra['student_keep']}-s{seed}")
+    return c.replace(name=f"{task}_student_keep{num_keep}{tag}-s{seed}", num_keep=num_keep)

@@ -106,3 +106,26 @@ def test_figure2_smoke(tmp_path):
     assert (tmp_path / "r" / "figure2.png").stat().st_size > 10_000
     rows = list(csv.DictReader(open(tmp_path / "r" / "figure2.csv")))
     assert [int(x["num_keep"]) for x in rows] == [64, 40, 20, 8]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,files", [
+    ("criteria", ["criteria.md", "criteria.csv", "criteria.png"]),
+    ("ablation_student", ["ablation_student.md", "ablation_student.csv", "ablation_student.png"]),
+    ("audio", ["audio.md", "audio.csv", "audio.png"]),
+])
+def test_analysis_scripts_smoke(script, files, tmp_path):
+    r = subprocess.run(["bash", str(ROOT / f"reproduce/{script}.sh"), "--smoke", "--jobs", "1", "--out",
+                        str(tmp_path / "r")], env=_env(tmp_path), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in files:
+        assert (tmp_path / "r" / f).stat().st_size > 100, f
+    md = (tmp_path / "r" / files[0]).read_text()
+    if script == "criteria":
+        for label in ("MaskedKD (student attention)", "Random", "Teacher attention", "Fixed model attention",
+                      "Inverse (keep lowest)", "Logit KD (no masking)"):
+            assert f"| {label}" in md
+    if script == "audio":
+        assert "not transcribed" in md and "+MaskedKD 54/108" in md
+    if script == "ablation_student":
+        assert "| 32 |" in md

@@ -108,3 +108,18 @@ def test_scorers_rank_by_the_named_model():
     assert make_selector(S, T, teacher, num_keep=None)(x, s_student) is None
     with pytest.raises(ValueError, match="scorer='dino'"):
         make_selector(S, T, teacher, num_keep=5, scorer="dino")
+
+
+def test_student_masking_ablation_trains_the_student_on_kept_patches():
+    """student_keep=k: the student's logits come from k random patches, the teacher sees everything."""
+    teacher, params = _teacher(), mkd.init_params(S, seed=0)
+    x, y = _batch()
+    torch.manual_seed(0)
+    loss, m = make_loss_fn(S, T, teacher, student_keep=6)(params, x, y)
+    torch.manual_seed(0)
+    keep = mkd.select_tokens(torch.empty(8, 16), 6, "random")
+    want = mkd.kd_loss(mkd.teacher_forward(params, x, S, keep), mkd.teacher_forward(teacher, x, T), y)
+    torch.testing.assert_close(loss, want)
+    assert float(m["student_kept_tokens"]) == 6 and float(m["kept_tokens"]) == 16
+    with pytest.raises(ValueError, match="not both"):
+        make_loss_fn(S, T, teacher, student_keep=6, num_keep=4)

@@ -77,6 +77,7 @@ class TrainConfig:
     # or a fixed model: "cache:NAME" (an embedded config, trained once) or a checkpoint path with scorer_model
     scorer: str = "student"
     scorer_model: str = ""
+    student_keep: int = 0  # >0: the opposite ablation, the student trains on this many random patches
     kd_weight: float = 0.5
     temperature: float = 1.0
     kd_kind: str = "soft"

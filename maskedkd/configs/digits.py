@@ -36,6 +36,8 @@ SOUND_TEACHER = register(TrainConfig(
     epochs=15, batch_size=64, lr=8e-3, warmup_epochs=1, threads=2, compile=False),
     doc="""AST teacher of the synthetic sound set: `python -m maskedkd.train sounds_teacher`.
 Expected: well above the student (a 64-wide depth-4 AST reached 84.5% in the audio issue's trial).""")
+register(SOUND_TEACHER.replace(name="sounds_teacher_smoke", epochs=1, train_size=128, test_size=64),
+         doc="A few steps of the sound teacher recipe, for smoke tests: not a real teacher.")
 SOUND_STUDENT = TrainConfig(
     name="sounds_student_nokd", data="sounds", model="sounds_student", train_size=3000, test_size=1000,
     drop_path=0.0, epochs=10, batch_size=64, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False)

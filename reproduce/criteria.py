@@ -1,0 +1,107 @@
+"""Masking criteria and the curriculum [digest 2.4]: which patches should the teacher see?
+
+    bash reproduce/criteria.sh [--quick]    # results/criteria.md, criteria.csv, criteria.png
+
+At one keep count (50% of 64 patches), on the embedded set with the cached teacher: MaskedKD (student CLS
+attention), random patches, the teacher's own CLS attention (one extra teacher pass), the attention of a fixed,
+separately trained model (the paper's DINO stand-in: a no-KD student trained once and cached), keep-lowest
+(inverse), and full logit KD; per-epoch curves of (student acc - no-KD acc) and of the masked teacher's accuracy.
+The paper's reading to test: the MaskedKD teacher starts least accurate and becomes the most accurate masked
+teacher, and MaskedKD ends highest. The paper's curve values (read from its plot) are printed beside ours.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+from embedded import plan, student_run
+
+from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
+
+KEEP = 32  # of 64: the paper's comparison is at 50% [digest 2.4]
+# (label, criterion, scorer); scorer "cache:NAME" = a fixed model trained once by config NAME
+CRITERIA = [
+    ("MaskedKD (student attention)", "topk", "student"),
+    ("Random", "random", "student"),
+    ("Teacher attention", "topk", "teacher"),
+    ("Fixed model attention (DINO stand-in)", "topk", "cache:digits_student_nokd"),
+    ("Inverse (keep lowest)", "bottomk", "student"),
+]
+# Final gaps to vanilla and masked-teacher accuracies read from the paper's plot [digest 2.4] (ImageNet, 300 ep.)
+PAPER = {"MaskedKD (student attention)": ("≈1.05", "≈79"), "Random": ("≈0.7", "≈76.9"),
+         "Teacher attention": ("≈0.7-0.85", "≈76.9"), "Fixed model attention (DINO stand-in)": ("≈0.7-0.85", "≈79.2"),
+         "Inverse (keep lowest)": ("not in the figure", "–"), "Logit KD (no masking)": ("≈0.7-0.85", "81.8")}
+
+
+def runs(mode: str, seed: int):
+    out = [(label, student_run(mode, seed, KEEP, criterion=crit, scorer=scorer)) for label, crit, scorer in CRITERIA]
+    return out + [("Logit KD (no masking)", student_run(mode, seed, None))]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default="results")
+    args = ap.parse_args(argv)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    seeds, _ = plan(mode)
+    t0 = time.time()
+    if mode == "smoke":  # the fixed model: a smoke-sized no-KD run instead of the full one
+        CRITERIA[3] = (CRITERIA[3][0], "topk", "cache:digits_teacher_smoke")
+    plan_ = [(label, c) for s in seeds for label, c in runs(mode, s)]
+    base = [student_run(mode, s, None, teacher=False) for s in seeds]
+    sums = run_all([c for _, c in plan_] + base, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh,
+                   desc="criteria")
+    nokd = sums[len(plan_):]
+    by: dict[str, list[dict]] = {}
+    for (label, _), s in zip(plan_, sums):
+        by.setdefault(label, []).append(s)
+    n_ep = len(nokd[0]["history"])
+    base_curve = [mean_std([s["history"][e]["acc"] for s in nokd])[0] for e in range(n_ep)]
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, ss in by.items():
+        gap = [100 * (mean_std([s["history"][e]["acc"] for s in ss])[0] - base_curve[e]) for e in range(n_ep)]
+        tacc = [100 * mean_std([s["history"][e]["teacher_acc_masked"] for s in ss])[0] for e in range(n_ep)]
+        a.plot(range(1, n_ep + 1), gap, "o-", label=label, ms=3)
+        b.plot(range(1, n_ep + 1), tacc, "o-", label=label, ms=3)
+    a.axhline(0, color="gray", lw=0.5)
+    a.set_xlabel("epoch"), a.set_ylabel("student acc - no-KD acc (points)"), a.set_title("accuracy gap to vanilla")
+    b.set_xlabel("epoch"), b.set_ylabel("masked-teacher test accuracy (%)"), b.set_title("teacher on its masked input")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "criteria.png", dpi=120)
+    lines = [machine_header("Masking criteria and the curriculum (digest 2.4)", seeds=seeds, wall_s=time.time() - t0,
+                            extra=f"mode: {mode}; {KEEP} of 64 patches kept; no-KD student {fmt_pm([s['final_acc'] for s in nokd])}%"),
+             "| criterion | student acc (%) | gap to no KD (points) | masked teacher, first epoch (%) | "
+             "masked teacher, last epoch (%) | paper final gap / teacher acc (ImageNet) |",
+             "|---|---|---|---|---|---|"]
+    rows = []
+    for label, ss in by.items():
+        acc = [s["final_acc"] for s in ss]
+        first = [s["history"][0]["teacher_acc_masked"] for s in ss]
+        last = [s["history"][-1]["teacher_acc_masked"] for s in ss]
+        gap = 100 * (mean_std(acc)[0] - mean_std([s["final_acc"] for s in nokd])[0])
+        lines.append(f"| {label} | {fmt_pm(acc)} | {gap:+.1f} | {fmt_pm(first)} | {fmt_pm(last)} | "
+                     f"{' / '.join(PAPER[label])} |")
+        rows.append([label, *mean_std(acc), gap, mean_std(first)[0], mean_std(last)[0]])
+    (out / "criteria.md").write_text("\n".join(lines) + "\n")
+    with open(out / "criteria.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["criterion", "acc_mean", "acc_std", "gap_points", "teacher_first", "teacher_last"])
+        w.writerows(rows)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
