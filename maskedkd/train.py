@@ -35,10 +35,12 @@ def cache_dir() -> Path:
 
 
 def config_hash(cfg: TrainConfig) -> str:
-    """Hash of everything that changes the trained weights (not paths, logging or threads)."""
+    """Hash of everything that changes the trained weights (not paths, logging or threads). Only fields that
+    differ from TrainConfig's defaults enter it, so adding a new field (with a default) keeps old hashes valid."""
     skip = {"out_dir", "resume", "ckpt_every", "log_every", "threads", "num_workers", "compile",
             "eval_masked_teacher", "data_path"}
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    base = dataclasses.asdict(TrainConfig())
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip and v != base[k]}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -60,6 +60,7 @@ class TrainConfig:
     train_size: int = 12000  # digits: images per epoch, fresh clutter each epoch
     test_size: int = 2000  # digits: fixed test images (disjoint source digits)
     clean_epochs: int = 0  # digits: first epochs on clean centred digits (teacher warm-up)
+    fresh_clutter: bool = True  # digits: a new clutter draw every epoch (False: one fixed training set)
     mixup: bool = True  # imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1
     repeated_aug: int = 3  # imagefolder: repeated-augmentation count
     num_workers: int = 8

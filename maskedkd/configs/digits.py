@@ -15,7 +15,7 @@ register(TEACHER.replace(name="digits_teacher_smoke", epochs=1, clean_epochs=0, 
          doc="A few steps of the teacher recipe, for smoke tests of the reproduce scripts: not a real teacher.")
 
 STUDENT = TrainConfig(
-    name="digits_student_nokd", data="digits", model="digits_student", drop_path=0.0, epochs=10,
+    name="digits_student_nokd", data="digits", model="digits_student", drop_path=0.0, epochs=10, fresh_clutter=False,
     batch_size=64, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False)
 
 register(STUDENT, doc="""No distillation, embedded scale: `python -m maskedkd.train digits_student_nokd`.

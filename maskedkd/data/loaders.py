@@ -29,9 +29,11 @@ class DigitsData:
         self._test = None
 
     def epoch_data(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-            make = clean_digits if epoch < self.cfg.clean_epochs else cluttered_digits
-            self._epoch_cache = (epoch, make("train", self.cfg.train_size, self.cfg.seed * 100_003 + epoch))
+        clean = epoch < self.cfg.clean_epochs
+        draw = epoch if self.cfg.fresh_clutter or clean else self.cfg.clean_epochs  # fixed set: one draw
+        if self._epoch_cache is None or self._epoch_cache[0] != draw:
+            make = clean_digits if clean else cluttered_digits
+            self._epoch_cache = (draw, make("train", self.cfg.train_size, self.cfg.seed * 100_003 + draw))
         return self._epoch_cache[1]
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
