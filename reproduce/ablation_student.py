@@ -9,12 +9,11 @@ teacher does not (ImageNet values read from its plot beside ours). MaskedKD runs
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from pathlib import Path
 
-from embedded import plan, student_run
+from embedded import mode_of, parser, plan, student_run
 
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 
@@ -25,14 +24,9 @@ PAPER_TEACHER_MASKED = {64: 74.9, 48: 75.1, 32: 75.1, 20: 74.5, 12: 73.0}
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", default="results")
+    ap = parser(__doc__)
     args = ap.parse_args(argv)
-    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    mode = mode_of(args)
     keeps = [64, 32] if mode == "smoke" else KEEPS
     seeds, _ = plan(mode)
     t0 = time.time()

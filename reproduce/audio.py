@@ -12,12 +12,11 @@ in the project digest: their cells say so.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from pathlib import Path
 
-from embedded import plan, student_run
+from embedded import mode_of, parser, plan, student_run
 
 from maskedkd.configs import MODELS, get_config
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
@@ -44,12 +43,7 @@ def full(args) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", default="results")
+    ap = parser(__doc__)
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--data", default="")
     ap.add_argument("--teacher", default="")
@@ -58,7 +52,7 @@ def main(argv=None):
         if not (args.data and args.teacher):
             ap.error("--full needs --data /path/to/ESC-50 and --teacher /path/to/checkpoint")
         return full(args)
-    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    mode = mode_of(args)
     seeds, _ = plan(mode, "sounds")
     n = MODELS["sounds_student"].num_patches
     keeps = [keep_count(n, f) for f in (FRACTIONS[1:2] if mode == "smoke" else FRACTIONS)]

@@ -11,12 +11,11 @@ teacher, and MaskedKD ends highest. The paper's curve values (read from its plot
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from pathlib import Path
 
-from embedded import plan, student_run
+from embedded import mode_of, parser, plan, student_run
 
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 
@@ -41,14 +40,9 @@ def runs(mode: str, seed: int):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", default="results")
+    ap = parser(__doc__)
     args = ap.parse_args(argv)
-    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    mode = mode_of(args)
     seeds, _ = plan(mode)
     t0 = time.time()
     if mode == "smoke":  # the fixed model: a smoke-sized no-KD run instead of the full one

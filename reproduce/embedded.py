@@ -2,7 +2,24 @@
 by what it is, so every script that needs the same run finds it finished in results/runs/."""
 from __future__ import annotations
 
+import argparse
+
 from maskedkd.configs import MODELS, TrainConfig, get_config
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options every embedded-scale script shares."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 seed, fewer epochs: a first look")
+    ap.add_argument("--smoke", action="store_true", help="tiny runs, for the test suite")
+    ap.add_argument("--fresh", action="store_true", help="rerun instead of reusing finished runs")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel runs, one thread each")
+    ap.add_argument("--out", default="results")
+    return ap
+
+
+def mode_of(args) -> str:
+    return "smoke" if args.smoke else "quick" if args.quick else "default"
 
 
 def plan(mode: str, task: str = "digits") -> tuple[list[int], dict]:

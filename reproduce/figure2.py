@@ -6,12 +6,11 @@ patches the teacher sees, swept over 10 keep counts on the embedded set, with th
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from pathlib import Path
 
-from embedded import plan, student_run
+from embedded import mode_of, parser, plan, student_run
 
 from maskedkd import paper
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
@@ -20,14 +19,9 @@ KEEPS = [64, 56, 48, 40, 32, 26, 20, 16, 12, 8]  # of 64 patches; 64 = logit KD,
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", default="results")
+    ap = parser(__doc__)
     args = ap.parse_args(argv)
-    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    mode = mode_of(args)
     keeps = KEEPS[::3] if mode == "smoke" else KEEPS
     seeds, _ = plan(mode)
     t0 = time.time()

@@ -14,6 +14,16 @@ from .images import RepeatAugSampler, clean_digits, cluttered_digits, image_fold
 DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
 
 
+def sharded_batches(x, y, cfg, rank: int, world: int, epoch: int, start: int, steps: int):
+    """This rank's share of each global batch of a (seed, epoch) permutation of in-memory (x, y), from `start`."""
+    b = cfg.batch_size
+    per = b // world
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+    for s in range(start, steps):
+        idx = perm[s * b: (s + 1) * b][rank * per: (rank + 1) * per]
+        yield x[idx], y[idx]
+
+
 class DigitsData:
     """The embedded cluttered-digits set: a fresh clutter draw of train_size images every epoch (the first
     clean_epochs are clean centred digits), fixed test images from disjoint source digits."""
@@ -38,12 +48,7 @@ class DigitsData:
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.epoch_data(epoch)
-        b = self.cfg.batch_size
-        per = b // self.world
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch))
-        for s in range(start, self.steps_per_epoch):
-            idx = perm[s * b: (s + 1) * b][self.rank * per: (self.rank + 1) * per]
-            yield x[idx], y[idx]
+        return sharded_batches(x, y, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
 
     def eval_batches(self, batch: int = 500):
         if self._test is None:
@@ -100,12 +105,8 @@ class TensorData:
             raise ValueError(f"{len(tensors['y_train'])} training examples give no full batch of {cfg.batch_size}")
 
     def train_batches(self, epoch: int, start: int = 0):
-        x, y, b = self.t["x_train"], self.t["y_train"], self.cfg.batch_size
-        per = b // self.world
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch))
-        for s in range(start, self.steps_per_epoch):
-            idx = perm[s * b: (s + 1) * b][self.rank * per: (self.rank + 1) * per]
-            yield x[idx], y[idx]
+        return sharded_batches(self.t["x_train"], self.t["y_train"], self.cfg, self.rank, self.world, epoch, start,
+                               self.steps_per_epoch)
 
     def eval_batches(self, batch: int = 250):
         x, y = self.t["x_test"], self.t["y_test"]
