@@ -160,6 +160,20 @@ def check_keep_idx(keep_idx: torch.Tensor, batch: int, num_patches: int) -> None
         raise ValueError(f"keep_idx values must lie in 0..{num_patches - 1}, got min {lo} max {hi}")
 
 
+def forward_tokens(params: Params, x: torch.Tensor, cfg: ViTConfig, keep_idx: torch.Tensor | None = None, *,
+                   check: bool = True, drop_path: float = 0.0, want_scores: bool = False,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x, keep_idx (b k) or None -> (normed tokens (b, np + k, d), last block's CLS scores over the kept patches
+    (b k) or None): prefix tokens plus the gathered patches, with their original position embeddings."""
+    prefix, patches = embed(params, x, cfg)
+    if keep_idx is not None:
+        if check:
+            check_keep_idx(keep_idx, patches.shape[0], patches.shape[1])
+        patches = gather_patches(patches, keep_idx.long())
+    return run_blocks(params, torch.cat([prefix, patches], dim=1), cfg, drop_path=drop_path,
+                      want_scores=want_scores, generator=generator)
+
+
 def teacher_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, keep_idx: torch.Tensor | None = None,
                     *, check: bool = True, drop_path: float = 0.0,
                     generator: torch.Generator | None = None) -> torch.Tensor:
@@ -168,10 +182,5 @@ def teacher_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, keep_idx: t
     Runs as given: wrap it in torch.no_grad() (the train step does) so no graph is kept for the teacher.
     check=False skips the index range check (a host sync); the train step does, its indices come from top-k.
     drop_path > 0 is for training a model on kept patches (the student-masking ablation), never the teacher."""
-    prefix, patches = embed(params, x, cfg)
-    if keep_idx is not None:
-        if check:
-            check_keep_idx(keep_idx, patches.shape[0], patches.shape[1])
-        patches = gather_patches(patches, keep_idx.long())
-    tokens, _ = run_blocks(params, torch.cat([prefix, patches], dim=1), cfg, drop_path=drop_path, generator=generator)
+    tokens, _ = forward_tokens(params, x, cfg, keep_idx, check=check, drop_path=drop_path, generator=generator)
     return head(params, tokens, cfg)

@@ -15,8 +15,8 @@ import torch
 
 from .attention import Params
 from .config import ViTConfig
-from .losses import kd_loss_terms
-from .model import student_forward, teacher_forward
+from .losses import FEATURE_KINDS, kd_loss_terms
+from .model import forward_tokens, gather_patches, head, student_forward, teacher_forward
 from .select import resample_scores, select_tokens
 
 NO_DECAY = ("pos_embed", "cls_token", "dist_token")
@@ -82,10 +82,12 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
                  num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                  temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
                  drop_path: float = 0.0, scorer: tuple[ViTConfig, Params] | str = "student",
-                 student_keep: int | None = None) -> Callable:
+                 student_keep: int | None = None, feature_weight: float = 1.0) -> Callable:
     """(params, x, y) -> (loss, metrics): the whole MaskedKD objective as one pure function (scorer: see
     make_selector). student_keep=k is the paper's opposite ablation [digest 2.5 right]: the STUDENT trains on k
-    random patches (plus prefix tokens) and the teacher sees the full image; evaluation stays on full images."""
+    random patches (plus prefix tokens) and the teacher sees the full image; evaluation stays on full images.
+    kind="manifold" / "attention" add a feature term computed on the kept patches only: the student's last-block
+    patch features (or CLS attention) gathered at the teacher's kept indices [digest 2.8]."""
     if (teacher is None) != (teacher_cfg is None):
         raise ValueError("give both teacher_cfg and teacher params, or neither (no distillation)")
     if teacher_cfg is not None and teacher_cfg.num_classes != student_cfg.num_classes:
@@ -96,6 +98,10 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
         if not 1 <= num_keep <= teacher_cfg.num_patches:
             raise ValueError(f"num_keep={num_keep} is out of range 1..{teacher_cfg.num_patches}")
     select = make_selector(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion, scorer=scorer)
+    feature_kd = kind in FEATURE_KINDS
+    if feature_kd and (teacher_cfg is None or teacher_cfg.grid_size != student_cfg.grid_size
+                       or student_keep is not None):
+        raise ValueError(f"kind={kind!r} needs a teacher on the student's patch grid (and no student masking)")
     if student_keep is not None:
         if num_keep is not None:
             raise ValueError("mask the student (student_keep) or the teacher (num_keep), not both")
@@ -104,24 +110,40 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
 
     def loss_fn(params: Params, x: torch.Tensor, y: torch.Tensor):
         with _autocast(x.device.type):
-            if student_keep is None:
+            if feature_kd:
+                s_tokens, scores = forward_tokens(params, x, student_cfg, drop_path=drop_path, want_scores=True)
+                logits = head(params, s_tokens, student_cfg)
+            elif student_keep is None:
                 logits, scores = student_forward(params, x, student_cfg, drop_path=drop_path)
             else:
                 keep_s = select_tokens(torch.empty(x.shape[0], student_cfg.num_patches, device=x.device),
                                        student_keep, "random")
                 logits = teacher_forward(params, x, student_cfg, keep_s, check=False, drop_path=drop_path)
                 scores = torch.zeros(x.shape[0], student_cfg.num_patches, device=x.device)
-            t_logits = None
+            t_logits, features = None, None
             if teacher is not None:
                 with torch.no_grad():
                     keep = select(x, scores.detach())
-                    t_logits = teacher_forward(teacher, x, teacher_cfg, keep, check=False).float()
+                    if feature_kd:
+                        t_tokens, t_scores = forward_tokens(teacher, x, teacher_cfg, keep, check=False,
+                                                            want_scores=kind == "attention")
+                        t_logits = head(teacher, t_tokens, teacher_cfg).float()
+                    else:
+                        t_logits = teacher_forward(teacher, x, teacher_cfg, keep, check=False).float()
+                if feature_kd:
+                    if kind == "manifold":
+                        f_s = s_tokens[:, student_cfg.num_prefix_tokens:]
+                        f_s = f_s if keep is None else gather_patches(f_s, keep)
+                        features = (f_s, t_tokens[:, teacher_cfg.num_prefix_tokens:])
+                    else:
+                        a_s = scores if keep is None else torch.gather(scores, 1, keep)
+                        features = (a_s, t_scores)
         logits = logits.float()
         terms = kd_loss_terms(logits, t_logits, y, kd_weight=kd_weight, temperature=temperature, kind=kind,
-                              kl_reduction=kl_reduction)
+                              kl_reduction=kl_reduction, features=features, feature_weight=feature_weight)
         target = y if y.ndim == 1 else y.argmax(dim=-1)
         pred = logits.argmax(dim=-1)
-        metrics = {"ce": terms["ce"].detach(), "kd": terms["kd"].detach(),
+        metrics = {"ce": terms["ce"].detach(), "kd": terms["kd"].detach(), "feat": terms["feat"].detach(),
                    "student_acc": (pred == target).float().mean(),
                    "kept_tokens": torch.tensor(float(num_keep or (teacher_cfg or student_cfg).num_patches),
                                                 device=x.device)}
@@ -140,14 +162,15 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
                     *, num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                     temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
                     drop_path: float = 0.0, compile: bool = True, scorer: tuple[ViTConfig, Params] | str = "student",
-                    student_keep: int | None = None, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
+                    student_keep: int | None = None, feature_weight: float = 1.0, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
     """A step `(params, optimizer, x, y) -> metrics dict` (loss, ce, kd, kept_tokens, student_acc, agreement,
     teacher_acc; 0-d tensors, no host sync). The gradient function is torch.compile-d once for a static
     num_keep; bf16 autocast on CUDA (selection scores stay fp32), fp32 on CPU. `grad_sync` all-reduces the
     gradients for data parallelism (see `maskedkd.train`)."""
     loss_fn = make_loss_fn(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion,
                            kd_weight=kd_weight, temperature=temperature, kind=kind, kl_reduction=kl_reduction,
-                           drop_path=drop_path, scorer=scorer, student_keep=student_keep)
+                           drop_path=drop_path, scorer=scorer, student_keep=student_keep,
+                           feature_weight=feature_weight)
     grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
     if compile:
         grad_fn = torch.compile(grad_fn)

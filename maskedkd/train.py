@@ -178,7 +178,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     step_fn = make_train_step(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion,
                               kd_weight=cfg.kd_weight, temperature=cfg.temperature, kind=cfg.kd_kind,
                               kl_reduction=cfg.kl_reduction, drop_path=cfg.drop_path, compile=cfg.compile,
-                              scorer=scorer, student_keep=cfg.student_keep or None, grad_sync=all_reduce_mean(world) if world > 1 else None)
+                              scorer=scorer, student_keep=cfg.student_keep or None,
+                              feature_weight=cfg.feature_weight, grad_sync=all_reduce_mean(world) if world > 1 else None)
     steps_per_epoch = data.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     epoch, in_epoch, global_step, history = 0, 0, 0, []

@@ -91,3 +91,27 @@ def test_shape_mismatches_named():
         mkd.kd_loss(torch.randn(2, 3), torch.randn(2, 4), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="soft targets shape"):
         mkd.kd_loss(torch.randn(2, 3), None, torch.rand(2, 4))
+
+
+@given(seed=st.integers(0, 1000), b=st.integers(1, 4), k=st.integers(2, 10), ds=st.integers(2, 8),
+       extra=st.integers(0, 8))
+def test_manifold_loss_sees_only_relations(seed, b, k, ds, extra):
+    """Zero when the teacher's features are the student's under an isometry into a wider space and per-token
+    rescaling (relations of normalised features are equal); positive for unrelated features."""
+    from maskedkd.losses import manifold_loss
+    g = torch.Generator().manual_seed(seed)
+    f_s = torch.randn(b, k, ds, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(ds + extra, ds + extra, generator=g))
+    f_t = (f_s @ q[:ds]) * (torch.rand(b, k, 1, generator=g) + 0.5)   # (b k ds+extra), same relations
+    assert float(manifold_loss(f_s, f_t)) < 1e-10
+    assert float(manifold_loss(f_s, torch.randn(b, k, ds + extra, generator=g))) > 1e-4
+
+
+@given(seed=st.integers(0, 1000), k=st.integers(2, 30))
+def test_attention_loss_compares_distributions_on_kept_patches(seed, k):
+    from maskedkd.losses import attention_loss
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(3, k, generator=g) + 1e-3
+    assert abs(float(attention_loss(a, 7.0 * a))) < 1e-6  # renormalised: only the shape over kept patches counts
+    b = torch.rand(3, k, generator=g) + 1e-3
+    assert float(attention_loss(a, b)) >= -1e-7

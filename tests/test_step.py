@@ -37,7 +37,7 @@ def test_compiled_equals_eager_for_two_steps_with_one_graph():
     for k in pe:
         torch.testing.assert_close(pc[k], pe[k], atol=1e-4, rtol=1e-4)
     for a, b in zip(me, mc):
-        assert set(a) == set(b) == {"loss", "ce", "kd", "student_acc", "kept_tokens", "agreement", "teacher_acc"}
+        assert set(a) == set(b) == {"loss", "ce", "kd", "student_acc", "kept_tokens", "agreement", "teacher_acc", "feat"}
         torch.testing.assert_close(a["loss"], b["loss"], atol=1e-5, rtol=1e-5)
     assert float(me[0]["kept_tokens"]) == 8
     assert not torch.equal(pe["head.weight"], mkd.init_params(S, seed=0)["head.weight"])
@@ -123,3 +123,24 @@ def test_student_masking_ablation_trains_the_student_on_kept_patches():
     assert float(m["student_kept_tokens"]) == 6 and float(m["kept_tokens"]) == 16
     with pytest.raises(ValueError, match="not both"):
         make_loss_fn(S, T, teacher, student_keep=6, num_keep=4)
+
+
+@pytest.mark.parametrize("kind", ["manifold", "attention"])
+def test_feature_kd_on_kept_patches(kind):
+    """The feature term compares the student's features at the teacher's kept indices with the teacher's."""
+    from maskedkd.losses import attention_loss, manifold_loss
+    from maskedkd.model import forward_tokens
+    teacher, params = _teacher(), mkd.init_params(S, seed=0)
+    x, y = _batch()
+    loss, m = make_loss_fn(S, T, teacher, num_keep=6, kind=kind, feature_weight=2.0)(params, x, y)
+    s_tok, s_sc = forward_tokens(params, x, S, want_scores=True)
+    keep = mkd.select_tokens(s_sc, 6)
+    t_tok, t_sc = forward_tokens(teacher, x, T, keep, want_scores=True)
+    if kind == "manifold":
+        feat = manifold_loss(mkd.gather_patches(s_tok[:, 1:], keep), t_tok[:, 1:])
+    else:
+        feat = attention_loss(torch.gather(s_sc, 1, keep), t_sc)
+    torch.testing.assert_close(m["feat"], feat)
+    logit_kd = mkd.kd_loss(mkd.forward(params, x, S), mkd.teacher_forward(teacher, x, T, keep), y)
+    torch.testing.assert_close(loss, logit_kd + 0.5 * 2.0 * feat, atol=1e-5, rtol=1e-5)
+    assert float(feat) > 0

@@ -81,7 +81,8 @@ class TrainConfig:
     student_keep: int = 0  # >0: the opposite ablation, the student trains on this many random patches
     kd_weight: float = 0.5
     temperature: float = 1.0
-    kd_kind: str = "soft"
+    kd_kind: str = "soft"  # soft | hard | manifold | attention (feature terms on the kept patches)
+    feature_weight: float = 1.0
     kl_reduction: str = "batchmean"
     # optimisation
     epochs: int = 300
