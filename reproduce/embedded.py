@@ -47,10 +47,11 @@ def student_run(mode: str, seed: int, num_keep: int | None, *, teacher: bool = T
         return c.replace(name=f"{task}_student_nokd-s{seed}")
     t = teacher_config(mode, task)
     c = c.replace(teacher=f"cache:{t.name}", teacher_model=t.model, criterion=criterion, scorer=scorer)
+    kind = "" if c.kd_kind == "soft" else f"-{c.kd_kind}"
     if num_keep is None or num_keep == MODELS[t.model].num_patches:
-        return c.replace(name=f"{task}_student_kd-s{seed}", scorer="student", criterion="topk")
+        return c.replace(name=f"{task}_student_kd{kind}-s{seed}", scorer="student", criterion="topk")
     tag = ("" if criterion == "topk" else f"-{criterion}") + ("" if scorer == "student" else
                                                             f"-by-{scorer.replace('cache:', '')}")
     if extra.get("student_keep"):
         return c.replace(name=f"{task}_student_studentkeep{extra['student_keep']}-s{seed}")
-    return c.replace(name=f"{task}_student_keep{num_keep}{tag}-s{seed}", num_keep=num_keep)
+    return c.replace(name=f"{task}_student_keep{num_keep}{tag}{kind}-s{seed}", num_keep=num_keep)
