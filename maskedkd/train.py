@@ -142,6 +142,25 @@ def evaluate(params, s_model, loader, device, t_model=None, teacher=None, select
     return out
 
 
+def keep_schedule(cfg: TrainConfig, t_model, num_keep: int | None):
+    """epoch -> kept patches. keep_schedule="A:B" (percent) grows linearly from A% in the first epoch to B% in
+    the last (the paper's open question of a keep-count curriculum); otherwise the fixed num_keep."""
+    if not cfg.keep_schedule:
+        return lambda epoch: num_keep
+    if t_model is None:
+        raise ValueError("keep_schedule needs a teacher")
+    try:
+        a, b = (float(v) / 100 for v in cfg.keep_schedule.split(":"))
+    except ValueError:
+        raise ValueError(f"keep_schedule={cfg.keep_schedule!r} must look like '25:75' (percent)") from None
+    n = t_model.num_patches
+
+    def at(epoch: int) -> int:
+        f = a + (b - a) * (epoch / max(1, cfg.epochs - 1))
+        return max(1, min(n, round(f * n)))
+    return at
+
+
 def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     """Train one config; returns the summary dict (also written to out_dir/summary.json)."""
     rank, world, device = setup_distributed()
@@ -157,7 +176,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     if teacher is not None and (cfg.num_keep or cfg.keep_ratio < 1.0):
         num_keep = cfg.num_keep or keep_count(t_model.num_patches, cfg.keep_ratio)
     scorer = load_scorer(cfg, data.num_classes, device)
-    select = make_selector(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion, scorer=scorer)
+    keep_at = keep_schedule(cfg, t_model, num_keep)
 
     ckpt_path = out / "checkpoint.pt"
     state = None
@@ -175,11 +194,16 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     params = {k: v.to(device) for k, v in params.items()}
     base_lr = cfg.lr * cfg.batch_size / 512
     opt = make_optimizer(params, lr=base_lr, weight_decay=cfg.weight_decay)
-    step_fn = make_train_step(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion,
-                              kd_weight=cfg.kd_weight, temperature=cfg.temperature, kind=cfg.kd_kind,
-                              kl_reduction=cfg.kl_reduction, drop_path=cfg.drop_path, compile=cfg.compile,
-                              scorer=scorer, student_keep=cfg.student_keep or None,
-                              feature_weight=cfg.feature_weight, grad_sync=all_reduce_mean(world) if world > 1 else None)
+    steps: dict = {}  # one (compiled) step per kept count: a fixed run has one, a keep schedule a few
+
+    def step_for(k):
+        if k not in steps:
+            steps[k] = make_train_step(
+                s_model, t_model, teacher, num_keep=k, criterion=cfg.criterion, kd_weight=cfg.kd_weight,
+                temperature=cfg.temperature, kind=cfg.kd_kind, kl_reduction=cfg.kl_reduction,
+                drop_path=cfg.drop_path, compile=cfg.compile, scorer=scorer, student_keep=cfg.student_keep or None,
+                feature_weight=cfg.feature_weight, grad_sync=all_reduce_mean(world) if world > 1 else None)
+        return steps[k]
     steps_per_epoch = data.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     epoch, in_epoch, global_step, history = 0, 0, 0, []
@@ -213,6 +237,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     t_start = time.time()
     stop = False
     while epoch < cfg.epochs and not stop:
+        num_keep = keep_at(epoch)
+        step_fn = step_for(num_keep)
         for x, y in data.train_batches(epoch, start=in_epoch):
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(global_step, total_steps=total, base_lr=base_lr, min_lr=cfg.min_lr,
@@ -235,9 +261,10 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                 break
         if stop and in_epoch < steps_per_epoch:
             break
+        select = make_selector(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion, scorer=scorer)
         ev = evaluate(params, s_model, data.eval_batches(), device, t_model if cfg.eval_masked_teacher else None,
                       teacher if cfg.eval_masked_teacher else None, select)
-        history.append({"epoch": epoch, **ev})
+        history.append({"epoch": epoch, **ev, **({"num_keep": num_keep} if cfg.keep_schedule else {})})
         if rank == 0:
             log.write(json.dumps({"epoch": epoch, "eval": ev, "wall_s": round(time.time() - t_start, 1)}) + "\n")
             log.flush()

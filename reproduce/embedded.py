@@ -52,6 +52,9 @@ def student_run(mode: str, seed: int, num_keep: int | None, *, teacher: bool = T
         return c.replace(name=f"{task}_student_kd{kind}-s{seed}", scorer="student", criterion="topk")
     tag = ("" if criterion == "topk" else f"-{criterion}") + ("" if scorer == "student" else
                                                             f"-by-{scorer.replace('cache:', '')}")
+    if extra.get("keep_schedule"):
+        return c.replace(name=f"{task}_student_sched{extra['keep_schedule'].replace(':', 'to')}{kind}-s{seed}",
+                         num_keep=0)
     if extra.get("student_keep"):
         return c.replace(name=f"{task}_student_studentkeep{extra['student_keep']}-s{seed}")
     return c.replace(name=f"{task}_student_keep{num_keep}{tag}{kind}-s{seed}", num_keep=num_keep)

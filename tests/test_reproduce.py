@@ -113,6 +113,7 @@ def test_figure2_smoke(tmp_path):
     ("criteria", ["criteria.md", "criteria.csv", "criteria.png"]),
     ("ablation_student", ["ablation_student.md", "ablation_student.csv", "ablation_student.png"]),
     ("audio", ["audio.md", "audio.csv", "audio.png"]),
+    ("beyond", ["beyond.md"]),
 ])
 def test_analysis_scripts_smoke(script, files, tmp_path):
     r = subprocess.run(["bash", str(ROOT / f"reproduce/{script}.sh"), "--smoke", "--jobs", "1", "--out",
@@ -127,5 +128,7 @@ def test_analysis_scripts_smoke(script, files, tmp_path):
             assert f"| {label}" in md
     if script == "audio":
         assert "not transcribed" in md and "+MaskedKD 54/108" in md
+    if script == "beyond":
+        assert "| Schedule 25% -> 75% |" in md and "| Fixed 50% | " in md
     if script == "ablation_student":
         assert "| 32 |" in md

@@ -189,3 +189,14 @@ def test_esc50_folds_in_the_loader(tmp_path):
     assert d.num_classes == 50 and d.steps_per_epoch == 4  # 4 train folds x 2 classes x 2 clips = 16
     (x, y), = d.eval_batches()
     assert x.shape[1:] == (512, 128) and sorted(y.tolist()) == [0, 0, 3, 3]
+
+
+def test_keep_schedule_grows_the_teacher_budget(tmp_path):
+    teacher = tmp_path / "t.safetensors"
+    mkd.save_params(mkd.init_params(MODELS["digits_teacher"], seed=5), teacher)
+    s = run(TrainConfig(**{**TINY, "epochs": 3, "train_size": 32}, teacher=str(teacher),
+                        teacher_model="digits_teacher", keep_schedule="25:75", out_dir=str(tmp_path / "r")))
+    assert [h["num_keep"] for h in s["history"]] == [16, 32, 48]
+    with pytest.raises(ValueError, match="keep_schedule='half'"):
+        run(TrainConfig(**TINY, teacher=str(teacher), teacher_model="digits_teacher", keep_schedule="half",
+                        out_dir=str(tmp_path / "bad")))

@@ -1,0 +1,53 @@
+"""Beyond the paper: a keep-count schedule vs fixed 50%, at (nearly) equal teacher FLOPs.
+
+    bash reproduce/beyond.sh [--quick]    # results/beyond.md
+
+The paper fixes the kept count for the whole run and argues that student-guided masking acts as an implicit
+curriculum [digest 2.4]; an explicit one is an open question. Here: the teacher sees 25% of the patches in the
+first epoch growing linearly to 75% in the last, against a fixed 50% (same mean kept fraction), on the embedded
+set. Teacher MACs over the run are printed for both (attention is quadratic, so they differ slightly).
+The adaptive per-sample budget of the issue is not implemented yet.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from embedded import mode_of, parser, plan, student_run
+
+from maskedkd.configs import MODELS
+from maskedkd.harness import fmt_pm, machine_header, run_all
+from maskedkd.train import keep_schedule
+
+
+def main(argv=None):
+    args = parser(__doc__).parse_args(argv)
+    mode = mode_of(args)
+    seeds, _ = plan(mode)
+    t0 = time.time()
+    n = MODELS["digits_teacher"].num_patches
+    rows = [("Fixed 50%", [student_run(mode, s, n // 2) for s in seeds]),
+            ("Schedule 25% -> 75%", [student_run(mode, s, None, keep_schedule="25:75") for s in seeds]),
+            ("Logit KD (full teacher)", [student_run(mode, s, None) for s in seeds])]
+    sums = run_all([c for _, cs in rows for c in cs], root=Path(args.out) / "runs", jobs=args.jobs,
+                   fresh=args.fresh, desc="beyond the paper")
+    import maskedkd as mkd
+    t_cfg = MODELS["digits_teacher"]
+    lines = [machine_header("Beyond the paper: keep-count schedule", seeds=seeds, wall_s=time.time() - t0,
+                            extra=f"mode: {mode}"),
+             "| teacher budget | student acc (%) | teacher MACs over the run (relative to fixed 50%) |", "|---|---|---|"]
+    for i, (label, cs) in enumerate(rows):
+        ss = sums[i * len(seeds):(i + 1) * len(seeds)]
+        at = keep_schedule(cs[0], t_cfg, cs[0].num_keep or None)
+        e = cs[0].epochs
+        per_epoch = [mkd.macs(t_cfg, at(k)) for k in range(e)]
+        rel = sum(per_epoch) / (e * mkd.macs(t_cfg, n // 2))
+        lines.append(f"| {label} | {fmt_pm([s['final_acc'] for s in ss])} | {rel:.3f} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "beyond.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
