@@ -78,11 +78,25 @@ def make_selector(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None, teacher
     return select
 
 
+def make_teacher_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig, teacher: Params, *, num_keep: int | None,
+                    criterion: str = "topk", scorer: tuple[ViTConfig, Params] | str = "student",
+                    tome_r: int = 0) -> Callable:
+    """(x, student scores) -> teacher logits: the masked teacher (MaskedKD), or with tome_r > 0 the unmasked
+    teacher merging tome_r tokens per block (the paper's ToMe comparison [digest 2.5])."""
+    select = make_selector(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion, scorer=scorer)
+    if tome_r:
+        if num_keep is not None:
+            raise ValueError("merge tokens in the teacher (tome_r) or mask its input (num_keep), not both")
+        from .tome import tome_forward
+        return lambda x, scores: tome_forward(teacher, x, teacher_cfg, tome_r)
+    return lambda x, scores: teacher_forward(teacher, x, teacher_cfg, select(x, scores), check=False)
+
+
 def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None, *,
                  num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                  temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
                  drop_path: float = 0.0, scorer: tuple[ViTConfig, Params] | str = "student",
-                 student_keep: int | None = None, feature_weight: float = 1.0) -> Callable:
+                 student_keep: int | None = None, feature_weight: float = 1.0, tome_r: int = 0) -> Callable:
     """(params, x, y) -> (loss, metrics): the whole MaskedKD objective as one pure function (scorer: see
     make_selector). student_keep=k is the paper's opposite ablation [digest 2.5 right]: the STUDENT trains on k
     random patches (plus prefix tokens) and the teacher sees the full image; evaluation stays on full images.
@@ -98,6 +112,9 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
         if not 1 <= num_keep <= teacher_cfg.num_patches:
             raise ValueError(f"num_keep={num_keep} is out of range 1..{teacher_cfg.num_patches}")
     select = make_selector(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion, scorer=scorer)
+    if teacher is not None:
+        teacher_fn = make_teacher_fn(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion,
+                                     scorer=scorer, tome_r=tome_r)
     feature_kd = kind in FEATURE_KINDS
     if feature_kd and (teacher_cfg is None or teacher_cfg.grid_size != student_cfg.grid_size
                        or student_keep is not None):
@@ -123,13 +140,13 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
             t_logits, features = None, None
             if teacher is not None:
                 with torch.no_grad():
-                    keep = select(x, scores.detach())
                     if feature_kd:
+                        keep = select(x, scores.detach())
                         t_tokens, t_scores = forward_tokens(teacher, x, teacher_cfg, keep, check=False,
                                                             want_scores=kind == "attention")
                         t_logits = head(teacher, t_tokens, teacher_cfg).float()
                     else:
-                        t_logits = teacher_forward(teacher, x, teacher_cfg, keep, check=False).float()
+                        t_logits = teacher_fn(x, scores.detach()).float()
                 if feature_kd:
                     if kind == "manifold":
                         f_s = s_tokens[:, student_cfg.num_prefix_tokens:]
@@ -162,7 +179,7 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
                     *, num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                     temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
                     drop_path: float = 0.0, compile: bool = True, scorer: tuple[ViTConfig, Params] | str = "student",
-                    student_keep: int | None = None, feature_weight: float = 1.0, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
+                    student_keep: int | None = None, feature_weight: float = 1.0, tome_r: int = 0, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
     """A step `(params, optimizer, x, y) -> metrics dict` (loss, ce, kd, kept_tokens, student_acc, agreement,
     teacher_acc; 0-d tensors, no host sync). The gradient function is torch.compile-d once for a static
     num_keep; bf16 autocast on CUDA (selection scores stay fp32), fp32 on CPU. `grad_sync` all-reduces the
@@ -170,7 +187,7 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
     loss_fn = make_loss_fn(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion,
                            kd_weight=kd_weight, temperature=temperature, kind=kind, kl_reduction=kl_reduction,
                            drop_path=drop_path, scorer=scorer, student_keep=student_keep,
-                           feature_weight=feature_weight)
+                           feature_weight=feature_weight, tome_r=tome_r)
     grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
     if compile:
         grad_fn = torch.compile(grad_fn)

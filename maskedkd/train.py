@@ -23,9 +23,9 @@ from . import data as _data  # noqa: F401
 from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint, save_params
 from .configs import TrainConfig, apply_overrides, get_config, model_config
 from .data.loaders import build_data
-from .model import forward, student_forward, teacher_forward
+from .model import forward, student_forward
 from .select import keep_count
-from .step import cosine_lr, make_optimizer, make_selector, make_train_step
+from .step import cosine_lr, make_optimizer, make_teacher_fn, make_train_step
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -122,22 +122,22 @@ def cached_teacher(tcfg: TrainConfig) -> Path:
     return path
 
 
-def evaluate(params, s_model, loader, device, t_model=None, teacher=None, select=None):
-    """Student top-1 on the eval set, and (with a teacher) the teacher's top-1 on the patches `select` keeps."""
+def evaluate(params, s_model, loader, device, teacher_fn=None):
+    """Student top-1 on the eval set, and (with a teacher) the top-1 of `teacher_fn(x, student scores)`: the
+    teacher on the patches this student selects (or merging tokens, for ToMe runs)."""
     correct = t_correct = total = 0
     with torch.no_grad():
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if teacher is not None:
+            if teacher_fn is not None:
                 logits, scores = student_forward(params, x, s_model)
-                keep = select(x, scores) if select is not None else None
-                t_correct += (teacher_forward(teacher, x, t_model, keep).argmax(-1) == y).sum().item()
+                t_correct += (teacher_fn(x, scores).argmax(-1) == y).sum().item()
             else:
                 logits = forward(params, x, s_model)
             correct += (logits.argmax(-1) == y).sum().item()
             total += len(y)
     out = {"acc": correct / max(1, total)}
-    if teacher is not None:
+    if teacher_fn is not None:
         out["teacher_acc_masked"] = t_correct / max(1, total)
     return out
 
@@ -202,7 +202,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                 s_model, t_model, teacher, num_keep=k, criterion=cfg.criterion, kd_weight=cfg.kd_weight,
                 temperature=cfg.temperature, kind=cfg.kd_kind, kl_reduction=cfg.kl_reduction,
                 drop_path=cfg.drop_path, compile=cfg.compile, scorer=scorer, student_keep=cfg.student_keep or None,
-                feature_weight=cfg.feature_weight, grad_sync=all_reduce_mean(world) if world > 1 else None)
+                feature_weight=cfg.feature_weight, tome_r=cfg.teacher_tome_r, grad_sync=all_reduce_mean(world) if world > 1 else None)
         return steps[k]
     steps_per_epoch = data.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
@@ -261,9 +261,11 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                 break
         if stop and in_epoch < steps_per_epoch:
             break
-        select = make_selector(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion, scorer=scorer)
-        ev = evaluate(params, s_model, data.eval_batches(), device, t_model if cfg.eval_masked_teacher else None,
-                      teacher if cfg.eval_masked_teacher else None, select)
+        teacher_fn = None
+        if teacher is not None and cfg.eval_masked_teacher:
+            teacher_fn = make_teacher_fn(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion,
+                                         scorer=scorer, tome_r=cfg.teacher_tome_r)
+        ev = evaluate(params, s_model, data.eval_batches(), device, teacher_fn)
         history.append({"epoch": epoch, **ev, **({"num_keep": num_keep} if cfg.keep_schedule else {})})
         if rank == 0:
             log.write(json.dumps({"epoch": epoch, "eval": ev, "wall_s": round(time.time() - t_start, 1)}) + "\n")

@@ -114,6 +114,7 @@ def test_figure2_smoke(tmp_path):
     ("ablation_student", ["ablation_student.md", "ablation_student.csv", "ablation_student.png"]),
     ("audio", ["audio.md", "audio.csv", "audio.png"]),
     ("beyond", ["beyond.md"]),
+    ("ablation_tome", ["ablation_tome.md", "ablation_tome.csv", "ablation_tome.png"]),
 ])
 def test_analysis_scripts_smoke(script, files, tmp_path):
     r = subprocess.run(["bash", str(ROOT / f"reproduce/{script}.sh"), "--smoke", "--jobs", "1", "--out",
@@ -128,6 +129,8 @@ def test_analysis_scripts_smoke(script, files, tmp_path):
             assert f"| {label}" in md
     if script == "audio":
         assert "not transcribed" in md and "+MaskedKD 54/108" in md
+    if script == "ablation_tome":
+        assert "| MaskedKD (keep 32) |" in md and "| ToMe (r=16 per block) |" in md
     if script == "beyond":
         assert "| Schedule 25% -> 75% |" in md and "| Fixed 50% | " in md
     if script == "ablation_student":
