@@ -51,13 +51,16 @@ def block(
     drop_prob: float = 0.0,
     want_scores: bool = False,
     generator: torch.Generator | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Block i: x (b n d) -> (x', scores or None). Pre-norm attention + MLP, optional layer scale."""
+    """Block i: x (b n d) -> (x', scores or None). Pre-norm attention + MLP, optional layer scale.
+    key_mask (b n) bool: tokens that may be attended to (padding for per-sample token counts)."""
     pre = f"blocks.{i}"
     h = layer_norm(x, params, f"{pre}.norm1", cfg.norm_eps)
     qkv = linear(h, params, f"{pre}.attn.qkv")
     q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=cfg.num_heads)
-    o = F.scaled_dot_product_attention(q, k, v)
+    mask = None if key_mask is None else rearrange(key_mask, "b n -> b 1 1 n")
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     o = linear(rearrange(o, "b h n d -> b n (h d)"), params, f"{pre}.attn.proj")
     if cfg.layer_scale is not None:
         o = o * params[f"{pre}.ls1.gamma"]

@@ -113,13 +113,15 @@ def _drop_probs(cfg: ViTConfig, drop_path: float) -> list[float]:
 
 
 def run_blocks(params: Params, tokens: torch.Tensor, cfg: ViTConfig, *, drop_path: float = 0.0,
-               want_scores: bool = False, generator: torch.Generator | None = None):
-    """tokens (b n d) -> (normed tokens (b n d), last block's CLS scores (b, n - np) or None)."""
+               want_scores: bool = False, generator: torch.Generator | None = None,
+               key_mask: torch.Tensor | None = None):
+    """tokens (b n d) -> (normed tokens (b n d), last block's CLS scores (b, n - np) or None).
+    key_mask (b n) bool: which tokens may be attended to (padded per-sample budgets)."""
     scores = None
     for i, p in enumerate(_drop_probs(cfg, drop_path)):
         last = i == cfg.depth - 1
         tokens, s = block(tokens, params, i, cfg, drop_prob=p, want_scores=want_scores and last,
-                          generator=generator)
+                          generator=generator, key_mask=key_mask)
         if s is not None:
             scores = s
     return layer_norm(tokens, params, "norm", cfg.norm_eps), scores
@@ -162,16 +164,22 @@ def check_keep_idx(keep_idx: torch.Tensor, batch: int, num_patches: int) -> None
 
 def forward_tokens(params: Params, x: torch.Tensor, cfg: ViTConfig, keep_idx: torch.Tensor | None = None, *,
                    check: bool = True, drop_path: float = 0.0, want_scores: bool = False,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   generator: torch.Generator | None = None, keep_valid: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x, keep_idx (b k) or None -> (normed tokens (b, np + k, d), last block's CLS scores over the kept patches
-    (b k) or None): prefix tokens plus the gathered patches, with their original position embeddings."""
+    (b k) or None): prefix tokens plus the gathered patches, with their original position embeddings.
+    keep_valid (b k) bool marks which gathered patches count (a per-sample budget padded to k); the others are
+    never attended to, so the result equals running on each sample's valid patches alone."""
     prefix, patches = embed(params, x, cfg)
     if keep_idx is not None:
         if check:
             check_keep_idx(keep_idx, patches.shape[0], patches.shape[1])
         patches = gather_patches(patches, keep_idx.long())
+    key_mask = None
+    if keep_valid is not None:
+        key_mask = torch.cat([torch.ones_like(keep_valid[:, :1]).expand(-1, prefix.shape[1]), keep_valid], 1)
     return run_blocks(params, torch.cat([prefix, patches], dim=1), cfg, drop_path=drop_path,
-                      want_scores=want_scores, generator=generator)
+                      want_scores=want_scores, generator=generator, key_mask=key_mask)
 
 
 def teacher_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, keep_idx: torch.Tensor | None = None,

@@ -92,3 +92,16 @@ def resample_scores(scores: torch.Tensor, src_grid: tuple[int, int], dst_grid: t
     m = rearrange(scores, "b (gh gw) -> b 1 gh gw", gh=gh, gw=gw)
     m = F.interpolate(m.float(), size=tuple(dst_grid), mode="bilinear", align_corners=False)
     return rearrange(m, "b 1 gh gw -> b (gh gw)")
+
+
+def adaptive_budget(scores: torch.Tensor, mass: float, max_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample budget (beyond the paper): each sample keeps the fewest top patches whose share of its CLS
+    attention over patches reaches `mass`, at most max_keep; padded to the static size max_keep for compilation.
+    scores (b n) -> (keep_idx (b max_keep) by descending score, valid (b max_keep) bool, count (b,))."""
+    if not 0.0 < mass <= 1.0:
+        raise ValueError(f"attention mass {mass!r} must lie in (0, 1]")
+    idx = select_tokens(scores, max_keep, "topk")  # sorted by descending score
+    share = torch.gather(scores, 1, idx) / scores.sum(-1, keepdim=True).clamp_min(1e-12)
+    count = ((share.cumsum(-1) < mass).sum(-1) + 1).clamp(max=max_keep)
+    valid = torch.arange(max_keep, device=scores.device)[None] < count[:, None]
+    return idx, valid, count

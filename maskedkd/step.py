@@ -17,7 +17,7 @@ from .attention import Params
 from .config import ViTConfig
 from .losses import FEATURE_KINDS, kd_loss_terms
 from .model import forward_tokens, gather_patches, head, student_forward, teacher_forward
-from .select import resample_scores, select_tokens
+from .select import adaptive_budget, resample_scores, select_tokens
 
 NO_DECAY = ("pos_embed", "cls_token", "dist_token")
 
@@ -80,15 +80,25 @@ def make_selector(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None, teacher
 
 def make_teacher_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig, teacher: Params, *, num_keep: int | None,
                     criterion: str = "topk", scorer: tuple[ViTConfig, Params] | str = "student",
-                    tome_r: int = 0) -> Callable:
+                    tome_r: int = 0, adaptive_mass: float = 0.0) -> Callable:
     """(x, student scores) -> teacher logits: the masked teacher (MaskedKD), or with tome_r > 0 the unmasked
-    teacher merging tome_r tokens per block (the paper's ToMe comparison [digest 2.5])."""
+    teacher merging tome_r tokens per block (the paper's ToMe comparison [digest 2.5]), or with adaptive_mass
+    > 0 a per-sample budget (select.adaptive_budget) of at most num_keep patches, padded to num_keep."""
     select = make_selector(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion, scorer=scorer)
     if tome_r:
         if num_keep is not None:
             raise ValueError("merge tokens in the teacher (tome_r) or mask its input (num_keep), not both")
         from .tome import tome_forward
         return lambda x, scores: tome_forward(teacher, x, teacher_cfg, tome_r)
+    if adaptive_mass:
+        if num_keep is None or scorer != "student" or student_cfg.grid_size != teacher_cfg.grid_size:
+            raise ValueError("adaptive_mass needs num_keep (the padded size), student scores and one patch grid")
+
+        def adaptive(x, scores):
+            idx, valid, _ = adaptive_budget(scores, adaptive_mass, num_keep)
+            return head(teacher, forward_tokens(teacher, x, teacher_cfg, idx, check=False, keep_valid=valid)[0],
+                        teacher_cfg)
+        return adaptive
     return lambda x, scores: teacher_forward(teacher, x, teacher_cfg, select(x, scores), check=False)
 
 
@@ -96,7 +106,8 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
                  num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                  temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
                  drop_path: float = 0.0, scorer: tuple[ViTConfig, Params] | str = "student",
-                 student_keep: int | None = None, feature_weight: float = 1.0, tome_r: int = 0) -> Callable:
+                 student_keep: int | None = None, feature_weight: float = 1.0, tome_r: int = 0,
+                 adaptive_mass: float = 0.0) -> Callable:
     """(params, x, y) -> (loss, metrics): the whole MaskedKD objective as one pure function (scorer: see
     make_selector). student_keep=k is the paper's opposite ablation [digest 2.5 right]: the STUDENT trains on k
     random patches (plus prefix tokens) and the teacher sees the full image; evaluation stays on full images.
@@ -114,7 +125,7 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
     select = make_selector(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion, scorer=scorer)
     if teacher is not None:
         teacher_fn = make_teacher_fn(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion,
-                                     scorer=scorer, tome_r=tome_r)
+                                     scorer=scorer, tome_r=tome_r, adaptive_mass=adaptive_mass)
     feature_kd = kind in FEATURE_KINDS
     if feature_kd and (teacher_cfg is None or teacher_cfg.grid_size != student_cfg.grid_size
                        or student_keep is not None):
@@ -164,6 +175,8 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
                    "student_acc": (pred == target).float().mean(),
                    "kept_tokens": torch.tensor(float(num_keep or (teacher_cfg or student_cfg).num_patches),
                                                 device=x.device)}
+        if adaptive_mass and teacher is not None:
+            metrics["kept_tokens"] = adaptive_budget(scores.detach(), adaptive_mass, num_keep)[2].float().mean()
         if student_keep is not None:
             metrics["student_kept_tokens"] = torch.tensor(float(student_keep), device=x.device)
         if t_logits is not None:
@@ -179,7 +192,8 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
                     *, num_keep: int | None = None, criterion: str = "topk", kd_weight: float = 0.5,
                     temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
                     drop_path: float = 0.0, compile: bool = True, scorer: tuple[ViTConfig, Params] | str = "student",
-                    student_keep: int | None = None, feature_weight: float = 1.0, tome_r: int = 0, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
+                    student_keep: int | None = None, feature_weight: float = 1.0, tome_r: int = 0,
+                    adaptive_mass: float = 0.0, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Callable:
     """A step `(params, optimizer, x, y) -> metrics dict` (loss, ce, kd, kept_tokens, student_acc, agreement,
     teacher_acc; 0-d tensors, no host sync). The gradient function is torch.compile-d once for a static
     num_keep; bf16 autocast on CUDA (selection scores stay fp32), fp32 on CPU. `grad_sync` all-reduces the
@@ -187,7 +201,7 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
     loss_fn = make_loss_fn(student_cfg, teacher_cfg, teacher, num_keep=num_keep, criterion=criterion,
                            kd_weight=kd_weight, temperature=temperature, kind=kind, kl_reduction=kl_reduction,
                            drop_path=drop_path, scorer=scorer, student_keep=student_keep,
-                           feature_weight=feature_weight, tome_r=tome_r)
+                           feature_weight=feature_weight, tome_r=tome_r, adaptive_mass=adaptive_mass)
     grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
     if compile:
         grad_fn = torch.compile(grad_fn)

@@ -202,7 +202,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                 s_model, t_model, teacher, num_keep=k, criterion=cfg.criterion, kd_weight=cfg.kd_weight,
                 temperature=cfg.temperature, kind=cfg.kd_kind, kl_reduction=cfg.kl_reduction,
                 drop_path=cfg.drop_path, compile=cfg.compile, scorer=scorer, student_keep=cfg.student_keep or None,
-                feature_weight=cfg.feature_weight, tome_r=cfg.teacher_tome_r, grad_sync=all_reduce_mean(world) if world > 1 else None)
+                feature_weight=cfg.feature_weight, tome_r=cfg.teacher_tome_r, adaptive_mass=cfg.adaptive_mass,
+                grad_sync=all_reduce_mean(world) if world > 1 else None)
         return steps[k]
     steps_per_epoch = data.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
@@ -264,7 +265,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         teacher_fn = None
         if teacher is not None and cfg.eval_masked_teacher:
             teacher_fn = make_teacher_fn(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion,
-                                         scorer=scorer, tome_r=cfg.teacher_tome_r)
+                                         scorer=scorer, tome_r=cfg.teacher_tome_r,
+                                         adaptive_mass=cfg.adaptive_mass)
         ev = evaluate(params, s_model, data.eval_batches(), device, teacher_fn)
         history.append({"epoch": epoch, **ev, **({"num_keep": num_keep} if cfg.keep_schedule else {})})
         if rank == 0:

@@ -52,6 +52,9 @@ def student_run(mode: str, seed: int, num_keep: int | None, *, teacher: bool = T
         return c.replace(name=f"{task}_student_kd{kind}-s{seed}", scorer="student", criterion="topk")
     tag = ("" if criterion == "topk" else f"-{criterion}") + ("" if scorer == "student" else
                                                             f"-by-{scorer.replace('cache:', '')}")
+    if extra.get("adaptive_mass"):
+        return c.replace(name=f"{task}_student_adaptive{int(100 * extra['adaptive_mass'])}max{num_keep}{kind}-s{seed}",
+                         num_keep=num_keep)
     if extra.get("teacher_tome_r"):
         return c.replace(name=f"{task}_student_tome{extra['teacher_tome_r']}{kind}-s{seed}", num_keep=0)
     if extra.get("keep_schedule"):

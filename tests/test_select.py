@@ -114,3 +114,36 @@ def test_patch14_teacher_with_patch16_student_runs():
     with torch.no_grad():
         out = mkd.teacher_forward(mkd.init_params(t_cfg), x, t_cfg, keep)
     assert out.shape == (2, 1000) and torch.isfinite(out).all()
+
+
+@given(seed=st.integers(0, 1000), n=st.integers(2, 40), mass=st.floats(0.05, 1.0))
+def test_adaptive_budget_is_the_smallest_set_reaching_the_mass(seed, n, mass):
+    from maskedkd.select import adaptive_budget
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(3, n, generator=g) + 1e-3
+    idx, valid, count = adaptive_budget(s, mass, n)
+    share = s / s.sum(-1, keepdim=True)
+    for b in range(3):
+        c = int(count[b])
+        kept = share[b, idx[b, :c]].sum()
+        assert kept >= mass - 1e-5 or c == n
+        if c > 1:
+            assert share[b, idx[b, :c - 1]].sum() < mass + 1e-6  # one fewer would not reach it
+        assert valid[b].sum() == c and valid[b, :c].all()
+
+
+def test_padded_budget_equals_running_each_sample_on_its_own_patches():
+    from maskedkd.model import forward_tokens, head
+    from maskedkd.select import adaptive_budget
+    cfg = mkd.ViTConfig(img_size=16, patch_size=4, num_classes=5, embed_dim=32, depth=2, num_heads=2)
+    p = {k: v + 0.05 * torch.randn(v.shape) for k, v in mkd.init_params(cfg).items()}
+    x = torch.randn(3, 3, 16, 16)
+    _, scores = mkd.student_forward(p, x, cfg)
+    idx, valid, count = adaptive_budget(scores, 0.6, 12)
+    tok, _ = forward_tokens(p, x, cfg, idx, keep_valid=valid)
+    got = head(p, tok, cfg)
+    for b in range(3):
+        c = int(count[b])
+        want = mkd.teacher_forward(p, x[b:b + 1], cfg, idx[b:b + 1, :c])
+        torch.testing.assert_close(got[b:b + 1], want, atol=1e-5, rtol=1e-5)
+    assert 1 <= int(count.min()) and int(count.max()) <= 12

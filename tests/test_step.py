@@ -144,3 +144,18 @@ def test_feature_kd_on_kept_patches(kind):
     logit_kd = mkd.kd_loss(mkd.forward(params, x, S), mkd.teacher_forward(teacher, x, T, keep), y)
     torch.testing.assert_close(loss, logit_kd + 0.5 * 2.0 * feat, atol=1e-5, rtol=1e-5)
     assert float(feat) > 0
+
+
+def test_adaptive_budget_step_reports_mean_kept_and_matches_manual():
+    from maskedkd.model import forward_tokens, head
+    from maskedkd.select import adaptive_budget
+    teacher, params = _teacher(), mkd.init_params(S, seed=0)
+    x, y = _batch()
+    loss, m = make_loss_fn(S, T, teacher, num_keep=12, adaptive_mass=0.5)(params, x, y)
+    logits, scores = mkd.student_forward(params, x, S)
+    idx, valid, count = adaptive_budget(scores, 0.5, 12)
+    t_logits = head(teacher, forward_tokens(teacher, x, T, idx, keep_valid=valid)[0], T)
+    torch.testing.assert_close(loss, mkd.kd_loss(logits, t_logits, y))
+    torch.testing.assert_close(m["kept_tokens"], count.float().mean())
+    with pytest.raises(ValueError, match="adaptive_mass needs num_keep"):
+        make_loss_fn(S, T, teacher, adaptive_mass=0.5)
