@@ -50,8 +50,11 @@ def main(argv=None):
         tw.plot(xs, yt, "s--", color="#dd8452", label="teacher on masked input")
         tw.set_ylabel("masked-teacher accuracy (%)", color="#dd8452")
         ax.set_title(title, fontsize=9)
-    a.axhline(100 * mean_std(base)[0], color="gray", ls=":", label="no KD")
-    a.legend(loc="lower left", fontsize=8)
+        if ax is a:
+            ax.axhline(100 * mean_std(base)[0], color="gray", ls=":", label="student, no KD")
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = tw.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, loc="lower left", fontsize=8)
     fig.tight_layout()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
