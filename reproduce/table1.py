@@ -1,7 +1,7 @@
 """Paper table 1 [digest 2.1], in two honest parts. See reproduce/README.md.
 
-    bash reproduce/table1.sh            # default: embedded scale, 3 seeds (~30 min on 2 cores)
-    bash reproduce/table1.sh --quick    # 1 seed, fewer epochs (~5 min)
+    bash reproduce/table1.sh            # default: embedded scale, 3 seeds (36 min measured on 2 cores)
+    bash reproduce/table1.sh --quick    # 1 seed, 3 epochs: a first look
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers [--rows 1,2] [--dry-run]
 
 Part 1, exact: the cost columns of every paper row (teacher GMAC/img, PFLOPs and their change, beside the
@@ -11,7 +11,6 @@ seeds: no KD, logit KD, MaskedKD at 75/50/40/25% kept, beside the paper's ImageN
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import shutil
 import sys
@@ -27,7 +26,7 @@ from maskedkd.configs import MODELS, TrainConfig, get_config
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.select import keep_count
 
-from embedded import plan, student_run, teacher_config
+from embedded import mode_of, parser, plan, student_run, teacher_config
 
 KEPT = (75, 50, 40, 25)
 
@@ -185,12 +184,7 @@ def reading(stats: dict, n_seeds: int) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 seed, fewer epochs (~5 min)")
-    ap.add_argument("--smoke", action="store_true", help="tiny runs for the test suite")
-    ap.add_argument("--fresh", action="store_true", help="retrain the teacher and every row")
-    ap.add_argument("--jobs", type=int, default=2, help="parallel student runs (1 thread each)")
-    ap.add_argument("--out", default="results")
+    ap = parser(__doc__)  # --quick --smoke --fresh (here: the teacher too) --jobs --out
     ap.add_argument("--feature-kd", action="store_true",
                     help="also the Manifold / Attention KD rows with and without masking (~+20 min)")
     ap.add_argument("--full", action="store_true", help="ImageNet scale: see reproduce/full.py")
@@ -200,7 +194,7 @@ def main(argv=None):
         return full_main(rest)
     if rest:
         ap.error(f"unrecognised arguments: {rest}")
-    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    mode = mode_of(args)
     t0 = time.time()
     if args.fresh:
         from maskedkd.train import cache_dir
