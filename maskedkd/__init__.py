@@ -15,12 +15,13 @@ from .attention import block, cls_attention_scores, drop_path
 from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint, save_params
 from .config import PRESETS, ViTConfig, vit_config
 from .flops import IMAGENET_TRAIN_IMAGES, block_macs, cait_macs, counted_macs, macs, pflops, training_ledger
-from .losses import cross_entropy, kd_divergence, kd_loss, kd_loss_terms
-from .model import (embed, forward, gather_patches, init_params, param_shapes, run_blocks, student_forward,
-                    teacher_forward)
+from .losses import attention_loss, cross_entropy, kd_divergence, kd_loss, kd_loss_terms, manifold_loss
+from .model import (embed, forward, forward_tokens, gather_patches, init_params, param_shapes, run_blocks,
+                    student_forward, teacher_forward)
 from .patchify import patch_embed, patchify
-from .select import CRITERIA, keep_count, register_criterion, resample_scores, select_tokens
-from .step import cosine_lr, make_loss_fn, make_optimizer, make_train_step
+from .select import CRITERIA, adaptive_budget, keep_count, register_criterion, resample_scores, select_tokens
+from .step import cosine_lr, make_loss_fn, make_optimizer, make_selector, make_teacher_fn, make_train_step
+from .tome import bipartite_merge, tome_forward, tome_macs
 
 __all__ = [
     "PRESETS", "ViTConfig", "vit_config", "init_params", "param_shapes", "load_checkpoint", "read_state_dict",
@@ -29,5 +30,6 @@ __all__ = [
     "register_criterion", "CRITERIA", "keep_count", "resample_scores", "kd_loss", "kd_loss_terms",
     "kd_divergence", "cross_entropy", "macs", "block_macs", "cait_macs", "counted_macs", "pflops", "training_ledger",
     "IMAGENET_TRAIN_IMAGES", "ast_config", "AST_PRESETS", "DEIT_SOURCES", "deit_source_config", "convert_hf_ast",
-    "adapt_pos_embed", "ast_from_deit", "make_train_step", "make_loss_fn", "make_optimizer", "cosine_lr",
+    "adapt_pos_embed", "ast_from_deit", "make_train_step", "make_selector", "make_teacher_fn", "forward_tokens",
+    "adaptive_budget", "manifold_loss", "attention_loss", "tome_forward", "tome_macs", "bipartite_merge", "make_loss_fn", "make_optimizer", "cosine_lr",
 ]
