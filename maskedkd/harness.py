@@ -30,6 +30,18 @@ def run_dir(root: Path, cfg: TrainConfig) -> Path:
     return Path(root) / f"{cfg.name}-{config_hash(cfg)}"
 
 
+def expected_cost(cfg: TrainConfig) -> float:
+    """Rough relative cost of a run, for scheduling only: student steps plus the teacher's share of patches
+    (the embedded teachers cost about the student's forward-backward at full view)."""
+    from .configs import model_config
+    cost = 1.0
+    if cfg.teacher:
+        n = model_config(cfg.teacher_model).num_patches if cfg.teacher_model else 1
+        kept = cfg.num_keep / n if cfg.num_keep else cfg.keep_ratio
+        cost += 1.2 * kept
+    return cost * cfg.epochs * cfg.train_size
+
+
 def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs: int = 2, fresh: bool = False,
             desc: str = "runs") -> list[dict]:
     """Train every config (skipping those with a finished summary unless fresh), `jobs` at a time, one thread
@@ -62,7 +74,8 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
 
     with tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc=desc, dynamic_ncols=True) as bar:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(one, i): i for i in todo}
+            # longest first: with a few workers this ends sooner than config order (KD runs cost ~2x no KD)
+            futures = {pool.submit(one, i): i for i in sorted(todo, key=lambda i: -expected_cost(cfgs[i]))}
             for f in as_completed(futures):
                 out[futures[f]] = f.result()
                 bar.update(1)

@@ -38,7 +38,7 @@ def config_hash(cfg: TrainConfig) -> str:
     """Hash of everything that changes the trained weights (not paths, logging or threads). Only fields that
     differ from TrainConfig's defaults enter it, so adding a new field (with a default) keeps old hashes valid."""
     skip = {"out_dir", "resume", "ckpt_every", "log_every", "threads", "num_workers", "compile",
-            "eval_masked_teacher", "data_path"}
+            "eval_masked_teacher", "eval_every", "data_path"}
     base = dataclasses.asdict(TrainConfig())
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip and v != base[k]}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
@@ -192,6 +192,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     if state is not None:
         params = {k: state["params"][k].clone() for k in params}
     params = {k: v.to(device) for k, v in params.items()}
+    if cfg.eval_every < 1:
+        raise ValueError(f"eval_every={cfg.eval_every}: must be >= 1 (epochs between evaluations)")
     base_lr = cfg.lr * cfg.batch_size / 512
     opt = make_optimizer(params, lr=base_lr, weight_decay=cfg.weight_decay)
     steps: dict = {}  # one (compiled) step per kept count: a fixed run has one, a keep schedule a few
@@ -262,6 +264,10 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                 break
         if stop and in_epoch < steps_per_epoch:
             break
+        if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:
+            epoch, in_epoch = epoch + 1, 0
+            save(epoch, 0)
+            continue
         teacher_fn = None
         if teacher is not None and cfg.eval_masked_teacher:
             teacher_fn = make_teacher_fn(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion,

@@ -38,6 +38,15 @@ def test_smoke_run_writes_log_summary_checkpoint(tmp_path):
     assert all(torch.equal(saved[k], ck["params"][k]) for k in saved)
 
 
+def test_eval_every_evaluates_every_kth_epoch_and_the_last(tmp_path):
+    s = run(TrainConfig(**{**TINY, "train_size": 32, "epochs": 5}, eval_every=2, name="ev", out_dir=str(tmp_path / "r")))
+    assert [h["epoch"] for h in s["history"]] == [1, 3, 4] and s["final_acc"] == s["history"][-1]["acc"]
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 5 and ck["global_step"] == 10
+    with pytest.raises(ValueError, match="eval_every=0"):
+        run(TrainConfig(**TINY, eval_every=0, out_dir=str(tmp_path / "bad")))
+
+
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ValueError, match="unknown config key 'lrate'.*'lr'"):
         apply_overrides(get_config("digits_student_nokd"), ["lrate=1"])

@@ -105,6 +105,7 @@ class TrainConfig:
     log_every: int = 20
     max_steps: int = 0  # stop after this many steps in total (smoke runs); 0: no limit
     eval_masked_teacher: bool = True  # also log the teacher's accuracy on the student-selected test patches
+    eval_every: int = 1  # epochs between evaluations; the last epoch is always evaluated
     name: str = "run"
 
     def replace(self, **kw) -> "TrainConfig":

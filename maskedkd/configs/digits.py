@@ -14,9 +14,15 @@ Expected: ~90% test accuracy (see docs/benchmarks.md and the committed artefact'
 register(TEACHER.replace(name="digits_teacher_smoke", epochs=1, clean_epochs=0, train_size=512, test_size=200),
          doc="A few steps of the teacher recipe, for smoke tests of the reproduce scripts: not a real teacher.")
 
+# The embedded student recipe (chosen 2026-11-27 by one-seed trials, see reproduce/README.md): a fixed set of 4000
+# cluttered images seen 11 times after one epoch of clean centred digits (12 epochs), batch 32. The clean epoch moves the
+# student's CLS attention to the centre before the clutter starts (without it, one MaskedKD seed locked onto
+# background patches); the fixed, smaller set is the data-limited regime in which distillation helps (with
+# 8000 images x 6 epochs logit KD was ~2.5 points *below* no KD on two seeds; with 4000 x 12 it was 6.8 above).
 STUDENT = TrainConfig(
-    name="digits_student_nokd", data="digits", model="digits_student", drop_path=0.0, epochs=10, fresh_clutter=False,
-    batch_size=64, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False)
+    name="digits_student_nokd", data="digits", model="digits_student", drop_path=0.0, epochs=12, train_size=4000,
+    clean_epochs=1, fresh_clutter=False, batch_size=32, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False,
+    eval_every=3)
 
 register(STUDENT, doc="""No distillation, embedded scale: `python -m maskedkd.train digits_student_nokd`.
 Table 1's "No distillation" row at embedded scale; its accuracy is in results/table1.md (reproduce/table1.sh).""")
