@@ -50,6 +50,12 @@ def main(argv=None):
         tw.plot(xs, yt, "s--", color="#dd8452", label="teacher on masked input")
         tw.set_ylabel("masked-teacher accuracy (%)", color="#dd8452")
         ax.set_title(title, fontsize=9)
+        if ax is a and len(seeds) > 1:  # seed spread (± 1 std) of the embedded runs
+            for axis, d, c in ((ax, stud, "#4c72b0"), (tw, teach, "#dd8452")):
+                m = [100 * mean_std(d[k])[0] for k in keeps]
+                sd = [100 * mean_std(d[k])[1] for k in keeps]
+                axis.fill_between(keeps, [u - v for u, v in zip(m, sd)], [u + v for u, v in zip(m, sd)], color=c,
+                                  alpha=0.12, lw=0)
         if ax is a:
             ax.axhline(100 * mean_std(base)[0], color="gray", ls=":", label="student, no KD")
             h1, l1 = ax.get_legend_handles_labels()

@@ -1,7 +1,7 @@
 """Paper table 1 [digest 2.1], in two honest parts. See reproduce/README.md.
 
     bash reproduce/table1.sh            # default: embedded scale, 3 seeds (36 min measured on 2 cores)
-    bash reproduce/table1.sh --quick    # 1 seed, 6 of the 12 epochs: a first look
+    bash reproduce/table1.sh --quick    # 1 seed, 4 of the 12 epochs: a first look
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers [--rows 1,2] [--dry-run]
 
 Part 1, exact: the cost columns of every paper row (teacher GMAC/img, PFLOPs and their change, beside the
