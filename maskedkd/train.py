@@ -169,6 +169,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     out = Path(cfg.out_dir or f"runs/{cfg.name}")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
+    if cfg.eval_every < 1:
+        raise ValueError(f"eval_every={cfg.eval_every}: must be >= 1 (epochs between evaluations)")
     data = build_data(cfg, rank, world)
     s_model = model_config(cfg.model, data.num_classes, cfg.img_size or None)
     t_model, teacher = load_teacher(cfg, data.num_classes, device)
@@ -192,8 +194,6 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     if state is not None:
         params = {k: state["params"][k].clone() for k in params}
     params = {k: v.to(device) for k, v in params.items()}
-    if cfg.eval_every < 1:
-        raise ValueError(f"eval_every={cfg.eval_every}: must be >= 1 (epochs between evaluations)")
     base_lr = cfg.lr * cfg.batch_size / 512
     opt = make_optimizer(params, lr=base_lr, weight_decay=cfg.weight_decay)
     steps: dict = {}  # one (compiled) step per kept count: a fixed run has one, a keep schedule a few
@@ -264,21 +264,18 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                 break
         if stop and in_epoch < steps_per_epoch:
             break
-        if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:
-            epoch, in_epoch = epoch + 1, 0
-            save(epoch, 0)
-            continue
-        teacher_fn = None
-        if teacher is not None and cfg.eval_masked_teacher:
-            teacher_fn = make_teacher_fn(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion,
-                                         scorer=scorer, tome_r=cfg.teacher_tome_r,
-                                         adaptive_mass=cfg.adaptive_mass)
-        ev = evaluate(params, s_model, data.eval_batches(), device, teacher_fn)
-        history.append({"epoch": epoch, **ev, **({"num_keep": num_keep} if cfg.keep_schedule else {})})
-        if rank == 0:
-            log.write(json.dumps({"epoch": epoch, "eval": ev, "wall_s": round(time.time() - t_start, 1)}) + "\n")
-            log.flush()
-            bar.set_postfix(acc=ev["acc"], refresh=False)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            teacher_fn = None
+            if teacher is not None and cfg.eval_masked_teacher:
+                teacher_fn = make_teacher_fn(s_model, t_model, teacher, num_keep=num_keep, criterion=cfg.criterion,
+                                             scorer=scorer, tome_r=cfg.teacher_tome_r,
+                                             adaptive_mass=cfg.adaptive_mass)
+            ev = evaluate(params, s_model, data.eval_batches(), device, teacher_fn)
+            history.append({"epoch": epoch, **ev, **({"num_keep": num_keep} if cfg.keep_schedule else {})})
+            if rank == 0:
+                log.write(json.dumps({"epoch": epoch, "eval": ev, "wall_s": round(time.time() - t_start, 1)}) + "\n")
+                log.flush()
+                bar.set_postfix(acc=ev["acc"], refresh=False)
         epoch, in_epoch = epoch + 1, 0
         save(epoch, 0)
     if bar is not None:

@@ -5,7 +5,8 @@
 The paper fixes the kept count for the whole run and argues that student-guided masking acts as an implicit
 curriculum [digest 2.4]; an explicit one is an open question. Here: the teacher sees 25% of the patches in the
 first epoch growing linearly to 75% in the last, and the reverse (75% -> 25%), against a fixed 50% (same mean kept
-fraction), on the embedded set. Teacher MACs over the run are printed for both (attention is quadratic, so they differ slightly).
+fraction), on the embedded set. Teacher MACs over the run are printed for each (attention is quadratic, so they
+differ slightly).
 Adaptive: each sample keeps the fewest patches holding a share (50% or 70%) of the student's CLS attention, at
 most 48 of 64, padded to 48 for a static shape; its "effective" teacher MACs use the mean kept count logged
 during training (the padded compute itself costs the 48-patch price: a varlen kernel would be needed to cash it in).

@@ -1,6 +1,6 @@
 """Paper table 1 [digest 2.1], in two honest parts. See reproduce/README.md.
 
-    bash reproduce/table1.sh            # default: embedded scale, 3 seeds (36 min measured on 2 cores)
+    bash reproduce/table1.sh            # default: embedded scale, 3 seeds (31.7 min measured on 2 cores)
     bash reproduce/table1.sh --quick    # 1 seed, 4 of the 12 epochs: a first look
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers [--rows 1,2] [--dry-run]
 
