@@ -42,6 +42,15 @@ def expected_cost(cfg: TrainConfig) -> float:
     return cost * cfg.epochs * cfg.train_size
 
 
+def prepare_cached_models(cfgs: list[TrainConfig]) -> list[Path]:
+    """Train (once, here, with the teacher config's own threads) every missing "cache:NAME" teacher or scorer the
+    runs need, so that parallel runs load it instead of each training it; returns the weight paths."""
+    from .configs import get_config
+    from .train import cached_teacher
+    refs = dict.fromkeys(r for c in cfgs for r in (c.teacher, c.scorer) if r.startswith("cache:"))
+    return [cached_teacher(get_config(r[len("cache:"):])) for r in refs]
+
+
 def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs: int = 2, fresh: bool = False,
             desc: str = "runs") -> list[dict]:
     """Train every config (skipping those with a finished summary unless fresh), `jobs` at a time, one thread
@@ -55,6 +64,7 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
             out[i] = json.loads((d / "summary.json").read_text())
         else:
             todo.append(i)
+    prepare_cached_models([cfgs[i] for i in todo])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     def one(i: int) -> dict:

@@ -9,6 +9,7 @@ the step all-reduces its gradients in one flat bucket: the same averaged update 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -116,9 +117,15 @@ def cached_teacher(tcfg: TrainConfig) -> Path:
             if (f.metadata() or {}).get("config_hash") == h:
                 return shipped
     path = cache_dir() / "teachers" / f"{tcfg.name}-{h}.safetensors"
-    if not path.is_file():
-        print(f"[maskedkd] training teacher {tcfg.name} once; it will be cached at {path}", file=sys.stderr)
-        run(tcfg.replace(out_dir=str(cache_dir() / "runs" / f"{tcfg.name}-{h}")), final_params_path=path)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one trainer per cache entry: concurrent runs needing the same missing teacher wait for the first one
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            print(f"[maskedkd] training teacher {tcfg.name} once; it will be cached at {path}", file=sys.stderr)
+            run(tcfg.replace(out_dir=str(cache_dir() / "runs" / f"{tcfg.name}-{h}")), final_params_path=path)
     return path
 
 

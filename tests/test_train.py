@@ -209,3 +209,35 @@ def test_keep_schedule_grows_the_teacher_budget(tmp_path):
     with pytest.raises(ValueError, match="keep_schedule='half'"):
         run(TrainConfig(**TINY, teacher=str(teacher), teacher_model="digits_teacher", keep_schedule="half",
                         out_dir=str(tmp_path / "bad")))
+
+
+def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
+    """Two runs that need the same missing cached teacher at once: one trains it, the other waits and loads it."""
+    import threading
+
+    import maskedkd.train as train_mod
+    from maskedkd.harness import prepare_cached_models
+    monkeypatch.setenv("MASKEDKD_CACHE", str(tmp_path / "cache"))
+    calls, started = [], threading.Event()
+
+    def fake_run(cfg, final_params_path=None):
+        calls.append(cfg.name)
+        started.set()
+        time.sleep(0.3)  # long enough for the other thread to reach the lock
+        mkd.save_params(mkd.init_params(MODELS[cfg.model], seed=0), final_params_path)
+
+    monkeypatch.setattr(train_mod, "run", fake_run)
+    tcfg = TrainConfig(**{**TINY, "model": "digits_teacher", "name": "tiny_teacher"})
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(train_mod.cached_teacher(tcfg))) for _ in range(2)]
+    threads[0].start()
+    started.wait(5)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    assert calls == ["tiny_teacher"] and len(paths) == 2 and paths[0] == paths[1] and paths[0].is_file()
+    # run_all's preparation resolves each distinct "cache:" teacher/scorer once, and finds this one cached
+    ref = "cache:digits_student_nokd"
+    got = prepare_cached_models([TrainConfig(**TINY, teacher=ref, teacher_model="digits_student"),
+                                 TrainConfig(**TINY, scorer=ref, scorer_model="digits_student")])
+    assert len(got) == 1 and calls == ["tiny_teacher", "digits_student_nokd"]
