@@ -16,14 +16,24 @@ from pathlib import Path
 import torch
 
 from .configs import TrainConfig
-from .train import config_hash
+from .train import NOT_HASHED, config_hash
 
 
-def to_overrides(cfg: TrainConfig) -> list[str]:
-    """key=value strings that rebuild cfg from the defaults (for `python -m maskedkd.train BASE ...`)."""
-    base = TrainConfig()
-    return [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
-            if getattr(cfg, f.name) != getattr(base, f.name)]
+def to_overrides(cfg: TrainConfig, base: str) -> list[str]:
+    """key=value strings that rebuild cfg from the registered config `base` (for `python -m maskedkd.train BASE
+    ...`); checked by rebuilding it, so a value the command line cannot carry raises instead of being lost."""
+    from .configs import apply_overrides, get_config
+    start = get_config(base)
+    items = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+             if getattr(cfg, f.name) != getattr(start, f.name)]
+    rebuilt = apply_overrides(start, items)
+    if rebuilt != cfg:
+        bad = [f.name for f in dataclasses.fields(cfg) if getattr(rebuilt, f.name) != getattr(cfg, f.name)]
+        raise ValueError(f"config {cfg.name!r} does not survive the command line from {base!r}: fields {bad}")
+    return items
+
+
+BASE = "digits_student_nokd"  # run_all's subprocesses start from this registered config plus overrides
 
 
 def run_dir(root: Path, cfg: TrainConfig) -> Path:
@@ -51,6 +61,22 @@ def prepare_cached_models(cfgs: list[TrainConfig]) -> list[Path]:
     return [cached_teacher(get_config(r[len("cache:"):])) for r in refs]
 
 
+def check_cached_run(d: Path, cfg: TrainConfig) -> None:
+    """A finished run is reused only if the config it recorded trains the same weights as cfg."""
+    path = d / "config.json"
+    if not path.is_file():
+        raise ValueError(f"cached run {d} has a summary but no config.json: delete it or pass --fresh")
+    rec = json.loads(path.read_text())
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    ran = TrainConfig(**{k: v for k, v in rec.items() if k in known})
+    # compared by value (a recorded 1.0 equals a declared 1), not by hash (whose JSON tells 1 from 1.0)
+    diff = {f.name: (getattr(ran, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+            if f.name not in NOT_HASHED and getattr(ran, f.name) != getattr(cfg, f.name)}
+    if diff:
+        raise ValueError(f"cached run {d} was trained with a different config (field: (ran, wanted)) {diff}: "
+                         f"delete it or pass --fresh")
+
+
 def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs: int = 2, fresh: bool = False,
             desc: str = "runs") -> list[dict]:
     """Train every config (skipping those with a finished summary unless fresh), `jobs` at a time, one thread
@@ -61,6 +87,7 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
     for i, c in enumerate(cfgs):
         d = run_dir(root, c)
         if not fresh and (d / "summary.json").is_file():
+            check_cached_run(d, c)
             out[i] = json.loads((d / "summary.json").read_text())
         else:
             todo.append(i)
@@ -75,7 +102,7 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
             for f in ("summary.json", "checkpoint.pt", "log.jsonl"):
                 (d / f).unlink(missing_ok=True)
         with open(d / "stdout.log", "w") as log:
-            r = subprocess.run([sys.executable, "-m", "maskedkd.train", "digits_student_nokd", *to_overrides(c)],
+            r = subprocess.run([sys.executable, "-m", "maskedkd.train", BASE, *to_overrides(c, BASE)],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
         if r.returncode != 0:
             tail = (d / "stdout.log").read_text()[-2000:]

@@ -35,13 +35,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MASKEDKD_CACHE", Path.home() / ".cache" / "maskedkd"))
 
 
+# TrainConfig fields that do not change the trained weights
+NOT_HASHED = frozenset({"out_dir", "resume", "ckpt_every", "log_every", "threads", "num_workers", "compile",
+                        "eval_masked_teacher", "eval_every", "data_path"})
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """Hash of everything that changes the trained weights (not paths, logging or threads). Only fields that
     differ from TrainConfig's defaults enter it, so adding a new field (with a default) keeps old hashes valid."""
-    skip = {"out_dir", "resume", "ckpt_every", "log_every", "threads", "num_workers", "compile",
-            "eval_masked_teacher", "eval_every", "data_path"}
     base = dataclasses.asdict(TrainConfig())
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip and v != base[k]}
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED and v != base[k]}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -150,22 +153,43 @@ def evaluate(params, s_model, loader, device, teacher_fn=None):
 
 
 def keep_schedule(cfg: TrainConfig, t_model, num_keep: int | None):
-    """epoch -> kept patches. keep_schedule="A:B" (percent) grows linearly from A% in the first epoch to B% in
-    the last (the paper's open question of a keep-count curriculum); otherwise the fixed num_keep."""
+    """epoch -> kept patches (None: the full view, plain logit KD). keep_schedule is either
+    "A:B" (percent): grows linearly from A% in the first epoch to B% in the last (the paper's open question of a
+        keep-count curriculum), or
+    "A*E,B" (percent, epochs): A% for the first E epochs, then B% (e.g. "100*3,50": full KD while the student's
+        attention is immature, MaskedKD after); more phases chain ("100*2,75*4,50"), the last one lasts to the end.
+    Without keep_schedule: the fixed num_keep."""
     if not cfg.keep_schedule:
         return lambda epoch: num_keep
     if t_model is None:
         raise ValueError("keep_schedule needs a teacher")
-    try:
-        a, b = (float(v) / 100 for v in cfg.keep_schedule.split(":"))
-    except ValueError:
-        raise ValueError(f"keep_schedule={cfg.keep_schedule!r} must look like '25:75' (percent)") from None
-    n = t_model.num_patches
+    n, spec = t_model.num_patches, cfg.keep_schedule
+    bad = (f"keep_schedule={spec!r} must look like '25:75' (linear, percent) or '100*3,50' (percent*epochs "
+           f"phases, the last without epochs)")
 
-    def at(epoch: int) -> int:
-        f = a + (b - a) * (epoch / max(1, cfg.epochs - 1))
-        return max(1, min(n, round(f * n)))
-    return at
+    def count(pct: float) -> int | None:
+        if not 0 < pct <= 100:
+            raise ValueError(f"{bad}: {pct:g}% is out of range (0, 100]")
+        k = max(1, min(n, round(pct / 100 * n)))
+        return None if k == n else k
+    try:
+        if ":" in spec:
+            a, b = (float(v) for v in spec.split(":"))
+            phases = None
+        else:
+            *head, last = spec.split(",")
+            phases = [(float(p), int(e)) for p, e in (h.split("*") for h in head)] + [(float(last), cfg.epochs)]
+    except ValueError:
+        raise ValueError(bad) from None
+    if phases is None:
+        count(a), count(b)  # range checks
+        return lambda epoch: count(a + (b - a) * (epoch / max(1, cfg.epochs - 1)))
+    if any(e < 1 for _, e in phases[:-1]) or sum(e for _, e in phases[:-1]) >= cfg.epochs:
+        raise ValueError(f"keep_schedule={spec!r}: each phase needs >= 1 epoch and the last phase must start "
+                         f"before epoch {cfg.epochs} (epochs={cfg.epochs})")
+    per_epoch = [count(p) for p, e in phases[:-1] for _ in range(e)]
+    per_epoch += [count(phases[-1][0])] * (cfg.epochs - len(per_epoch))
+    return lambda epoch: per_epoch[epoch]
 
 
 def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:

@@ -56,8 +56,8 @@ def student_run(mode: str, seed: int, num_keep: int | None, *, teacher: bool = T
     if extra.get("teacher_tome_r"):
         return c.replace(name=f"{task}_student_tome{extra['teacher_tome_r']}{kind}-s{seed}", num_keep=0)
     if extra.get("keep_schedule"):
-        return c.replace(name=f"{task}_student_sched{extra['keep_schedule'].replace(':', 'to')}{kind}-s{seed}",
-                         num_keep=0)
+        spec = extra["keep_schedule"].replace(":", "to").replace("*", "x").replace(",", "-")  # "100*3,50" -> 100x3-50
+        return c.replace(name=f"{task}_student_sched{spec}{kind}-s{seed}", num_keep=0)
     if extra.get("student_keep"):
         return c.replace(name=f"{task}_student_studentkeep{extra['student_keep']}-s{seed}")
     if num_keep is None or num_keep == MODELS[t.model].num_patches:

@@ -119,7 +119,7 @@ def main(argv=None):
         cfg = train_config(fr, args.data, str(path) if path else None, epochs, out_root)
         h = gpu_hours(fr, epochs)
         total_h += h
-        cmd = launcher + ["deit_tiny_nokd", *to_overrides(cfg)]
+        cmd = launcher + ["deit_tiny_nokd", *to_overrides(cfg, "deit_tiny_nokd")]
         print(f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}: ~{h:.0f} GPU-h\n  {' '.join(cmd)}")
         if args.dry_run:
             continue

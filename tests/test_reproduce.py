@@ -1,5 +1,6 @@
 """reproduce/ scripts: exact arithmetic rows, and smoke runs of the table and figure scripts end to end."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -133,5 +134,10 @@ def test_analysis_scripts_smoke(script, files, tmp_path):
         assert "| MaskedKD (keep 32) |" in md and "| ToMe (r=16 per block) |" in md
     if script == "beyond":
         assert "| Schedule 25% -> 75% |" in md and "| Fixed 50% | " in md
+        assert "| Full KD 1 epoch, then 50% |" in md and "| Fixed 40 of 64 (62.5%) |" in md
+        # the warm-up row logged the full view (None) in its first epoch, then 32 of 64 patches
+        hist = [json.loads((d / "summary.json").read_text())["history"]
+                for d in (tmp_path / "r" / "runs").glob("digits_student_sched100x1-50-s0-*")]
+        assert len(hist) == 1 and [h["num_keep"] for h in hist[0]] == [None, 32]
     if script == "ablation_student":
         assert "| 32 |" in md

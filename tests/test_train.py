@@ -1,4 +1,5 @@
 """The training program end to end on tiny runs: logs, checkpoints, errors, teacher cache, exact resume, DDP."""
+import dataclasses
 import json
 import os
 import signal
@@ -211,6 +212,23 @@ def test_keep_schedule_grows_the_teacher_budget(tmp_path):
                         out_dir=str(tmp_path / "bad")))
 
 
+def test_keep_schedule_phases():
+    """"100*3,50": full view (None) for 3 epochs, then half; bad specs name the bad value."""
+    from maskedkd.train import keep_schedule
+    t = MODELS["digits_teacher"]
+    cfg = TrainConfig(**{**TINY, "epochs": 6})
+    at = keep_schedule(cfg.replace(keep_schedule="100*3,50"), t, None)
+    assert [at(e) for e in range(6)] == [None, None, None, 32, 32, 32]
+    at = keep_schedule(cfg.replace(keep_schedule="100*1,75*2,25"), t, None)
+    assert [at(e) for e in range(6)] == [None, 48, 48, 16, 16, 16]
+    assert [keep_schedule(cfg.replace(keep_schedule="25:100"), t, None)(e) for e in (0, 5)] == [16, None]
+    for bad, msg in [("100*6,50", "last phase must start before epoch 6"), ("100*0,50", "each phase needs >= 1"),
+                     ("150*2,50", "150% is out of range"), ("100x3,50", "'100x3,50' must look like"),
+                     ("0:50", "0% is out of range")]:
+        with pytest.raises(ValueError, match=msg):
+            keep_schedule(cfg.replace(keep_schedule=bad), t, None)
+
+
 def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
     """Two runs that need the same missing cached teacher at once: one trains it, the other waits and loads it."""
     import threading
@@ -241,3 +259,34 @@ def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
     got = prepare_cached_models([TrainConfig(**TINY, teacher=ref, teacher_model="digits_student"),
                                  TrainConfig(**TINY, scorer=ref, scorer_model="digits_student")])
     assert len(got) == 1 and calls == ["tiny_teacher", "digits_student_nokd"]
+
+
+def test_overrides_rebuild_every_config_from_another_base():
+    """run_all's subprocesses start from a registered config plus key=value overrides: every registered config
+    (and one asking for a TrainConfig default that the base overrides) must come back exactly."""
+    from maskedkd.configs import CONFIGS
+    from maskedkd.harness import BASE, to_overrides
+    cfgs = [get_config(n) for n in CONFIGS] + [get_config("sounds_student_nokd").replace(eval_every=1, seed=2)]
+    for base in (BASE, "deit_tiny_nokd"):
+        for c in cfgs:
+            assert apply_overrides(get_config(base), to_overrides(c, base)) == c, (base, c.name)
+    # the bug this guards: diffs taken against TrainConfig() dropped clean_epochs=0, eval_every=1, fresh_clutter=True
+    assert {"clean_epochs=0", "eval_every=1", "fresh_clutter=True"} <= set(to_overrides(cfgs[-1], BASE))
+
+
+def test_cached_run_with_another_config_is_refused(tmp_path):
+    """run_all reuses a finished run only if its recorded config trains the same weights (paths, threads and the
+    1 vs 1.0 spelling of a float aside); otherwise it names the differing fields instead of mixing results."""
+    from maskedkd.harness import check_cached_run, run_all, run_dir
+    want = TrainConfig(**TINY, name="cached")
+    d = run_dir(tmp_path, want)
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"final_acc": 0.5}))
+    with pytest.raises(ValueError, match="no config.json"):
+        check_cached_run(d, want)
+    rec = dataclasses.asdict(want.replace(out_dir=str(d), threads=1, resume=True))
+    (d / "config.json").write_text(json.dumps({**rec, "warmup_epochs": float(rec["warmup_epochs"])}))
+    assert run_all([want], root=tmp_path) == [{"final_acc": 0.5}]
+    (d / "config.json").write_text(json.dumps({**rec, "clean_epochs": 1}))
+    with pytest.raises(ValueError, match=r"different config .*'clean_epochs': \(1, 0\)"):
+        run_all([want], root=tmp_path)

@@ -73,9 +73,9 @@ class TrainConfig:
     teacher_model: str = ""
     num_keep: int = 0  # patches the teacher sees; 0: from keep_ratio
     keep_ratio: float = 1.0  # 1.0 with num_keep 0: vanilla (unmasked) KD
-    keep_schedule: str = ""
+    keep_schedule: str = ""  # "A:B": kept percent grows linearly from A to B; "100*3,50": phases (train.keep_schedule)
     adaptive_mass: float = 0.0  # >0: per-sample budget reaching this share of CLS attention, at most num_keep
-    teacher_tome_r: int = 0  # >0: no masking; the teacher merges this many tokens per block (ToMe ablation)  # "A:B": kept percent grows linearly from A to B over the epochs
+    teacher_tome_r: int = 0  # >0: no masking; the teacher merges this many tokens per block (ToMe ablation)
     criterion: str = "topk"
     # whose CLS attention ranks the patches: "student" (MaskedKD), "teacher" (its own attention, an extra pass),
     # or a fixed model: "cache:NAME" (an embedded config, trained once) or a checkpoint path with scorer_model
