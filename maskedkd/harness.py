@@ -52,6 +52,35 @@ def expected_cost(cfg: TrainConfig) -> float:
     return cost * cfg.epochs * cfg.train_size
 
 
+def run_macs(cfg: TrainConfig) -> dict[str, float]:
+    """MACs per training image of a run, averaged over its epochs, in the paper's FLOPs model (1 MAC = 1 FLOP,
+    backward = 2 forwards) [digest 2.7]: `student` forward + backward (on student_keep patches when the student is
+    the masked one), `teacher` forward (masked, following keep_schedule, ToMe-merged, or full; an adaptive budget is
+    charged its padded size, which a static-shape step computes), and `scorer`, the extra pass of a teacher or a
+    fixed model that ranks the patches (0 when the student's own attention does)."""
+    from .configs import get_config, model_config
+    from .flops import macs
+    from .select import keep_count
+    from .tome import tome_macs
+    from .train import keep_schedule
+    out = {"student": 3.0 * macs(model_config(cfg.model), cfg.student_keep or None), "teacher": 0.0, "scorer": 0.0}
+    if not cfg.teacher:
+        return out
+    t = model_config(cfg.teacher_model)
+    if cfg.teacher_tome_r:
+        out["teacher"] = float(tome_macs(t, cfg.teacher_tome_r))
+    else:
+        k = cfg.num_keep or (keep_count(t.num_patches, cfg.keep_ratio) if cfg.keep_ratio < 1 else None)
+        at = keep_schedule(cfg, t, k)
+        out["teacher"] = sum(macs(t, at(e)) for e in range(cfg.epochs)) / cfg.epochs
+    if cfg.scorer == "teacher":
+        out["scorer"] = float(macs(t))
+    elif cfg.scorer != "student":
+        name = get_config(cfg.scorer[len("cache:"):]).model if cfg.scorer.startswith("cache:") else cfg.scorer_model
+        out["scorer"] = float(macs(model_config(name)))
+    return out
+
+
 def prepare_cached_models(cfgs: list[TrainConfig]) -> list[Path]:
     """Train (once, here, with the teacher config's own threads) every missing "cache:NAME" teacher or scorer the
     runs need, so that parallel runs load it instead of each training it; returns the weight paths."""

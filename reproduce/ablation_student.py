@@ -1,6 +1,8 @@
 """Masking the student instead of the teacher [digest 2.5 right].
 
     bash reproduce/ablation_student.sh [--quick]   # results/ablation_student.md, .csv, .png
+    bash reproduce/ablation_student.sh --full --data /path/to/imagenet --checkpoints DIR [--dry-run]
+        # DeiT-S -> DeiT-Ti at 196/140/100/60/30 patches, 300 epochs: results/ablation_student_full.md
 
 Same keep counts for both: MaskedKD (the teacher sees k patches picked by the student, the student the full
 image) vs the opposite (the student trains on k random patches, the teacher sees the full image); students are
@@ -13,7 +15,8 @@ import csv
 import time
 from pathlib import Path
 
-from embedded import mode_of, parser, plan, student_run
+import full
+from embedded import mode_of, parse_or_full, parser, plan, student_run
 
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 
@@ -21,11 +24,26 @@ KEEPS = [64, 48, 32, 20, 12]  # of 64 patches
 # read from the paper's plot at 196 / 140 / 100 / 60 / 30 of 196 patches [digest 2.5]
 PAPER_STUDENT_MASKED = {64: 74.9, 48: 73.4, 32: 69.8, 20: 64.5, 12: 55.0}
 PAPER_TEACHER_MASKED = {64: 74.9, 48: 75.1, 32: 75.1, 20: 74.5, 12: 73.0}
+FULL_KEEPS = dict(zip(KEEPS, [196, 140, 100, 60, 30]))  # the same points on ImageNet's 196 patches
+
+
+def full_main(argv):
+    """ImageNet: DeiT-S teacher -> DeiT-Ti student [digest 2.5], teacher masked (MaskedKD) vs student masked."""
+    def runs(args):
+        out = [full.Run("Logit KD (nothing masked)", "DeiT-Ti", "DeiT-S", paper=str(PAPER_TEACHER_MASKED[64]))]
+        for k, n in list(FULL_KEEPS.items())[1:]:
+            out += [full.Run(f"teacher sees {n}/196 (MaskedKD)", "DeiT-Ti", "DeiT-S", {"num_keep": n},
+                             paper=str(PAPER_TEACHER_MASKED[k])),
+                    full.Run(f"student sees {n}/196 (random)", "DeiT-Ti", "DeiT-S", {"student_keep": n},
+                             paper=str(PAPER_STUDENT_MASKED[k]))]
+        return out
+    return full.analysis("ablation_student", "Masking the student instead of the teacher", runs, argv)
 
 
 def main(argv=None):
-    ap = parser(__doc__)
-    args = ap.parse_args(argv)
+    args = parse_or_full(parser(__doc__), argv, full_main)
+    if args is None:
+        return
     mode = mode_of(args)
     keeps = [64, 32] if mode == "smoke" else KEEPS
     seeds, _ = plan(mode)

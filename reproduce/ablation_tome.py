@@ -1,6 +1,8 @@
 """Token merging vs masking in the teacher, at matched teacher FLOPs [digest 2.5 left and middle].
 
     bash reproduce/ablation_tome.sh [--quick]    # results/ablation_tome.md, .csv, .png
+    bash reproduce/ablation_tome.sh --full --data /path/to/imagenet --checkpoints DIR [--dry-run]
+        # DeiT-S -> DeiT-Ti at 120/98/80/60/50/30 patches and matched r, 300 epochs: results/ablation_tome_full.md
 
 For each MaskedKD keep count, the ToMe merge count r (per block) whose teacher MACs come closest; students are
 trained with either teacher. The paper: ToMe keeps the teacher more accurate at mild reduction, while MaskedKD
@@ -13,7 +15,8 @@ import csv
 import time
 from pathlib import Path
 
-from embedded import mode_of, parser, plan, student_run
+import full
+from embedded import mode_of, parse_or_full, parser, plan, student_run
 
 import maskedkd as mkd
 from maskedkd.configs import MODELS
@@ -30,8 +33,35 @@ def matched_r(cfg, target: int) -> int:
     return min(range(cfg.num_patches // 2 + 1), key=lambda r: abs(tome_macs(cfg, r) - target))
 
 
+def full_main(argv):
+    """ImageNet: DeiT-S teacher -> DeiT-Ti student; the paper's points are at 120/98/80/60/50/30 of 196 patches
+    (their DeiT-S GMACs match its x axis [digest 2.5]) and ToMe at the r with the nearest teacher MACs."""
+    t_cfg = mkd.vit_config("deit_small_patch16_224")
+    paper_m = list(PAPER_MASKEDKD.values())
+
+    def runs(args):
+        out = []
+        for k, p in zip((120, 98, 80, 60, 50, 30), paper_m):
+            r = matched_r(t_cfg, mkd.macs(t_cfg, k))
+            g = f"{mkd.macs(t_cfg, k) / 1e9:.2f} / {tome_macs(t_cfg, r) / 1e9:.2f} GMACs"
+            out += [full.Run(f"MaskedKD keep {k}/196 ({g.split(' / ')[0]} GMACs)", "DeiT-Ti", "DeiT-S",
+                             {"num_keep": k}, paper=str(p)),
+                    full.Run(f"ToMe r={r} per block ({g.split(' / ')[1]})", "DeiT-Ti", "DeiT-S",
+                             {"teacher_tome_r": r}, paper=nearest_tome(tome_macs(t_cfg, r) / 1e9))]
+        return out
+    return full.analysis("ablation_tome", "Token merging vs masking in the teacher", runs, argv)
+
+
+def nearest_tome(gmacs: float) -> str:
+    """The paper's ToMe point nearest in teacher GFLOPs (read from its plot), as 'acc @ GFLOPs'."""
+    g = min(PAPER_TOME, key=lambda x: abs(x - gmacs))
+    return f"{PAPER_TOME[g]} @ {g}"
+
+
 def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
+    args = parse_or_full(parser(__doc__), argv, full_main)
+    if args is None:
+        return
     mode = mode_of(args)
     seeds, _ = plan(mode)
     keeps = KEEPS[1:2] if mode == "smoke" else KEEPS

@@ -18,6 +18,19 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def parse_or_full(ap: argparse.ArgumentParser, argv, full_main):
+    """The embedded options, or with --full the ImageNet-scale mode: the remaining arguments (--data,
+    --checkpoints, --dry-run, ...; see reproduce/full.py) go to full_main, and None is returned."""
+    ap.add_argument("--full", action="store_true", help="ImageNet scale with real checkpoints (reproduce/full.py)")
+    args, rest = ap.parse_known_args(argv)
+    if args.full:
+        full_main(rest)
+        return None
+    if rest:
+        ap.error(f"unrecognised arguments: {rest}")
+    return args
+
+
 def mode_of(args) -> str:
     return "smoke" if args.smoke else "quick" if args.quick else "default"
 

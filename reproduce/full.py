@@ -15,7 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ import torch
 import maskedkd as mkd
 from maskedkd import paper
 from maskedkd.configs import MODELS, get_config
-from maskedkd.harness import to_overrides
+from maskedkd.harness import run_macs, to_overrides
 from maskedkd.select import keep_count
 
 STUDENTS = {"DeiT-Ti": "deit_tiny_patch16_224", "DeiT-S": "deit_small_patch16_224", "DeiT-B": "deit_base_patch16_224"}
@@ -34,6 +34,7 @@ TEACHER_FILES = {  # [digest 3.4]
     "DeiT3-B": ("deit_3_base_224_1k.pth", "deit3_base_patch16_224.fb_in1k.safetensors"),
     "DeiT3-L": ("deit_3_large_224_1k.pth", "deit3_large_patch16_224.fb_in1k.safetensors"),
 }
+FEATURE_KD = {"Manifold": "manifold", "Attention": "attention"}  # table-1 method -> TrainConfig.kd_kind
 ASSUMED_TFLOPS = 125.0  # sustained bf16 TFLOP/s per GPU assumed for the estimate (~40% of an A100's peak)
 
 
@@ -53,8 +54,8 @@ def plan_rows() -> list[FullRow]:
         fr = FullRow(i + 1, r, base)
         if r.student not in STUDENTS:
             fr.why_not = f"student {r.student} (MAE-pretrained or distillation-token) not set up here"
-        elif base in ("Manifold", "Attention", "G2SD"):
-            fr.why_not = f"{base} distillation not implemented yet"
+        elif base == "G2SD":
+            fr.why_not = "G2SD distillation not implemented"
         elif r.teacher is not None and r.teacher not in TEACHER_FILES:
             fr.why_not = f"teacher {r.teacher} not supported (CaiT: no architecture; CLIP: no loader)"
         out.append(fr)
@@ -69,14 +70,14 @@ def train_config(fr: FullRow, data: str, teacher_path: str | None, epochs: int, 
         t = paper.teacher_config(r.teacher)
         c = c.replace(teacher=teacher_path or "", teacher_model=t.name,
                       num_keep=keep_count(t.num_patches, r.kept / 100) if r.kept else 0)
+        if fr.base in FEATURE_KD:
+            c = c.replace(kd_kind=FEATURE_KD[fr.base])
     return c
 
 
-def gpu_hours(fr: FullRow, epochs: int) -> float:
-    r = fr.row
-    s = mkd.macs(mkd.vit_config(STUDENTS[r.student]))
-    t = 0 if r.teacher is None else paper.teacher_macs(r.teacher, r.kept)
-    flops = 2 * (3 * s + t) * mkd.IMAGENET_TRAIN_IMAGES * epochs
+def gpu_hours(cfg) -> float:
+    """GPU-hours of one run at ASSUMED_TFLOPS, from its MACs per image (harness.run_macs) over ImageNet-1k."""
+    flops = 2 * sum(run_macs(cfg).values()) * mkd.IMAGENET_TRAIN_IMAGES * cfg.epochs
     return flops / (ASSUMED_TFLOPS * 1e12) / 3600
 
 
@@ -84,22 +85,48 @@ def find_teacher(ckpt_dir: Path, teacher: str) -> Path | None:
     return next((ckpt_dir / n for n in TEACHER_FILES[teacher] if (ckpt_dir / n).is_file()), None)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--checkpoints", required=True)
-    ap.add_argument("--rows", default="", help="comma-separated table-1 row numbers (default: all runnable)")
-    ap.add_argument("--epochs", type=int, default=0, help="override the paper's epochs (300; 50 for MAE rows)")
-    ap.add_argument("--dry-run", action="store_true")
+def launcher() -> list[str]:
+    """torchrun over the visible GPUs, or one plain process without any."""
+    ngpu = torch.cuda.device_count()
+    return ([str(Path(sys.executable).parent / "torchrun"), f"--nproc_per_node={ngpu}", "-m", "maskedkd.train"]
+            if ngpu else [sys.executable, "-m", "maskedkd.train"])
+
+
+def launch(cfg, args, what: str) -> tuple[dict | None, float]:
+    """Print one run's command and estimated GPU-hours; run it unless --dry-run (in-process and shrunk with
+    --tiny, for the tests); returns its summary (None on a dry run) and the GPU-hours."""
+    cmd = launcher() + ["deit_tiny_nokd", *to_overrides(cfg, "deit_tiny_nokd")]
+    if args.tiny:
+        cfg = tiny(cfg)
+    hours = gpu_hours(cfg)
+    print(f"{what}: ~{hours:.0f} GPU-h\n  {' '.join(cmd)}")
+    if args.dry_run:
+        return None, hours
+    if args.tiny:
+        from maskedkd.train import run
+        return run(cfg), hours
+    subprocess.run(cmd, check=True)
+    return json.loads((Path(cfg.out_dir) / "summary.json").read_text()), hours
+
+
+def full_parser(doc: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--data", required=True, help="ImageNet-1k root with train/ and val/ class folders")
+    ap.add_argument("--checkpoints", required=True, help="folder of teacher files (names: TEACHER_FILES)")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands and GPU-hours, run nothing")
     ap.add_argument("--out", default="results")
     ap.add_argument("--tiny", action="store_true", help="(tests) tiny models, one step, in-process")
+    return ap
+
+
+def main(argv=None):
+    ap = full_parser(__doc__)
+    ap.add_argument("--epochs", type=int, default=0, help="override the paper's epochs (300; 50 for MAE rows)")
+    ap.add_argument("--rows", default="", help="comma-separated table-1 row numbers (default: all runnable)")
     args = ap.parse_args(argv)
     rows = plan_rows()
     wanted = {int(x) for x in args.rows.split(",") if x}
     out_root = Path(args.out) / "full"
-    ngpu = torch.cuda.device_count()
-    launcher = ([str(Path(sys.executable).parent / "torchrun"), f"--nproc_per_node={ngpu}", "-m", "maskedkd.train"]
-                if ngpu else [sys.executable, "-m", "maskedkd.train"])
     results, total_h = [], 0.0
     for fr in rows:
         if wanted and fr.index not in wanted:
@@ -117,19 +144,10 @@ def main(argv=None):
             results.append((fr, None, status))
             continue
         cfg = train_config(fr, args.data, str(path) if path else None, epochs, out_root)
-        h = gpu_hours(fr, epochs)
-        total_h += h
-        cmd = launcher + ["deit_tiny_nokd", *to_overrides(cfg, "deit_tiny_nokd")]
-        print(f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}: ~{h:.0f} GPU-h\n  {' '.join(cmd)}")
-        if args.dry_run:
-            continue
-        if args.tiny:
-            from maskedkd.train import run
-            summary = run(tiny(cfg))
-        else:
-            subprocess.run(cmd, check=True)
-            summary = json.loads((Path(cfg.out_dir) / "summary.json").read_text())
-        results.append((fr, summary, ""))
+        summary, hours = launch(cfg, args, f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}")
+        total_h += hours
+        if summary is not None:
+            results.append((fr, summary, ""))
     print(f"estimated total: {total_h:.0f} GPU-hours at {ASSUMED_TFLOPS:.0f} TFLOP/s sustained per GPU")
     if args.dry_run:
         return results
@@ -145,10 +163,72 @@ def main(argv=None):
     return results
 
 
+@dataclass
+class Run:
+    """One full-scale run of an analysis (criteria, ablations, beyond): what it is called, the student and teacher
+    (keys of STUDENTS / TEACHER_FILES; teacher None: no distillation), the TrainConfig fields that make it what it
+    is, and the paper's number for it as text."""
+    label: str
+    student: str
+    teacher: str | None
+    fields: dict = field(default_factory=dict)
+    paper: str = "–"
+    why_not: str = ""
+
+
+def analysis(name: str, title: str, make_runs, argv, add_options=None) -> list[tuple[Run, dict | None, str]]:
+    """Run an analysis at ImageNet scale (one process per run, torchrun over the visible GPUs) and write
+    results/NAME_full.md: student accuracy and the masked teacher's, beside the paper's numbers.
+    make_runs(args) -> [Run]; add_options(parser) adds the analysis' own options."""
+    ap = full_parser(title)
+    ap.add_argument("--epochs", type=int, default=300, help="epochs of every run (the paper's: 300)")
+    if add_options:
+        add_options(ap)
+    args = ap.parse_args(argv)
+    results, total_h = [], 0.0
+    for i, r in enumerate(make_runs(args)):
+        path, note = None, r.why_not
+        if not note and r.teacher is not None:
+            path = find_teacher(Path(args.checkpoints), r.teacher)
+            if path is None:
+                note = f"teacher file missing: one of {TEACHER_FILES[r.teacher]} in {args.checkpoints}"
+        if note:
+            print(f"{r.label}: skipped ({note})")
+            results.append((r, None, note))
+            continue
+        cfg = get_config("deit_tiny_nokd").replace(
+            name=f"{name}_{i}", model=STUDENTS[r.student], data_path=args.data, epochs=args.epochs,
+            out_dir=str(Path(args.out) / "full" / name / f"{i:02d}"))
+        if r.teacher is not None:
+            cfg = cfg.replace(teacher=str(path), teacher_model=paper.teacher_config(r.teacher).name)
+        cfg = cfg.replace(**r.fields)
+        summary, hours = launch(cfg, args, f"{r.label} ({r.student} <- {r.teacher or 'no teacher'})")
+        total_h += hours
+        results.append((r, summary, ""))
+    print(f"estimated total: {total_h:.0f} GPU-hours at {ASSUMED_TFLOPS:.0f} TFLOP/s sustained per GPU")
+    if args.dry_run:
+        return results
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = [f"# {title} at full scale (ImageNet-1k)", "",
+             "| run | student | teacher | paper | student acc (%) | masked teacher acc (%) | note |",
+             "|---|---|---|---|---|---|---|"]
+    for r, s, note in results:
+        t_acc = s["history"][-1].get("teacher_acc_masked") if s and s.get("history") else None
+        lines.append(f"| {r.label} | {r.student} | {r.teacher or '–'} | {r.paper} | "
+                     f"{pct(s and s.get('final_acc'))} | {pct(t_acc)} | {note} |")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / f"{name}_full.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return results
+
+
 def tiny(cfg):
-    """(tests) The same run shrunk: 32x32 inputs, 1-block models, batch 4, one step."""
-    for name in (cfg.model, cfg.teacher_model):
+    """(tests) The same run shrunk: 32x32 inputs (16 patches), 1-block models, batch 4, one step (a keep schedule:
+    two epochs, so that it changes once); kept / merged counts capped to fit 16 patches."""
+    for name in (cfg.model, cfg.teacher_model, cfg.scorer_model):
         if name and name not in MODELS:
             MODELS[name] = mkd.vit_config(name, img_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2)
-    return cfg.replace(img_size=32, batch_size=4, max_steps=1, epochs=1, num_workers=0, compile=False,
-                       num_keep=min(cfg.num_keep, 8), repeated_aug=1)
+    return cfg.replace(img_size=32, batch_size=4, max_steps=0 if cfg.keep_schedule else 1,
+                       epochs=2 if cfg.keep_schedule else 1, num_workers=0, compile=False, repeated_aug=1,
+                       num_keep=min(cfg.num_keep, 8), student_keep=min(cfg.student_keep, 8),
+                       teacher_tome_r=min(cfg.teacher_tome_r, 2))

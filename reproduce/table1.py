@@ -26,7 +26,8 @@ from maskedkd.configs import MODELS, TrainConfig, get_config
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.select import keep_count
 
-from embedded import mode_of, parser, plan, student_run, teacher_config
+import full
+from embedded import mode_of, parse_or_full, parser, plan, student_run, teacher_config
 
 KEPT = (75, 50, 40, 25)
 
@@ -167,7 +168,7 @@ def render(mode, p1, seeds, by_label, t_acc, teacher_path, teacher_s, wall_s) ->
 
 def reading(stats: dict, n_seeds: int) -> str:
     """A one-paragraph reading written from the numbers (not a fixed conclusion)."""
-    (nk, nks), (kd, kds) = stats["No distillation"], stats["Logit KD (full teacher)"]
+    (nk, _), (kd, kds) = stats["No distillation"], stats["Logit KD (full teacher)"]
     (m50, m50s) = stats["+MaskedKD 50%"]
     spread = max(kds, m50s, 1e-9)
     gap = 100 * (m50 - kd)
@@ -187,13 +188,9 @@ def main(argv=None):
     ap = parser(__doc__)  # --quick --smoke --fresh (here: the teacher too) --jobs --out
     ap.add_argument("--feature-kd", action="store_true",
                     help="also the Manifold / Attention KD rows with and without masking (~+20 min)")
-    ap.add_argument("--full", action="store_true", help="ImageNet scale: see reproduce/full.py")
-    args, rest = ap.parse_known_args(argv)
-    if args.full:
-        from full import main as full_main
-        return full_main(rest)
-    if rest:
-        ap.error(f"unrecognised arguments: {rest}")
+    args = parse_or_full(ap, argv, full.main)
+    if args is None:
+        return
     mode = mode_of(args)
     t0 = time.time()
     if args.fresh:

@@ -80,23 +80,79 @@ def test_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
     assert "row  2 DeiT-Ti / DeiT-S / Logit: skipped (teacher file missing" in text
     assert "CaiT: no architecture" in text
     (ck / "deit_small_patch16_224-cd65a155.pth").write_bytes(b"")
-    full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--rows", "1,3"])
+    full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--rows", "1,3,5,8"])
     text = capsys.readouterr().out
     assert "num_keep=98" in text and "GPU-h" in text and "teacher=" in text
+    assert "kd_kind=manifold" in text and "num_keep=98 kd_kind=attention" in text  # feature-KD rows 5 and 8
     # tiny: real ImageFolder, real checkpoint file (tiny architecture), one step per row
     _folder(tmp_path / "data")
     tiny_t = mkd.vit_config("deit_small_patch16_224", img_size=32, patch_size=8, depth=1, embed_dim=32,
                             num_heads=2, num_classes=3)
     torch.save({"model": mkd.init_params(tiny_t)}, ck / "deit_small_patch16_224-cd65a155.pth")
     try:
-        res = full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--rows", "1,2,3",
+        res = full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--rows", "1,2,3,6,8",
                          "--tiny", "--out", str(tmp_path / "out")])
     finally:
         for k in ("deit_tiny_patch16_224", "deit_small_patch16_224"):
             MODELS.pop(k, None)
-    assert [s["steps"] for _, s, _ in res] == [1, 1, 1]
+    assert [s["steps"] for _, s, _ in res] == [1, 1, 1, 1, 1]
     assert res[2][1]["num_keep"] == 8 and res[0][1]["teacher"] is None
     assert "| 3 | DeiT-Ti | DeiT-S | +MaskedKD 50% | 75.2 |" in (tmp_path / "out" / "table1_full.md").read_text()
+
+
+def test_analyses_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
+    """criteria / ablation_student / ablation_tome / beyond --full: the ImageNet commands (dry run), then every
+    run shrunk to one step on a real ImageFolder with real (tiny) DeiT-S / DeiT-B checkpoint files."""
+    import ablation_student
+    import ablation_tome
+    import beyond
+    import criteria
+    from maskedkd.configs import MODELS
+    ck, data = tmp_path / "ck", tmp_path / "data"
+    ck.mkdir()
+    for f in ("deit_small_patch16_224-cd65a155.pth", "deit_base_patch16_224-b5f2ef4d.pth"):
+        (ck / f).write_bytes(b"")
+    common = ["--data", str(data), "--checkpoints", str(ck), "--out", str(tmp_path / "out")]
+    res = criteria.full_main(common + ["--dry-run"])
+    text = capsys.readouterr().out
+    assert "Fixed model attention (DINO stand-in): skipped (needs --scorer FILE --scorer-model NAME)" in text
+    planned = {r.label: r for r, _, _ in res}
+    assert planned["Teacher attention"].fields["scorer"] == "teacher" and "scorer=teacher" in text
+    assert planned["Inverse (keep lowest)"].fields == {"num_keep": 98, "criterion": "bottomk", "scorer": "student"}
+    assert planned["No distillation"].teacher is None
+    ablation_student.full_main(common + ["--dry-run"])
+    text = capsys.readouterr().out
+    assert all(f"student_keep={n} " in text and f"num_keep={n} " in text for n in (140, 100, 60, 30))
+    res = ablation_tome.full_main(common + ["--dry-run"])
+    rs = [r.fields["teacher_tome_r"] for r, _, _ in res if "teacher_tome_r" in r.fields]
+    assert rs == sorted(rs) and len(set(rs)) == 6  # more merging as the matched budget shrinks
+    res = beyond.full_main(common + ["--dry-run"])
+    assert [r.fields.get("keep_schedule") for r, _, _ in res][1:4] == ["25:75", "75:25", "100*75,50"]
+    capsys.readouterr()
+    _folder(data)
+    for name, f in (("deit_small_patch16_224", "deit_small_patch16_224-cd65a155.pth"),
+                    ("deit_base_patch16_224", "deit_base_patch16_224-b5f2ef4d.pth")):
+        t = mkd.vit_config(name, img_size=32, patch_size=8, depth=1, embed_dim=32, num_heads=2, num_classes=3)
+        torch.save({"model": mkd.init_params(t)}, ck / f)
+    tiny = common + ["--tiny", "--epochs", "4"]
+    try:
+        c = criteria.full_main(tiny + ["--scorer", str(ck / "deit_small_patch16_224-cd65a155.pth"),
+                                       "--scorer-model", "deit_small_patch16_224"])
+        s = ablation_student.full_main(tiny)
+        t = ablation_tome.full_main(tiny)
+        b = beyond.full_main(tiny)
+    finally:
+        for k in ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"):
+            MODELS.pop(k, None)
+    for res in (c, s, t, b):
+        assert all(note == "" and summ["steps"] >= 1 and summ["final_acc"] is not None for _, summ, note in res)
+    assert [summ["teacher"] for _, summ, _ in c][-1] is None and c[0][1]["teacher"] == "deit_base_patch16_224"
+    sched = next(summ for r, summ, _ in b if r.fields.get("keep_schedule") == "100*1,50")
+    assert [h["num_keep"] for h in sched["history"]] == [None, 8]  # full view in epoch 0, then 50% of 16
+    cfg = json.loads((tmp_path / "out" / "full" / "ablation_student" / "02" / "config.json").read_text())
+    assert cfg["student_keep"] == 8 and cfg["num_keep"] == 0  # the student is the masked one, capped to 16 patches
+    md = (tmp_path / "out" / "ablation_tome_full.md").read_text()
+    assert md.count("| ToMe r=") == 6 and "| MaskedKD keep 98/196" in md
 
 
 @pytest.mark.slow
