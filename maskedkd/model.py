@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from einops import repeat
 
 from .attention import Params, block, layer_norm, linear
