@@ -112,13 +112,16 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
     each; returns their summaries in order. A failed run raises with the tail of its log."""
     from tqdm.auto import tqdm
     root = Path(root)
-    todo, out = [], [None] * len(cfgs)
+    todo, out, same = [], [None] * len(cfgs), {}  # same: run dir -> indices of every config that maps to it
     for i, c in enumerate(cfgs):
         d = run_dir(root, c)
         if not fresh and (d / "summary.json").is_file():
             check_cached_run(d, c)
             out[i] = json.loads((d / "summary.json").read_text())
+        elif d in same:  # the same run listed twice (e.g. keep 64 of 64 == full KD): train it once, not twice
+            same[d].append(i)  # into one directory at the same time
         else:
+            same[d] = [i]
             todo.append(i)
     prepare_cached_models([cfgs[i] for i in todo])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -143,8 +146,10 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
             # longest first: with a few workers this ends sooner than config order (KD runs cost ~2x no KD)
             futures = {pool.submit(one, i): i for i in sorted(todo, key=lambda i: -expected_cost(cfgs[i]))}
             for f in as_completed(futures):
-                out[futures[f]] = f.result()
-                bar.update(1)
+                i = futures[f]
+                for j in same[run_dir(root, cfgs[i])]:
+                    out[j] = f.result()
+                bar.update(len(same[run_dir(root, cfgs[i])]))
                 bar.set_postfix_str(cfgs[futures[f]].name, refresh=True)
     return out
 

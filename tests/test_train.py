@@ -290,3 +290,23 @@ def test_cached_run_with_another_config_is_refused(tmp_path):
     (d / "config.json").write_text(json.dumps({**rec, "clean_epochs": 1}))
     with pytest.raises(ValueError, match=r"different config .*'clean_epochs': \(1, 0\)"):
         run_all([want], root=tmp_path)
+
+
+def test_run_all_trains_a_config_listed_twice_once(tmp_path, monkeypatch):
+    """Two scripts' rows can be the same run (keep 64 of 64 is full KD): run_all must train it once and hand the
+    summary to both rows; two jobs training into one directory at once race on its checkpoint and log."""
+    import maskedkd.harness as harness
+    monkeypatch.setattr(harness, "prepare_cached_models", lambda cfgs: {})
+    launched = []
+
+    def fake_run(cmd, **kw):  # stands in for `python -m maskedkd.train`: records the run, writes its summary
+        out = next(a.split("=", 1)[1] for a in cmd if a.startswith("out_dir="))
+        launched.append(out)
+        (Path(out) / "summary.json").write_text(json.dumps({"final_acc": 0.25, "dir": out}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(harness.subprocess, "run", fake_run)
+    a, b = TrainConfig(**TINY, name="a"), TrainConfig(**TINY, name="b")
+    got = harness.run_all([a, b, a.replace(), a], root=tmp_path, jobs=2)
+    assert sorted(launched) == sorted({str(harness.run_dir(tmp_path, c)) for c in (a, b)})
+    assert [g["dir"] for g in got] == [str(harness.run_dir(tmp_path, c)) for c in (a, b, a, a)]
