@@ -112,18 +112,15 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
     each; returns their summaries in order. A failed run raises with the tail of its log."""
     from tqdm.auto import tqdm
     root = Path(root)
-    todo, out, same = [], [None] * len(cfgs), {}  # same: run dir -> indices of every config that maps to it
+    todo, out = {}, [None] * len(cfgs)  # todo: run dir -> indices of the configs that train into it
     for i, c in enumerate(cfgs):
         d = run_dir(root, c)
         if not fresh and (d / "summary.json").is_file():
             check_cached_run(d, c)
             out[i] = json.loads((d / "summary.json").read_text())
-        elif d in same:  # the same run listed twice (e.g. keep 64 of 64 == full KD): train it once, not twice
-            same[d].append(i)  # into one directory at the same time
-        else:
-            same[d] = [i]
-            todo.append(i)
-    prepare_cached_models([cfgs[i] for i in todo])
+        else:  # a run listed twice (keep 64 of 64 is full KD) trains once, not twice into one directory at once
+            todo.setdefault(d, []).append(i)
+    prepare_cached_models([cfgs[ix[0]] for ix in todo.values()])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     def one(i: int) -> dict:
@@ -141,16 +138,17 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
             raise RuntimeError(f"run {c.name} failed (exit {r.returncode}), log {d / 'stdout.log'}:\n{tail}")
         return json.loads((d / "summary.json").read_text())
 
-    with tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc=desc, dynamic_ncols=True) as bar:
+    cached = len(cfgs) - sum(map(len, todo.values()))
+    with tqdm(total=len(cfgs), initial=cached, desc=desc, dynamic_ncols=True) as bar:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             # longest first: with a few workers this ends sooner than config order (KD runs cost ~2x no KD)
-            futures = {pool.submit(one, i): i for i in sorted(todo, key=lambda i: -expected_cost(cfgs[i]))}
+            futures = {pool.submit(one, ix[0]): ix
+                       for ix in sorted(todo.values(), key=lambda ix: -expected_cost(cfgs[ix[0]]))}
             for f in as_completed(futures):
-                i = futures[f]
-                for j in same[run_dir(root, cfgs[i])]:
+                for j in futures[f]:
                     out[j] = f.result()
-                bar.update(len(same[run_dir(root, cfgs[i])]))
-                bar.set_postfix_str(cfgs[futures[f]].name, refresh=True)
+                bar.update(len(futures[f]))
+                bar.set_postfix_str(cfgs[futures[f][0]].name, refresh=True)
     return out
 
 
