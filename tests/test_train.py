@@ -171,18 +171,37 @@ def _tiny_folder(root, classes=3, n_train=6, n_val=2):
                 Image.fromarray(arr).save(d / f"{i}.png")
 
 
-def test_imagefolder_deit_recipe_one_epoch(tmp_path):
-    _tiny_folder(tmp_path / "data")
+@pytest.fixture
+def tiny_rgb_model():
     MODELS["tiny_rgb_test"] = mkd.ViTConfig(name="tiny_rgb_test", img_size=32, patch_size=8, num_classes=3,
                                             embed_dim=32, depth=1, num_heads=2)
-    try:
-        s = run(TrainConfig(**{**TINY, "data": "imagefolder", "model": "tiny_rgb_test", "batch_size": 4,
-                               "img_size": 32}, data_path=str(tmp_path / "data"), num_workers=0,
-                            out_dir=str(tmp_path / "r")))
-    finally:
-        MODELS.pop("tiny_rgb_test")
-    assert s["steps"] == 4  # 18 images x 3 repeats / 3 ... one rank: ceil(18/1) = 18 samples -> 4 batches of 4
+    yield "tiny_rgb_test"
+    MODELS.pop("tiny_rgb_test")
+
+
+def test_imagefolder_deit_recipe_one_epoch(tmp_path, tiny_rgb_model):
+    _tiny_folder(tmp_path / "data")
+    s = run(TrainConfig(**{**TINY, "data": "imagefolder", "model": tiny_rgb_model, "batch_size": 4,
+                           "img_size": 32}, data_path=str(tmp_path / "data"), num_workers=0,
+                        out_dir=str(tmp_path / "r")))
+    assert s["steps"] == 4  # 18 images x 3 repeats, one rank: ceil(18 / 1) = 18 samples -> 4 batches of 4
     assert 0.0 <= s["final_acc"] <= 1.0
+
+
+def test_imagefolder_resume_mid_epoch_is_exact(tmp_path, tiny_rgb_model):
+    """Stop after 6 of 8 steps (mid epoch 1), resume: the same weights as the uninterrupted run, bit for bit,
+    whatever the worker count (augmentation is keyed per sample, MixUp/CutMix per step)."""
+    _tiny_folder(tmp_path / "data")
+    cfg = TrainConfig(**{**TINY, "data": "imagefolder", "model": tiny_rgb_model, "batch_size": 4, "img_size": 32,
+                         "epochs": 2, "drop_path": 0.1}, data_path=str(tmp_path / "data"), num_workers=2)
+    a = run(cfg.replace(out_dir=str(tmp_path / "a")))
+    b = tmp_path / "b"
+    run(cfg.replace(out_dir=str(b), max_steps=6, ckpt_every=1, num_workers=0))
+    assert torch.load(b / "checkpoint.pt", weights_only=True)["step_in_epoch"] == 2
+    s = run(cfg.replace(out_dir=str(b), resume=True))
+    pa, pb = load_file(str(tmp_path / "a" / "params.safetensors")), load_file(str(b / "params.safetensors"))
+    assert a["steps"] == s["steps"] == 8 and all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert a["history"] == s["history"]
 
 
 def test_sound_data_through_the_training_program(tmp_path):

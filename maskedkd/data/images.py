@@ -1,4 +1,4 @@
-"""Image data: the embedded "cluttered digits" set, and ImageFolder (ImageNet) with the DeiT recipe.
+"""Image data: the embedded "cluttered digits" set, and ImageFolder (ImageNet) with DeiT's recipe as timm builds it.
 
 Cluttered digits: scikit-learn's bundled 1797 handwritten digits (8x8, 0..16), upsampled to 16x16 and pasted
 near the centre of a larger canvas, with fragments of other digits as clutter and uniform noise. Train and test
@@ -9,6 +9,8 @@ can be shown a fraction of it. Every draw is a pure function of its seed.
 from __future__ import annotations
 
 import math
+import random
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -75,34 +77,43 @@ def clean_digits(split: str, n: int, seed: int, *, canvas: int = 32, normalize: 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# ImageNet-style folders with the DeiT recipe [digest 3.2], built from torchvision's transforms v2.
+# ImageNet-style folders with DeiT's recipe [digest 3.2], built by timm from the arguments DeiT's main.py passes
+# (datasets.py build_transform, main.py Mixup). timm is imported inside these functions only, so the core package
+# imports without it. One deliberate difference: for input_size <= 32 DeiT's build_transform swaps the random
+# resized crop for RandomCrop(pad 4) and evaluates without resize or crop (its CIFAR path); here every size takes
+# the ImageNet path, so small test images of any size still give img_size inputs.
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's IMAGENET_DEFAULT_*, DeiT's
+DEIT_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"  # DeiT's --aa
+DEIT_CROP_PCT = 0.875  # DeiT's --eval-crop-ratio: resize to 224 / 0.875 = 256, centre crop 224
+
+
+def _timm_data():
+    try:
+        import timm.data
+    except ImportError as e:  # a runtime dependency since the recipe is timm's; the core imports without it
+        raise ImportError("the ImageFolder DeiT recipe needs timm: pip install timm==1.0.31") from e
+    return timm.data
 
 
 def deit_train_transform(img_size: int = 224):
-    """RandomResizedCrop (0.08-1, bicubic), flip, RandAugment (2 ops, magnitude 9), normalise, RandomErasing 0.25
-    with per-pixel random values. torchvision's RandAugment has no magnitude noise: DeiT's `mstd0.5` is not
-    reproduced (the one recipe difference)."""
-    from torchvision.transforms import v2
-    return v2.Compose([
-        v2.RandomResizedCrop(img_size, scale=(0.08, 1.0), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandAugment(num_ops=2, magnitude=9, interpolation=v2.InterpolationMode.BILINEAR),
-        v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        v2.RandomErasing(p=0.25, value="random"),
-    ])
+    """PIL image -> (3 img_size img_size) float, DeiT's training transform as timm builds it for DeiT's arguments:
+    RandomResizedCropAndInterpolation (scale 0.08-1, ratio 3/4-4/3, bicubic), horizontal flip 0.5, timm
+    RandAugment `rand-m9-mstd0.5-inc1` (2 of the 15 increasing-severity ops, drawn with replacement, each applied
+    with p 0.5 at magnitude N(9, 0.5) clipped to [0, 10] on timm's 10-level scale; mean-pixel fill, bicubic),
+    to tensor, normalise (IMAGENET_DEFAULT_MEAN / STD), RandomErasing (p 0.25, per-pixel normal values, 1 box).
+    DeiT passes colour jitter 0.3 too; timm drops it when RandAugment is on, as it does for DeiT."""
+    return _timm_data().create_transform(
+        input_size=img_size, is_training=True, color_jitter=0.3, auto_augment=DEIT_AUTO_AUGMENT,
+        interpolation="bicubic", re_prob=0.25, re_mode="pixel", re_count=1)
 
 
-def deit_eval_transform(img_size: int = 224, crop_ratio: float = 0.875):
-    """Resize to img_size / 0.875 (256 for 224), bicubic, then centre crop img_size."""
-    from torchvision.transforms import v2
-    return v2.Compose([
-        v2.Resize(int(math.floor(img_size / crop_ratio)), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-        v2.CenterCrop(img_size), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+def deit_eval_transform(img_size: int = 224, crop_pct: float = DEIT_CROP_PCT):
+    """PIL image -> (3 img_size img_size) float: resize the short side to floor(img_size / 0.875) (256 for 224),
+    bicubic, centre crop img_size, to tensor, normalise. timm's eval transform; equal to the torchvision pipeline
+    DeiT's datasets.py writes by hand (tests/test_images.py)."""
+    return _timm_data().create_transform(input_size=img_size, is_training=False, crop_pct=crop_pct,
+                                         interpolation="bicubic")
 
 
 def image_folder(root: str | Path, split: str, img_size: int = 224):
@@ -121,28 +132,62 @@ def image_folder(root: str | Path, split: str, img_size: int = 224):
     return ds
 
 
-def mixup_cutmix(num_classes: int, *, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
-                 switch_prob: float = 0.5, label_smoothing: float = 0.1):
-    """Batch transform (x (b c h w), y (b,)) -> (x, soft y (b C)): MixUp 0.8 or CutMix 1.0 (switch 0.5), then
-    label smoothing 0.1, as DeiT [digest 3.2]. Smoothing the mixed one-hot equals timm's smooth-then-mix."""
-    from torchvision.transforms import v2
-    mix = v2.RandomChoice([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes),
-                           v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)],
-                          p=[1 - switch_prob, switch_prob])
+def mixup_cutmix(num_classes: int):
+    """timm's Mixup with DeiT's arguments: per batch, MixUp (alpha 0.8) or CutMix (alpha 1.0), switch p 0.5,
+    always on, label smoothing 0.1; (x (b c h w), y (b,)) -> (x mixed in place, soft y (b C)). It draws from
+    numpy's global RNG and needs an even batch."""
+    return _timm_data().Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_minmax=None, prob=1.0, switch_prob=0.5,
+                              mode="batch", label_smoothing=0.1, num_classes=num_classes)
 
-    def apply(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = mix(x, y)
-        return x, y * (1 - label_smoothing) + label_smoothing / num_classes
-    return apply
+
+@contextmanager
+def seeded_rngs(entropy, restore: bool = True):
+    """Seed python's `random`, numpy's global RNG and torch's CPU generator from `entropy` (ints, via numpy's
+    SeedSequence) for the block, then (restore=True) put their states back: a draw that depends on its key only."""
+    s = np.random.SeedSequence(list(entropy)).generate_state(4, dtype=np.uint32)
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state()) if restore else None
+    random.seed(int(s[0]) << 32 | int(s[1]))
+    np.random.seed(s)
+    torch.default_generator.manual_seed(int(s[2]) << 31 | int(s[3]) >> 1)  # CPU only: torch.manual_seed is 100x slower
+    try:
+        yield
+    finally:
+        if states is not None:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """dataset[(i, entropy)] = dataset[i] transformed under seeded_rngs(entropy): each sample's augmentation is a
+    function of its key alone, not of the worker that loads it, the worker count, or the epochs before (timm's
+    transforms draw from python's `random`, numpy and torch). In the main process (num_workers=0) the global RNG
+    states are restored after each sample; worker processes skip that (their RNGs serve nothing else)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        i, entropy = key
+        with seeded_rngs(entropy, restore=torch.utils.data.get_worker_info() is None):
+            return self.dataset[i]
 
 
 class RepeatAugSampler(torch.utils.data.Sampler):
     """DeiT's repeated augmentation [digest 3.2]: each index `repeats` times per epoch, shuffled by
     (seed, epoch), split over ranks; an epoch is floor(len / 256) * 256 samples over all ranks (DeiT's RASampler
-    length). `start` skips the first samples of this rank's epoch, for exact resume."""
+    length). `start` skips the first samples of this rank's epoch, for exact resume. keyed=True yields
+    (index, (seed, epoch, position)) for SeededItems, position being the sample's place in the epoch's list over
+    all ranks: the copies of an image (neighbouring positions, so neighbouring ranks) get different
+    augmentations, and a sample's augmentation does not depend on where the epoch was resumed."""
 
-    def __init__(self, n: int, *, num_replicas: int = 1, rank: int = 0, repeats: int = 3, seed: int = 0):
+    def __init__(self, n: int, *, num_replicas: int = 1, rank: int = 0, repeats: int = 3, seed: int = 0,
+                 keyed: bool = False):
         self.n, self.world, self.rank, self.repeats, self.seed = n, num_replicas, rank, repeats, seed
+        self.keyed = keyed
         self.epoch, self.start = 0, 0
         self.total = int(math.ceil(n * repeats / num_replicas)) * num_replicas
         self.per_rank = max(1, (n // 256 * 256) // num_replicas) if n >= 256 else int(math.ceil(n / num_replicas))
@@ -157,7 +202,11 @@ class RepeatAugSampler(torch.utils.data.Sampler):
         return idx[self.rank: self.total: self.world][: self.per_rank]
 
     def __iter__(self):
-        return iter(self.indices()[self.start:])
+        idx = self.indices()
+        if not self.keyed:
+            return iter(idx[self.start:])
+        pos = range(self.rank + self.start * self.world, self.total, self.world)
+        return ((i, (self.seed, self.epoch, p)) for i, p in zip(idx[self.start:], pos))
 
     def __len__(self) -> int:
         return self.per_rank - self.start

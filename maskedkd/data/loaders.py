@@ -1,15 +1,24 @@
 """Batches for the training program: deterministic per (seed, epoch), sharded over ranks, resumable mid-epoch.
 
-Each source gives `num_classes`, `steps_per_epoch`, `train_batches(epoch, start)` (this rank's share of every
-global batch from batch `start` on) and `eval_batches()`.
+Each source gives
+- `num_classes`, `steps_per_epoch`;
+- `train_batches(epoch, start=0)`: this rank's share of every global batch of the epoch from batch `start` on, as
+  CPU (x, y int64) pairs (pinned when CUDA is available);
+- `to_device(x, y, device) -> (x, y)`: the non-blocking host-to-device copy of a training batch, then, for
+  ImageFolder with mixup, timm's MixUp/CutMix on the device (y becomes soft, (b C)), as DeiT's engine does;
+- `eval_batches()`: this rank's shard of the evaluation set, (x, y int64) CPU batches; the shards of the `world`
+  ranks are disjoint and cover the set exactly once (no padding), so summing correct and total counts over ranks
+  gives the exact accuracy; `eval_size` is the size of the whole set.
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Iterator
 
 import torch
 
-from .images import RepeatAugSampler, clean_digits, cluttered_digits, image_folder, mixup_cutmix
+from .images import (RepeatAugSampler, SeededItems, clean_digits, cluttered_digits, image_folder, mixup_cutmix,
+                     seeded_rngs)
 
 DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
 
@@ -22,6 +31,17 @@ def sharded_batches(x, y, cfg, rank: int, world: int, epoch: int, start: int, st
     for s in range(start, steps):
         idx = perm[s * b: (s + 1) * b][rank * per: (rank + 1) * per]
         yield x[idx], y[idx]
+
+
+def to_device(x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) copied to `device` without blocking the host (asynchronous from pinned memory)."""
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def eval_shard(x, y, rank: int, world: int, batch: int):
+    """Batches of this rank's strided shard x[rank::world] of an in-memory evaluation set."""
+    x, y = x[rank::world], y[rank::world]
+    return [(x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)]
 
 
 class DigitsData:
@@ -50,16 +70,24 @@ class DigitsData:
         x, y = self.epoch_data(epoch)
         return sharded_batches(x, y, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
 
+    to_device = staticmethod(to_device)
+
+    @property
+    def eval_size(self) -> int:
+        return self.cfg.test_size
+
     def eval_batches(self, batch: int = 500):
         if self._test is None:
             self._test = cluttered_digits("test", self.cfg.test_size, DIGITS_TEST_SEED)
-        x, y = self._test
-        return [(x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)]
+        return eval_shard(*self._test, self.rank, self.world, batch)
 
 
 class FolderData:
-    """ImageFolder (data_path/train, data_path/val) with the DeiT recipe: repeated augmentation over ranks,
-    MixUp/CutMix + label smoothing on each batch, resize-256 / centre-crop-224 evaluation."""
+    """ImageFolder (data_path/train, data_path/val) with DeiT's recipe: repeated augmentation over ranks, timm's
+    training transform per image (seeded per sample by (seed, epoch, position), see RepeatAugSampler), MixUp/CutMix
+    + label smoothing on the device in `to_device` (seeded by (seed, rank, epoch, step)), resize-256 /
+    centre-crop-224 evaluation sharded over ranks. Both DataLoaders are built once (workers persist across
+    epochs); a resumed epoch (`train_batches(epoch, start)`) gives exactly the batches the uninterrupted one gave."""
 
     def __init__(self, cfg, rank: int = 0, world: int = 1):
         self.cfg, self.rank, self.world = cfg, rank, world
@@ -70,27 +98,53 @@ class FolderData:
             raise ValueError(f"val classes differ from train classes under {cfg.data_path}")
         self.num_classes = len(self.train_set.classes)
         self.per_rank = cfg.batch_size // world
+        if cfg.mixup and self.per_rank % 2:
+            raise ValueError(f"mixup needs an even batch per process (timm's Mixup mixes each sample with its mirror "
+                             f"in the batch): batch_size={cfg.batch_size} over {world} process(es) gives "
+                             f"{self.per_rank}")
         self.sampler = RepeatAugSampler(len(self.train_set), num_replicas=world, rank=rank,
-                                        repeats=max(1, cfg.repeated_aug), seed=cfg.seed)
+                                        repeats=max(1, cfg.repeated_aug), seed=cfg.seed, keyed=True)
         self.steps_per_epoch = len(self.sampler) // self.per_rank
         if self.steps_per_epoch < 1:
             raise ValueError(f"{len(self.train_set)} training images give no full batch of {self.per_rank}")
         self.mix = mixup_cutmix(self.num_classes) if cfg.mixup else None
+        workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                       pin_memory=torch.cuda.is_available())
+        # augmentation is seeded per sample (SeededItems); a private generator keeps the loader's worker base seed
+        # off torch's global RNG, which the training step uses
+        self.train_loader = torch.utils.data.DataLoader(
+            SeededItems(self.train_set), batch_size=self.per_rank, sampler=self.sampler, drop_last=True,
+            generator=torch.Generator().manual_seed(cfg.seed * 7919 + rank), **workers)
+        self.eval_loader = torch.utils.data.DataLoader(
+            self.val_set, batch_size=int(1.5 * self.per_rank), sampler=range(rank, len(self.val_set), world),
+            drop_last=False, generator=torch.Generator().manual_seed(0), **workers)
+        self._yielded: deque = deque(maxlen=4)  # (x, (epoch, step)) of the last training batches handed out
+
+    @property
+    def eval_size(self) -> int:
+        return len(self.val_set)
 
     def train_batches(self, epoch: int, start: int = 0):
         self.sampler.set_epoch(epoch, start * self.per_rank)
-        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch * 31 + start)
-        loader = torch.utils.data.DataLoader(self.train_set, batch_size=self.per_rank, sampler=self.sampler,
-                                             num_workers=self.cfg.num_workers, drop_last=True, generator=g,
-                                             pin_memory=torch.cuda.is_available())
-        for i, (x, y) in enumerate(loader):
+        self._yielded.clear()
+        for i, (x, y) in enumerate(self.train_loader):
             if start + i >= self.steps_per_epoch:
                 break
-            yield self.mix(x, y) if self.mix is not None else (x, y)
+            self._yielded.append((x, (epoch, start + i)))
+            yield x, y
+
+    def to_device(self, x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The non-blocking copy; then, for a batch that train_batches handed out and mixup on, timm's Mixup on
+        the device with numpy's RNG seeded by (seed, rank, epoch, step) (its state is restored after)."""
+        key = next((k for t, k in self._yielded if t is x), None)
+        x, y = to_device(x, y, device)
+        if self.mix is None or key is None:
+            return x, y
+        with seeded_rngs((self.cfg.seed, self.rank, *key)):
+            return self.mix(x, y)
 
     def eval_batches(self):
-        return torch.utils.data.DataLoader(self.val_set, batch_size=int(1.5 * self.per_rank),
-                                           num_workers=self.cfg.num_workers)
+        return self.eval_loader
 
 
 class TensorData:
@@ -108,9 +162,14 @@ class TensorData:
         return sharded_batches(self.t["x_train"], self.t["y_train"], self.cfg, self.rank, self.world, epoch, start,
                                self.steps_per_epoch)
 
+    to_device = staticmethod(to_device)
+
+    @property
+    def eval_size(self) -> int:
+        return len(self.t["y_test"])
+
     def eval_batches(self, batch: int = 250):
-        x, y = self.t["x_test"], self.t["y_test"]
-        return [(x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)]
+        return eval_shard(self.t["x_test"], self.t["y_test"], self.rank, self.world, batch)
 
 
 SOUNDS_SEED = 0  # one fixed synthetic sound set for every run
