@@ -33,6 +33,17 @@ def linear(x: torch.Tensor, params: Params, prefix: str) -> torch.Tensor:
     return F.linear(x, params[f"{prefix}.weight"], params.get(f"{prefix}.bias"))
 
 
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """OpenAI CLIP's GELU approximation x * sigmoid(1.702 x) (timm's QuickGELU)."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+def mlp(x: torch.Tensor, params: Params, prefix: str, cfg: ViTConfig) -> torch.Tensor:
+    """x (b n d) -> (b n d): fc2(act(fc1(x))), act = GELU (erf) or QuickGELU per cfg.act."""
+    act = F.gelu if cfg.act == "gelu" else quick_gelu
+    return linear(act(linear(x, params, f"{prefix}.fc1")), params, f"{prefix}.fc2")
+
+
 def drop_path(x: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Stochastic depth: zero a whole residual branch per sample with probability `prob`, scale the rest."""
     if prob <= 0.0:
@@ -67,7 +78,7 @@ def block(
     x = x + drop_path(o, drop_prob, generator)
 
     h = layer_norm(x, params, f"{pre}.norm2", cfg.norm_eps)
-    h = linear(F.gelu(linear(h, params, f"{pre}.mlp.fc1")), params, f"{pre}.mlp.fc2")
+    h = mlp(h, params, f"{pre}.mlp", cfg)
     if cfg.layer_scale is not None:
         h = h * params[f"{pre}.ls2.gamma"]
     x = x + drop_path(h, drop_prob, generator)

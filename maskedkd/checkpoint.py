@@ -87,12 +87,14 @@ CONVERTERS: list[Converter] = []  # tried in turn for layouts other than timm's 
 
 def load_checkpoint(path_or_state_dict, cfg: ViTConfig, *, dtype: torch.dtype = torch.float32) -> Params:
     """A local checkpoint file or a state dict -> params for cfg. Reads timm state dicts (.pth, .safetensors),
-    the official DeiT release ({"model": sd}) and DeiT-III (timm names or the release's gamma_1/gamma_2)."""
+    the official DeiT release ({"model": sd}) and DeiT-III (timm names or the release's gamma_1/gamma_2), CaiT
+    (timm names, = the official S24_224.pth release inside {"model": sd}) and timm's CLIP ViT-B/16 files."""
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         sd = read_state_dict(path_or_state_dict)
     else:
         sd = unwrap_state_dict(path_or_state_dict)
-    sd = rename_keys(sd)
+    if cfg.family == "vit":  # CaiT's own names are blocks.i.gamma_1 / gamma_2: never rename those
+        sd = rename_keys(sd)
     for convert in CONVERTERS:
         sd = convert(sd, cfg)
     return match_params(sd, cfg, dtype=dtype)

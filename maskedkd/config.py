@@ -2,7 +2,9 @@
 
 One config type describes every transformer here: a plain ViT / DeiT, a distilled DeiT (two prefix tokens,
 two heads), DeiT-III (layer scale, no position embedding on the class token) and the Audio Spectrogram
-Transformer (one-channel input, overlapping patches, two prefix tokens, head on their mean).
+Transformer (one-channel input, overlapping patches, two prefix tokens, head on their mean), the CLIP image
+tower (`pre_norm`, QuickGELU) and CaiT (`family="cait"`: talking-heads self-attention on the patches, then
+`class_attn_depth` class-attention blocks that update the class token alone; see cait.py).
 Prefix tokens are a count (`num_prefix_tokens`), never a special case.
 """
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 HEADS = ("token", "token_dist", "prefix_mean")
 LAYOUTS = ("bchw", "btf")
+FAMILIES = ("vit", "cait")
+ACTS = ("gelu", "quick_gelu")
 
 
 def _pair(v) -> tuple[int, int]:
@@ -45,6 +49,10 @@ class ViTConfig:
     head: str = "token"  # token | token_dist (mean of two heads, timm eval) | prefix_mean (AST)
     norm_eps: float = 1e-6
     input_layout: str = "bchw"  # bchw (images) | btf (AST spectrograms: batch, time, freq)
+    family: str = "vit"  # vit | cait (self-attention on patches only, then class-attention blocks)
+    class_attn_depth: int = 0  # CaiT: number of class-attention blocks (timm's depth_token_only); 0 for a ViT
+    pre_norm: bool = False  # CLIP: LayerNorm `norm_pre` before the blocks, and (as in timm) no patch-embed bias
+    act: str = "gelu"  # MLP activation: gelu | quick_gelu (x * sigmoid(1.702 x), OpenAI CLIP)
 
     def __post_init__(self):
         object.__setattr__(self, "img_size", _pair(self.img_size))
@@ -63,6 +71,19 @@ class ViTConfig:
             raise ValueError(f"head={self.head!r} needs num_prefix_tokens=2, got {self.num_prefix_tokens}")
         if self.num_prefix_tokens not in (1, 2):
             raise ValueError(f"num_prefix_tokens must be 1 or 2, got {self.num_prefix_tokens}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"family={self.family!r} is not one of {FAMILIES}")
+        if self.act not in ACTS:
+            raise ValueError(f"act={self.act!r} is not one of {ACTS}")
+        if self.family == "vit" and self.class_attn_depth != 0:
+            raise ValueError(f"class_attn_depth={self.class_attn_depth} needs family='cait'")
+        if self.family == "cait":
+            if self.class_attn_depth < 1:
+                raise ValueError(f"family='cait' needs class_attn_depth >= 1, got {self.class_attn_depth}")
+            if (self.num_prefix_tokens, self.head, self.pos_embed_prefix, self.pre_norm, self.input_layout) != (
+                    1, "token", False, False, "bchw") or self.layer_scale is None:
+                raise ValueError("family='cait' needs one class token, head='token', pos_embed_prefix=False, "
+                                 "a layer_scale init, pre_norm=False and image input")
         h, w = self.img_size
         if self.patch_stride is None:
             for side, s in (("height", h), ("width", w)):
@@ -107,6 +128,17 @@ def _deit(name, dim, depth, heads, **kw):
     return ViTConfig(name=name, embed_dim=dim, depth=depth, num_heads=heads, **kw)
 
 
+def _cait(name, dim, heads, depth):
+    """timm 1.0.31 cait.py: qkv bias, LayerNorm eps 1e-6, layer scale 1e-5, 2 class-attention blocks."""
+    return ViTConfig(name=name, embed_dim=dim, depth=depth, num_heads=heads, family="cait", class_attn_depth=2,
+                     pos_embed_prefix=False, layer_scale=1e-5)
+
+
+def _clip(name, **kw):
+    """timm 1.0.31 vision_transformer.py: ViT-B/16 with norm_pre, no patch-embed bias, LayerNorm eps 1e-5."""
+    return ViTConfig(name=name, embed_dim=768, depth=12, num_heads=12, pre_norm=True, norm_eps=1e-5, **kw)
+
+
 # Presets named as in timm 1.0 (sizes from timm's deit.py; the same as the DeiT / DeiT-III papers).
 PRESETS: dict[str, ViTConfig] = {
     "deit_tiny_patch16_224": _deit("deit_tiny_patch16_224", 192, 12, 3),
@@ -126,14 +158,25 @@ PRESETS: dict[str, ViTConfig] = {
         "deit3_large_patch16_224", 1024, 24, 16, pos_embed_prefix=False, layer_scale=1e-6),
     "deit3_huge_patch14_224": _deit(
         "deit3_huge_patch14_224", 1280, 32, 16, patch_size=14, pos_embed_prefix=False, layer_scale=1e-6),
+    # CaiT at 224 (timm's cait_*_224; the paper's CaiT-S24 teacher is cait_s24_224 [digest 3.4])
+    "cait_xxs24_224": _cait("cait_xxs24_224", 192, 4, 24),
+    "cait_xxs36_224": _cait("cait_xxs36_224", 192, 4, 36),
+    "cait_s24_224": _cait("cait_s24_224", 384, 8, 24),
+    # CLIP ViT-B/16 image towers. The GELU one defaults to 1000 classes (timm's default tag is an ImageNet
+    # fine-tune); the QuickGELU one (OpenAI / MetaCLIP weights) to timm's 512-wide image-embedding projection:
+    # pass num_classes=1000 for an ImageNet fine-tune of it.
+    "vit_base_patch16_clip_224": _clip("vit_base_patch16_clip_224"),
+    "vit_base_patch16_clip_quickgelu_224": _clip("vit_base_patch16_clip_quickgelu_224", act="quick_gelu",
+                                                 num_classes=512),
 }
 
 OVERRIDES = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads",
-             "mlp_ratio")
+             "mlp_ratio", "class_attn_depth")
 
 
 def vit_config(name: str, **overrides) -> ViTConfig:
-    """A frozen preset by its timm name, with timm-style keyword overrides (img_size, patch_size, ...)."""
+    """A frozen preset by its timm name (DeiT, DeiT-III, CaiT, CLIP ViT-B/16; see PRESETS), with timm-style
+    keyword overrides (img_size, patch_size, ...; class_attn_depth is timm's depth_token_only for CaiT)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
     bad = sorted(set(overrides) - set(OVERRIDES))

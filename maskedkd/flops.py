@@ -5,11 +5,12 @@ M, n = prefix + kept tokens, P patches of c*p*p values, C classes:
     per block   3nD^2 (qkv) + n^2 D (q k^T) + n^2 D (attn v) + nD^2 (proj) + 2nDM (MLP)
     patch embed P * c p^2 * D, over ALL patches: embedding runs before masking, so it is never saved
     head        D * C per head
-LayerNorm, softmax, GELU and bias adds are left out, as in the paper and in FlopCounterMode.
+CaiT adds talking heads (2 H^2 k^2 per self-attention block over the k patches) and its class-attention blocks
+(`class_attn_macs`). LayerNorm, softmax, GELU and bias adds are left out, as in the paper and in FlopCounterMode.
 """
 from __future__ import annotations
 
-from .config import ViTConfig
+from .config import ViTConfig, vit_config
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train set size [digest 2.7]
 
@@ -20,15 +21,28 @@ def block_macs(cfg: ViTConfig, num_tokens: int) -> int:
     return 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
 
 
+def class_attn_macs(cfg: ViTConfig, num_tokens: int) -> int:
+    """MACs of one CaiT class-attention block, the CLS query over num_tokens = 1 + k tokens [digest 2.7]:
+    q D^2, k and v 2 n D^2, q k^T and attn v 2 n D, proj D^2, MLP on CLS alone 2 D M."""
+    n, d, m = num_tokens, cfg.embed_dim, cfg.mlp_hidden
+    return d * d + 2 * n * d * d + 2 * n * d + d * d + 2 * d * m
+
+
 def macs(cfg: ViTConfig, num_keep: int | None = None) -> int:
-    """MACs per sample of one forward pass seeing num_keep patches (None: all) plus every prefix token."""
+    """MACs per sample of one forward pass seeing num_keep patches (None: all) plus every prefix token.
+    CaiT [digest 2.7]: depth self-attention blocks on the k patches alone, each plus talking heads' 2 H^2 k^2
+    (proj_l and proj_w mix the (k, k) maps across heads), then class_attn_depth class-attention blocks."""
     k = cfg.num_patches if num_keep is None else int(num_keep)
     if not 1 <= k <= cfg.num_patches:
         raise ValueError(f"num_keep={num_keep} is out of range 1..{cfg.num_patches}")
-    n = cfg.num_prefix_tokens + k
     heads = 2 if cfg.head == "token_dist" else 1
     embed = cfg.num_patches * cfg.patch_dim * cfg.embed_dim
-    return cfg.depth * block_macs(cfg, n) + embed + heads * cfg.embed_dim * cfg.num_classes
+    if cfg.family == "cait":
+        sa = block_macs(cfg, k) + 2 * cfg.num_heads**2 * k * k
+        blocks = cfg.depth * sa + cfg.class_attn_depth * class_attn_macs(cfg, 1 + k)
+    else:
+        blocks = cfg.depth * block_macs(cfg, cfg.num_prefix_tokens + k)
+    return blocks + embed + heads * cfg.embed_dim * cfg.num_classes
 
 
 def pflops(macs_per_image: float, epochs: int, images: int = IMAGENET_TRAIN_IMAGES) -> float:
@@ -71,17 +85,7 @@ def counted_macs(fn, *args, **kwargs) -> int:
     return counter.get_total_flops() // 2
 
 
-def cait_macs(num_keep: int | None = None, *, num_patches: int = 196, dim: int = 384, heads: int = 8,
-              depth: int = 24, ca_depth: int = 2, patch_dim: int = 3 * 16 * 16, num_classes: int = 1000,
-              mlp_ratio: float = 4.0) -> int:
-    """MACs of CaiT-S24 (defaults) seeing num_keep patches [digest 2.7, derived formula]: self-attention layers on
-    the k patch tokens only, each with talking-heads cost 2 H^2 k^2, then ca_depth class-attention layers
-    (CLS query over CLS + k patches) of D^2 + 2(k+1)D^2 + 2(k+1)D + D^2 + 2*mlp_ratio*D^2. The architecture
-    itself is not implemented here (see README): this is the cost model behind the paper's CaiT rows."""
-    k = num_patches if num_keep is None else int(num_keep)
-    if not 1 <= k <= num_patches:
-        raise ValueError(f"num_keep={num_keep} is out of range 1..{num_patches}")
-    d, m = dim, int(mlp_ratio * dim)
-    sa = 4 * k * d * d + 2 * k * k * d + 2 * k * d * m + 2 * heads * heads * k * k
-    ca = d * d + 2 * (k + 1) * d * d + 2 * (k + 1) * d + d * d + 2 * d * m
-    return depth * sa + ca_depth * ca + num_patches * patch_dim * d + d * num_classes
+def cait_macs(num_keep: int | None = None, cfg: ViTConfig | None = None) -> int:
+    """MACs of CaiT-S24 (or the CaiT config cfg) seeing num_keep patches: `macs` for a CaiT config, kept under
+    its old name (the paper's CaiT rows [digest 2.7])."""
+    return macs(cfg or vit_config("cait_s24_224"), num_keep)

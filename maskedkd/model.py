@@ -1,8 +1,10 @@
 """Pure forward passes over a flat dict of tensors with timm's parameter names.
 
-embed -> prefix tokens -> position embedding -> blocks -> norm -> head.
+embed -> prefix tokens -> position embedding (-> norm_pre for CLIP) -> blocks -> norm -> head.
 `student_forward` also returns the last block's CLS-row scores; `teacher_forward` keeps every prefix token
 plus the gathered patches (after the position embedding, so each kept patch keeps its own position).
+Every function dispatches on the config: CaiT (`cfg.family == "cait"`) shares the embedding, gather and head and
+runs cait.run_blocks (self-attention on the patches, then class attention) instead of the ViT blocks.
 """
 from __future__ import annotations
 
@@ -11,23 +13,15 @@ import math
 import torch
 from einops import repeat
 
+from . import cait
 from .attention import Params, block, layer_norm, linear
 from .config import ViTConfig
 from .patchify import patch_embed
 
 
-def param_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
-    """Every parameter name (timm's naming) -> shape, for cfg."""
-    d, hid, p = cfg.embed_dim, cfg.mlp_hidden, cfg.patch_size
-    n_pos = cfg.num_patches + (cfg.num_prefix_tokens if cfg.pos_embed_prefix else 0)
-    s: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, d),
-        "pos_embed": (1, n_pos, d),
-        "patch_embed.proj.weight": (d, cfg.in_chans, p, p),
-        "patch_embed.proj.bias": (d,),
-    }
-    if cfg.num_prefix_tokens == 2:
-        s["dist_token"] = (1, 1, d)
+def _vit_block_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
+    d, hid = cfg.embed_dim, cfg.mlp_hidden
+    s: dict[str, tuple[int, ...]] = {}
     for i in range(cfg.depth):
         b = f"blocks.{i}"
         s.update({
@@ -42,6 +36,25 @@ def param_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
         if cfg.layer_scale is not None:
             s[f"{b}.ls1.gamma"] = (d,)
             s[f"{b}.ls2.gamma"] = (d,)
+    return s
+
+
+def param_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter name (timm's naming) -> shape, for cfg (ViT blocks, or CaiT's: cait.block_shapes)."""
+    d, p = cfg.embed_dim, cfg.patch_size
+    n_pos = cfg.num_patches + (cfg.num_prefix_tokens if cfg.pos_embed_prefix else 0)
+    s: dict[str, tuple[int, ...]] = {
+        "cls_token": (1, 1, d),
+        "pos_embed": (1, n_pos, d),
+        "patch_embed.proj.weight": (d, cfg.in_chans, p, p),
+    }
+    if cfg.pre_norm:  # CLIP: norm_pre, and (as timm builds it) no patch-embed bias
+        s.update({"norm_pre.weight": (d,), "norm_pre.bias": (d,)})
+    else:
+        s["patch_embed.proj.bias"] = (d,)
+    if cfg.num_prefix_tokens == 2:
+        s["dist_token"] = (1, 1, d)
+    s.update(cait.block_shapes(cfg) if cfg.family == "cait" else _vit_block_shapes(cfg))
     s.update({"norm.weight": (d,), "norm.bias": (d,)})
     if cfg.head == "prefix_mean":
         s.update({"fc_norm.weight": (d,), "fc_norm.bias": (d,)})
@@ -53,18 +66,22 @@ def param_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
 
 def init_params(cfg: ViTConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> Params:
     """Fresh parameters, initialised as timm does: trunc-normal(0.02) linears and position embedding,
-    PyTorch's default (kaiming-uniform) patch filters, unit LayerNorms, layer scale at cfg.layer_scale."""
+    PyTorch's default (kaiming-uniform) patch filters, unit LayerNorms, layer scale at cfg.layer_scale
+    (CaiT: gamma_1/gamma_2, and a trunc-normal(0.02) class token as timm's cait.py)."""
     g = torch.Generator().manual_seed(seed)
     out: Params = {}
     for name, shape in param_shapes(cfg).items():
         t = torch.zeros(shape, dtype=torch.float32)
-        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name in ("norm.weight", "fc_norm.weight"):
+        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name in (
+                "norm.weight", "fc_norm.weight", "norm_pre.weight"):
             t.fill_(1.0)
-        elif name.endswith(".gamma"):
+        elif name.endswith((".gamma", ".gamma_1", ".gamma_2")):
             t.fill_(cfg.layer_scale)
         elif name == "patch_embed.proj.weight":
             bound = 1.0 / math.sqrt(cfg.patch_dim)
             t.uniform_(-bound, bound, generator=g)
+        elif name == "cls_token" and cfg.family == "cait":
+            torch.nn.init.trunc_normal_(t, std=0.02, a=-2.0, b=2.0, generator=g)
         elif name in ("cls_token", "dist_token"):
             t.normal_(0.0, 1e-6 if name == "cls_token" else 0.02, generator=g)
         elif name == "pos_embed" or name.endswith(".weight"):
@@ -74,7 +91,8 @@ def init_params(cfg: ViTConfig, seed: int = 0, dtype: torch.dtype = torch.float3
 
 
 def embed(params: Params, x: torch.Tensor, cfg: ViTConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """x -> (prefix (b np d), patches (b n d)), both with their position embeddings added."""
+    """x -> (prefix (b np d), patches (b n d)), both with their position embeddings added (and, for CLIP's
+    pre_norm, norm_pre applied: a per-token LayerNorm, so it commutes with the teacher's gather)."""
     patches = patch_embed(x, params["patch_embed.proj.weight"], params.get("patch_embed.proj.bias"), cfg)
     b = patches.shape[0]
     names = ["cls_token", "dist_token"][: cfg.num_prefix_tokens]
@@ -83,8 +101,11 @@ def embed(params: Params, x: torch.Tensor, cfg: ViTConfig) -> tuple[torch.Tensor
     if cfg.pos_embed_prefix:
         prefix = prefix + pos[:, : cfg.num_prefix_tokens]
         patches = patches + pos[:, cfg.num_prefix_tokens :]
-    else:  # DeiT-III: no position embedding on the class token
+    else:  # DeiT-III, CaiT: no position embedding on the class token
         patches = patches + pos
+    if cfg.pre_norm:
+        prefix = layer_norm(prefix, params, "norm_pre", cfg.norm_eps)
+        patches = layer_norm(patches, params, "norm_pre", cfg.norm_eps)
     return prefix, patches
 
 
@@ -115,7 +136,11 @@ def run_blocks(params: Params, tokens: torch.Tensor, cfg: ViTConfig, *, drop_pat
                want_scores: bool = False, generator: torch.Generator | None = None,
                key_mask: torch.Tensor | None = None):
     """tokens (b n d) -> (normed tokens (b n d), last block's CLS scores (b, n - np) or None).
-    key_mask (b n) bool: which tokens may be attended to (padded per-sample budgets)."""
+    key_mask (b n) bool: which tokens may be attended to (padded per-sample budgets).
+    CaiT: cait.run_blocks (the scores are its last class-attention block's; constant drop_path rate)."""
+    if cfg.family == "cait":
+        return cait.run_blocks(params, tokens, cfg, drop_path=drop_path, want_scores=want_scores,
+                               generator=generator, key_mask=key_mask)
     scores = None
     for i, p in enumerate(_drop_probs(cfg, drop_path)):
         last = i == cfg.depth - 1
@@ -138,7 +163,8 @@ def forward(params: Params, x: torch.Tensor, cfg: ViTConfig, *, drop_path: float
 def student_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, *, drop_path: float = 0.0,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """x -> (logits (b C), scores (b n_patches)): scores are the last block's head-mean CLS-query attention
-    over all keys, prefix columns dropped (the official `attn.mean(dim=1)[:, 0, num_prefix:]`), in fp32."""
+    over all keys, prefix columns dropped (the official `attn.mean(dim=1)[:, 0, num_prefix:]`), in fp32.
+    CaiT: the last class-attention block's CLS query over [CLS, patches], CLS column dropped."""
     prefix, patches = embed(params, x, cfg)
     tokens, scores = run_blocks(params, torch.cat([prefix, patches], dim=1), cfg, drop_path=drop_path,
                                 want_scores=True, generator=generator)
@@ -167,6 +193,7 @@ def forward_tokens(params: Params, x: torch.Tensor, cfg: ViTConfig, keep_idx: to
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x, keep_idx (b k) or None -> (normed tokens (b, np + k, d), last block's CLS scores over the kept patches
     (b k) or None): prefix tokens plus the gathered patches, with their original position embeddings.
+    CaiT: [CLS after the class-attention blocks, kept patches after the self-attention blocks], normed.
     keep_valid (b k) bool marks which gathered patches count (a per-sample budget padded to k); the others are
     never attended to, so the result equals running on each sample's valid patches alone."""
     prefix, patches = embed(params, x, cfg)

@@ -24,6 +24,8 @@ DIGEST_GMACS = [
     ("deit3_huge_patch14_224", None, 167.295),
     ("deit3_huge_patch14_224", 192, 124.670),
     ("deit3_huge_patch14_224", 128, 82.717),
+    ("cait_s24_224", None, 9.327), ("cait_s24_224", 144, 6.708), ("cait_s24_224", 98, 4.488),
+    ("vit_base_patch16_clip_224", None, 17.564), ("vit_base_patch16_clip_224", 98, 8.706),
 ]
 
 
@@ -44,6 +46,8 @@ PAPER_PFLOPS = [
     ("deit3_huge_patch14_224", 50, None, 10723), ("deit3_huge_patch14_224", 50, 192, 7991),
     ("deit3_huge_patch14_224", 50, 128, 5301),
     ("deit_base_patch16_224", 200, None, 4505), ("deit_base_patch16_224", 200, 144, 3287),  # MAE-ViT-B, G2SD
+    ("cait_s24_224", 300, None, 3591), ("cait_s24_224", 300, 144, 2583), ("cait_s24_224", 300, 98, 1728),
+    ("vit_base_patch16_clip_224", 300, 144, 4932), ("vit_base_patch16_clip_224", 300, 98, 3349),  # CLIP-B/16
 ]
 
 

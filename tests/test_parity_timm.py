@@ -5,12 +5,15 @@ from helpers import timm_cfg, timm_model
 
 import maskedkd as mkd
 
+CLIP_SMALL = {"img_size": 32, "patch_size": 4, "num_classes": 10, "depth": 2, "embed_dim": 64, "num_heads": 4}
 CASES = [
     ("deit_tiny_patch16_224", {}),
     ("deit_small_distilled_patch16_224", {"depth": 3}),
     ("deit3_small_patch16_224", {"depth": 3}),
     ("deit3_huge_patch14_224", {"depth": 2}),
     ("deit_tiny_patch16_224", {"img_size": 32, "patch_size": 4, "num_classes": 10, "depth": 4}),
+    ("vit_base_patch16_clip_224", CLIP_SMALL),  # norm_pre, no patch-embed bias, LayerNorm eps 1e-5
+    ("vit_base_patch16_clip_quickgelu_224", CLIP_SMALL),  # and QuickGELU
 ]
 
 
@@ -60,6 +63,7 @@ def _timm_last_attention(model, x):
     ("deit_tiny_patch16_224", {"depth": 3}),                      # 1 prefix token
     ("deit_tiny_distilled_patch16_224", {"depth": 3}),            # 2 prefix tokens
     ("deit3_small_patch16_224", {"depth": 2}),
+    ("vit_base_patch16_clip_quickgelu_224", CLIP_SMALL),
 ])
 def test_scores_equal_official_formula_on_timm_attention(name, kw):
     ref = timm_model(name, **kw)
@@ -82,12 +86,13 @@ def test_scores_equal_official_formula_on_timm_attention(name, kw):
 
 def _timm_masked_forward(model, x, keep_idx):
     """A hand-written masked teacher on timm's own modules: embed, add position, keep prefix + chosen patches
-    (a Python loop over samples, deliberately unlike the library's gather), then blocks, norm, head."""
+    (a Python loop over samples, deliberately unlike the library's gather), then norm_pre (CLIP; timm's order:
+    after the patch dropout, where ours runs it before the gather), blocks, norm, head."""
     with torch.no_grad():
         tokens = model._pos_embed(model.patch_embed(x))  # b (np + n) d, position embedding added
         npre = model.num_prefix_tokens
         rows = [torch.cat([tokens[i, :npre], tokens[i, npre + keep_idx[i]]], 0) for i in range(x.shape[0])]
-        t = model.norm(model.blocks(torch.stack(rows)))
+        t = model.norm(model.blocks(model.norm_pre(torch.stack(rows))))
         return model.forward_head(t)
 
 
@@ -95,6 +100,8 @@ def _timm_masked_forward(model, x, keep_idx):
     ("deit_tiny_patch16_224", {"depth": 2}),
     ("deit_tiny_distilled_patch16_224", {"depth": 2}),
     ("deit3_small_patch16_224", {"depth": 2}),
+    ("vit_base_patch16_clip_224", CLIP_SMALL),
+    ("vit_base_patch16_clip_quickgelu_224", CLIP_SMALL),
 ])
 def test_masked_teacher_equals_hand_written(name, kw):
     ref = timm_model(name, **kw)
