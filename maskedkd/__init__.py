@@ -19,17 +19,19 @@ from .losses import attention_loss, cross_entropy, kd_divergence, kd_loss, kd_lo
 from .model import (embed, forward, forward_tokens, gather_patches, init_params, param_shapes, run_blocks,
                     student_forward, teacher_forward)
 from .patchify import patch_embed, patchify
-from .select import CRITERIA, adaptive_budget, keep_count, register_criterion, resample_scores, select_tokens
-from .step import cosine_lr, make_loss_fn, make_optimizer, make_selector, make_teacher_fn, make_train_step
+from .select import (CRITERIA, adaptive_budget, keep_count, keep_schedule, register_criterion, resample_scores,
+                     select_tokens)
+from .step import cosine_lr, make_loss_fn, make_optimizer, make_train_step
+from .view import TeacherOut, TeacherView
 from .tome import bipartite_merge, tome_forward, tome_macs
 
 __all__ = [
     "PRESETS", "ViTConfig", "vit_config", "init_params", "param_shapes", "load_checkpoint", "read_state_dict",
     "save_params", "save_checkpoint", "forward", "student_forward", "teacher_forward", "embed", "run_blocks",
     "gather_patches", "block", "cls_attention_scores", "drop_path", "patchify", "patch_embed", "select_tokens",
-    "register_criterion", "CRITERIA", "keep_count", "resample_scores", "kd_loss", "kd_loss_terms",
+    "register_criterion", "CRITERIA", "keep_count", "keep_schedule", "resample_scores", "kd_loss", "kd_loss_terms",
     "kd_divergence", "cross_entropy", "macs", "block_macs", "cait_macs", "counted_macs", "pflops", "training_ledger",
     "IMAGENET_TRAIN_IMAGES", "ast_config", "AST_PRESETS", "DEIT_SOURCES", "deit_source_config", "convert_hf_ast",
-    "adapt_pos_embed", "ast_from_deit", "make_train_step", "make_selector", "make_teacher_fn", "forward_tokens",
+    "adapt_pos_embed", "ast_from_deit", "make_train_step", "TeacherView", "TeacherOut", "forward_tokens",
     "adaptive_budget", "manifold_loss", "attention_loss", "tome_forward", "tome_macs", "bipartite_merge", "make_loss_fn", "make_optimizer", "cosine_lr",
 ]

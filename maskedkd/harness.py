@@ -15,14 +15,13 @@ from pathlib import Path
 
 import torch
 
-from .configs import TrainConfig
-from .train import NOT_HASHED, config_hash
+from .experiments import NOT_HASHED, TrainConfig, config_hash
 
 
 def to_overrides(cfg: TrainConfig, base: str) -> list[str]:
     """key=value strings that rebuild cfg from the registered config `base` (for `python -m maskedkd.train BASE
     ...`); checked by rebuilding it, so a value the command line cannot carry raises instead of being lost."""
-    from .configs import apply_overrides, get_config
+    from .experiments import apply_overrides, get_config
     start = get_config(base)
     items = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
              if getattr(cfg, f.name) != getattr(start, f.name)]
@@ -43,7 +42,7 @@ def run_dir(root: Path, cfg: TrainConfig) -> Path:
 def expected_cost(cfg: TrainConfig) -> float:
     """Rough relative cost of a run, for scheduling only: student steps plus the teacher's share of patches
     (the embedded teachers cost about the student's forward-backward at full view)."""
-    from .configs import model_config
+    from .experiments import model_config
     cost = 1.0
     if cfg.teacher:
         n = model_config(cfg.teacher_model).num_patches if cfg.teacher_model else 1
@@ -58,11 +57,10 @@ def run_macs(cfg: TrainConfig) -> dict[str, float]:
     the masked one), `teacher` forward (masked, following keep_schedule, ToMe-merged, or full; an adaptive budget is
     charged its padded size, which a static-shape step computes), and `scorer`, the extra pass of a teacher or a
     fixed model that ranks the patches (0 when the student's own attention does)."""
-    from .configs import get_config, model_config
+    from .experiments import get_config, model_config
     from .flops import macs
-    from .select import keep_count
+    from .select import keep_count, keep_schedule
     from .tome import tome_macs
-    from .train import keep_schedule
     out = {"student": 3.0 * macs(model_config(cfg.model), cfg.student_keep or None), "teacher": 0.0, "scorer": 0.0}
     if not cfg.teacher:
         return out
@@ -71,8 +69,8 @@ def run_macs(cfg: TrainConfig) -> dict[str, float]:
         out["teacher"] = float(tome_macs(t, cfg.teacher_tome_r))
     else:
         k = cfg.num_keep or (keep_count(t.num_patches, cfg.keep_ratio) if cfg.keep_ratio < 1 else None)
-        at = keep_schedule(cfg, t, k)
-        out["teacher"] = sum(macs(t, at(e)) for e in range(cfg.epochs)) / cfg.epochs
+        per_epoch = keep_schedule(cfg.keep_schedule, t.num_patches, cfg.epochs) if cfg.keep_schedule else [k] * cfg.epochs
+        out["teacher"] = sum(macs(t, at) for at in per_epoch) / cfg.epochs
     if cfg.scorer == "teacher":
         out["scorer"] = float(macs(t))
     elif cfg.scorer != "student":
@@ -84,8 +82,8 @@ def run_macs(cfg: TrainConfig) -> dict[str, float]:
 def prepare_cached_models(cfgs: list[TrainConfig]) -> list[Path]:
     """Train (once, here, with the teacher config's own threads) every missing "cache:NAME" teacher or scorer the
     runs need, so that parallel runs load it instead of each training it; returns the weight paths."""
-    from .configs import get_config
-    from .train import cached_teacher
+    from .experiments import get_config
+    from .teachers import cached_teacher
     refs = dict.fromkeys(r for c in cfgs for r in (c.teacher, c.scorer) if r.startswith("cache:"))
     return [cached_teacher(get_config(r[len("cache:"):])) for r in refs]
 
@@ -106,6 +104,24 @@ def check_cached_run(d: Path, cfg: TrainConfig) -> None:
                          f"delete it or pass --fresh")
 
 
+def plugin_modules(cfgs: list[TrainConfig]) -> list[str]:
+    """Modules that register the plug-in criteria the runs name (`register_criterion` in a user's module), for the
+    subprocesses to import (maskedkd.train reads MASKEDKD_PLUGINS). A criterion registered in the running script
+    itself (__main__) cannot be imported by another process: that raises, naming the way out."""
+    from .select import BUILTIN_CRITERIA, check_criterion
+    mods = []
+    for c in cfgs:
+        if c.criterion in BUILTIN_CRITERIA or ":" in c.criterion:
+            continue
+        mod = check_criterion(c.criterion).__module__
+        if mod == "__main__":
+            raise ValueError(f"criterion {c.criterion!r} is registered in the running script (__main__), which the "
+                             f"runs' subprocesses cannot import: register it in an importable module and name it "
+                             f"there, or as 'module:{c.criterion}'")
+        mods.append(mod)
+    return sorted(set(mods))
+
+
 def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs: int = 2, fresh: bool = False,
             desc: str = "runs") -> list[dict]:
     """Train every config (skipping those with a finished summary unless fresh), `jobs` at a time, one thread
@@ -122,6 +138,9 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
             todo.setdefault(d, []).append(i)
     prepare_cached_models([cfgs[ix[0]] for ix in todo.values()])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    plugins = plugin_modules([cfgs[ix[0]] for ix in todo.values()])
+    if plugins:
+        env["MASKEDKD_PLUGINS"] = ",".join(plugins)
 
     def one(i: int) -> dict:
         c = cfgs[i].replace(out_dir=str(run_dir(root, cfgs[i])), threads=1, resume=not fresh)

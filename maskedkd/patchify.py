@@ -30,6 +30,9 @@ def patchify(x: torch.Tensor, patch_size: int, stride: tuple[int, int] | None = 
 
 def to_image_layout(x: torch.Tensor, cfg: ViTConfig) -> torch.Tensor:
     """Check the input against cfg and return it as (b, c, h, w); AST's (b, t, f) becomes (b, 1, f, t)."""
+    if not x.is_floating_point():
+        raise ValueError(f"input dtype {x.dtype} is not a floating-point type: convert and normalise images first "
+                         f"(e.g. x.float() / 255, then the mean/std normalisation the model was trained with)")
     if cfg.input_layout == "btf":
         if x.ndim != 3:
             raise ValueError(f"AST input must be (b, time, freq), got shape {tuple(x.shape)}")

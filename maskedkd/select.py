@@ -4,6 +4,7 @@ Every criterion is a pure function `(scores, num_keep, generator) -> (b, num_kee
 """
 from __future__ import annotations
 
+import importlib
 import operator
 from typing import Callable
 
@@ -42,11 +43,30 @@ def random(scores: torch.Tensor, num_keep: int, generator: torch.Generator | Non
     return torch.topk(noise, num_keep, dim=-1).indices
 
 
+BUILTIN_CRITERIA = frozenset(CRITERIA)
+
+
+def check_criterion(name: str) -> Criterion:
+    """The criterion registered under `name`. "module:name" first imports `module` (which registers `name` with
+    `register_criterion`), so a plug-in criterion also reaches runs started in other processes."""
+    if name not in CRITERIA and isinstance(name, str) and ":" in name:
+        module, _, short = name.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"criterion {name!r}: cannot import module {module!r} ({e})") from None
+        if short in CRITERIA:
+            CRITERIA[name] = CRITERIA[short]
+    if name not in CRITERIA:
+        raise ValueError(f"unknown criterion {name!r}; registered criteria: {sorted(CRITERIA)} (a plug-in: "
+                         f"'module:name' with a module that calls register_criterion('name'))")
+    return CRITERIA[name]
+
+
 def select_tokens(scores: torch.Tensor, num_keep: int, criterion: str = "topk",
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """scores (b n) -> (b num_keep) int64 indices of the patches the teacher sees."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; registered criteria: {sorted(CRITERIA)}")
+    fn = check_criterion(criterion)
     if scores.ndim != 2:
         raise ValueError(f"scores must be (b, num_patches), got shape {tuple(scores.shape)}")
     n = scores.shape[1]
@@ -56,7 +76,7 @@ def select_tokens(scores: torch.Tensor, num_keep: int, criterion: str = "topk",
         raise ValueError(f"num_keep={num_keep!r} must be an integer") from None
     if isinstance(num_keep, bool) or not 1 <= k <= n:
         raise ValueError(f"num_keep={num_keep!r} is out of range 1..{n} (num_patches)")
-    return CRITERIA[criterion](scores, k, generator)
+    return fn(scores, k, generator)
 
 
 # Kept counts behind the paper's percentage labels [digest 1.3 / 2.7: derived from the paper's PFLOPs]:
@@ -68,10 +88,11 @@ PAPER_KEEP_COUNTS: dict[tuple[int, float], int] = {
 
 
 def keep_count(num_patches: int, ratio: float, *, convention: str = "paper") -> int:
-    """Patches kept for a keep ratio. convention="paper": the paper's counts for its labels where it has one
-    (196 patches: 75% -> 144, 50% -> 98, 40% -> 80, 25% -> 49; 256: 192, 128), else round(ratio * n);
+    """Patches kept for a keep ratio (a percent p is ratio p / 100): the one rounding rule of the project, used by
+    keep_ratio, keep schedules and the cost tables. convention="paper": the paper's counts for its labels where it
+    has one (196 patches: 75% -> 144, 50% -> 98, 40% -> 80, 25% -> 49; 256: 192, 128), else round(ratio * n);
     "exact": always round(ratio * n). Clamped to 1..num_patches."""
-    if not 0.0 < ratio <= 1.0:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
         raise ValueError(f"keep ratio {ratio!r} must lie in (0, 1]")
     if convention not in ("paper", "exact"):
         raise ValueError(f"convention {convention!r} must be 'paper' or 'exact'")
@@ -105,3 +126,36 @@ def adaptive_budget(scores: torch.Tensor, mass: float, max_keep: int) -> tuple[t
     count = ((share.cumsum(-1) < mass).sum(-1) + 1).clamp(max=max_keep)
     valid = torch.arange(max_keep, device=scores.device)[None] < count[:, None]
     return idx, valid, count
+
+
+def keep_schedule(spec: str, num_patches: int, epochs: int) -> tuple[int | None, ...]:
+    """Kept patches per epoch (None: the full view, plain logit KD), every count by `keep_count`. spec is
+    "A:B" (percent): grows linearly from A% in the first epoch to B% in the last (a keep-count curriculum: the
+        paper's open question), or
+    "A*E,B" (percent, epochs): A% for the first E epochs, then B% (e.g. "100*3,50": full KD while the student's
+        attention is immature, MaskedKD after); more phases chain ("100*2,75*4,50"); the last lasts to the end."""
+    bad = (f"keep_schedule={spec!r} must look like '25:75' (linear, percent) or '100*3,50' (percent*epochs "
+           f"phases, the last without epochs)")
+
+    def count(pct: float) -> int | None:
+        if not 0 < pct <= 100:
+            raise ValueError(f"{bad}: {pct:g}% is out of range (0, 100]")
+        k = keep_count(num_patches, pct / 100)
+        return None if k == num_patches else k
+    try:
+        if ":" in spec:
+            a, b = (float(v) for v in spec.split(":"))
+            phases = None
+        else:
+            *first, last = spec.split(",")
+            phases = [(float(p), int(e)) for p, e in (h.split("*") for h in first)] + [(float(last), epochs)]
+    except ValueError:
+        raise ValueError(bad) from None
+    if phases is None:
+        count(a), count(b)  # range checks
+        return tuple(count(a + (b - a) * (e / max(1, epochs - 1))) for e in range(epochs))
+    if any(e < 1 for _, e in phases[:-1]) or sum(e for _, e in phases[:-1]) >= epochs:
+        raise ValueError(f"keep_schedule={spec!r}: each phase needs >= 1 epoch and the last phase must start "
+                         f"before epoch {epochs} (epochs={epochs})")
+    per_epoch = [count(p) for p, e in phases[:-1] for _ in range(e)]
+    return tuple(per_epoch + [count(phases[-1][0])] * (epochs - len(per_epoch)))

@@ -19,7 +19,7 @@ import full
 from embedded import mode_of, parse_or_full, parser, plan, student_run
 
 import maskedkd as mkd
-from maskedkd.configs import MODELS
+from maskedkd.experiments import MODELS
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.tome import tome_macs
 

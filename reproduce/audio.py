@@ -18,7 +18,7 @@ from pathlib import Path
 
 from embedded import mode_of, parser, plan, student_run
 
-from maskedkd.configs import MODELS, get_config
+from maskedkd.experiments import MODELS, get_config
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.select import keep_count
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import full
 from embedded import mode_of, parse_or_full, parser, plan, student_run
 
-from maskedkd.configs import MODELS
+from maskedkd.experiments import MODELS
 from maskedkd.harness import fmt_pm, machine_header, run_all, run_dir, run_macs
 
 

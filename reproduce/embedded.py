@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskedkd.configs import MODELS, TrainConfig, get_config
+from maskedkd.experiments import MODELS, TrainConfig, get_config
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

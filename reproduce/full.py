@@ -22,7 +22,7 @@ import torch
 
 import maskedkd as mkd
 from maskedkd import paper
-from maskedkd.configs import MODELS, get_config
+from maskedkd.experiments import MODELS, get_config
 from maskedkd.harness import run_macs, to_overrides
 from maskedkd.select import keep_count
 

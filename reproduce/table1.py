@@ -22,7 +22,7 @@ import torch
 import maskedkd as mkd
 from maskedkd import paper
 from maskedkd.bench import bench_teacher
-from maskedkd.configs import MODELS, TrainConfig, get_config
+from maskedkd.experiments import MODELS, TrainConfig, get_config
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.select import keep_count
 
@@ -83,7 +83,7 @@ def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False
     seeds, kw = plan(mode)
     tcfg = teacher_config(mode)
     t0 = time.time()
-    from maskedkd.train import cached_teacher
+    from maskedkd.teachers import cached_teacher
     teacher_path = cached_teacher(tcfg)  # trains once (minutes) if neither shipped nor cached
     teacher_s = time.time() - t0
     runs = [(label, c) for seed in seeds for label, c in student_rows(mode, seed, feature_kd)]
@@ -194,7 +194,7 @@ def main(argv=None):
     mode = mode_of(args)
     t0 = time.time()
     if args.fresh:
-        from maskedkd.train import cache_dir
+        from maskedkd.teachers import cache_dir
         shutil.rmtree(cache_dir() / "teachers", ignore_errors=True)
     p1 = part1(mode)
     seeds, by_label, t_acc, t_path, t_s = part2(mode, args.jobs, args.fresh, Path(args.out), args.feature_kd)

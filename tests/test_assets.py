@@ -7,9 +7,10 @@ import torch
 from safetensors import safe_open
 
 import maskedkd as mkd
-from maskedkd.configs import MODELS, get_config
+from maskedkd.experiments import MODELS, get_config
 from maskedkd.data.loaders import DigitsData
-from maskedkd.train import ASSETS, cached_teacher, config_hash
+from maskedkd.experiments import config_hash
+from maskedkd.teachers import ASSETS, cached_teacher
 
 SHIPPED = ASSETS / "digits_teacher.safetensors"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maskedkd.configs import TrainConfig
+from maskedkd.experiments import TrainConfig
 from maskedkd.data.images import (IMAGENET_MEAN, IMAGENET_STD, deit_eval_transform, deit_train_transform,
                                   mixup_cutmix)
 from maskedkd.data.loaders import DigitsData, FolderData, TensorData

@@ -72,7 +72,7 @@ def _folder(root, classes=3, n=2):
 
 def test_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
     import full
-    from maskedkd.configs import MODELS
+    from maskedkd.experiments import MODELS
     ck = tmp_path / "ck"
     ck.mkdir()
     full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--dry-run", "--rows", "1,2,3,15"])
@@ -107,7 +107,7 @@ def test_analyses_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
     import ablation_tome
     import beyond
     import criteria
-    from maskedkd.configs import MODELS
+    from maskedkd.experiments import MODELS
     ck, data = tmp_path / "ck", tmp_path / "data"
     ck.mkdir()
     for f in ("deit_small_patch16_224-cd65a155.pth", "deit_base_patch16_224-b5f2ef4d.pth"):

@@ -87,6 +87,28 @@ def test_keep_count_paper_labels():
             mkd.keep_count(196, bad)
 
 
+def test_keep_schedule_uses_the_paper_counts_of_keep_count():
+    """The bug this guards: keep_ratio=0.75 kept 144 of 196 (the paper's count) while keep_schedule "75" kept 147:
+    every schedule phase and linear step goes through keep_count."""
+    assert mkd.keep_schedule("100*1,75", 196, 3) == (None, 144, 144)
+    assert mkd.keep_schedule("50*2,25", 196, 3) == (98, 98, 49)
+    assert mkd.keep_schedule("75:50", 196, 2) == (144, 98)
+    assert mkd.keep_schedule("75:50", 256, 2) == (192, 128)
+
+
+def test_plugin_criterion_by_module_name(tmp_path, monkeypatch):
+    """A criterion named "module:name" imports the module that registers it (how a subprocess finds it)."""
+    (tmp_path / "my_crit_mod.py").write_text(
+        "import torch\nfrom maskedkd.select import register_criterion\n"
+        "@register_criterion('first')\ndef first(scores, k, generator=None):\n"
+        "    return torch.arange(k).expand(scores.shape[0], k)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    idx = mkd.select_tokens(torch.rand(2, 9), 3, "my_crit_mod:first")
+    assert idx.tolist() == [[0, 1, 2], [0, 1, 2]]
+    with pytest.raises(ValueError, match="cannot import module 'no_such_mod'"):
+        mkd.select_tokens(torch.rand(2, 9), 3, "no_such_mod:first")
+
+
 def test_resample_scores_maps_regions_onto_the_teacher_grid():
     """A student score map (14x14) that is high in the top-left quadrant picks top-left teacher patches (16x16)."""
     m = torch.zeros(1, 14, 14)

@@ -96,18 +96,18 @@ def test_cosine_schedule_and_weight_decay_groups():
 
 def test_scorers_rank_by_the_named_model():
     """scorer="teacher" / a fixed model: the kept patches are the top-k of that model's own CLS attention."""
-    from maskedkd.step import make_selector
     teacher, params = _teacher(), mkd.init_params(S, seed=0)
     fixed = (S, mkd.init_params(S, seed=3))
     x, _ = _batch()
     _, s_student = mkd.student_forward(params, x, S)
     for scorer, (cfg, p) in (("student", (S, params)), ("teacher", (T, teacher)), (fixed, fixed)):
-        keep = make_selector(S, T, teacher, num_keep=5, scorer=scorer)(x, s_student)
+        out = mkd.TeacherView(T, teacher, 5, scorer=scorer)(x, s_student)
         want = torch.topk(mkd.student_forward(p, x, cfg)[1], 5).indices
-        assert torch.equal(keep.sort(-1).values, want.sort(-1).values)
-    assert make_selector(S, T, teacher, num_keep=None)(x, s_student) is None
+        assert torch.equal(out.keep_idx.sort(-1).values, want.sort(-1).values)
+        torch.testing.assert_close(out.logits, mkd.teacher_forward(teacher, x, T, out.keep_idx))
+    assert mkd.TeacherView(T, teacher)(x, s_student).keep_idx is None
     with pytest.raises(ValueError, match="scorer='dino'"):
-        make_selector(S, T, teacher, num_keep=5, scorer="dino")
+        mkd.TeacherView(T, teacher, 5, scorer="dino")
 
 
 def test_student_masking_ablation_trains_the_student_on_kept_patches():
@@ -151,11 +151,84 @@ def test_adaptive_budget_step_reports_mean_kept_and_matches_manual():
     from maskedkd.select import adaptive_budget
     teacher, params = _teacher(), mkd.init_params(S, seed=0)
     x, y = _batch()
-    loss, m = make_loss_fn(S, T, teacher, num_keep=12, adaptive_mass=0.5)(params, x, y)
+    loss, m = make_loss_fn(S, view=mkd.TeacherView(T, teacher, 12, adaptive_mass=0.5))(params, x, y)
     logits, scores = mkd.student_forward(params, x, S)
     idx, valid, count = adaptive_budget(scores, 0.5, 12)
     t_logits = head(teacher, forward_tokens(teacher, x, T, idx, keep_valid=valid)[0], T)
     torch.testing.assert_close(loss, mkd.kd_loss(logits, t_logits, y))
     torch.testing.assert_close(m["kept_tokens"], count.float().mean())
-    with pytest.raises(ValueError, match="adaptive_mass needs num_keep"):
-        make_loss_fn(S, T, teacher, adaptive_mass=0.5)
+    with pytest.raises(ValueError, match="adaptive_mass=0.5 needs a fixed num_keep"):
+        mkd.TeacherView(T, teacher, adaptive_mass=0.5)
+
+
+def test_view_is_the_one_teacher_path_of_loss_and_evaluation():
+    """make_loss_fn(num_keep=k) and make_loss_fn(view=TeacherView(..., k)) are the same function; the view called
+    alone gives the logits the loss distils from."""
+    teacher, params = _teacher(), mkd.init_params(S, seed=0)
+    x, y = _batch()
+    a = make_loss_fn(S, T, teacher, num_keep=6)(params, x, y)
+    b = make_loss_fn(S, view=mkd.TeacherView(T, teacher, 6))(params, x, y)
+    assert torch.equal(a[0], b[0]) and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+    logits, scores = mkd.student_forward(params, x, S)
+    t = mkd.TeacherView(T, teacher, 6)(x, scores)
+    torch.testing.assert_close(a[0], mkd.kd_loss(logits, t.logits, y))
+    with pytest.raises(ValueError, match="not both"):
+        make_loss_fn(S, T, teacher, view=mkd.TeacherView(T, teacher, 6))
+
+
+@pytest.mark.parametrize("kind", ["manifold", "attention"])
+def test_feature_kd_with_tome_or_adaptive_raises(kind):
+    """The bug this guards: feature KD with a ToMe teacher ran the full, unmerged teacher, and with an adaptive
+    budget showed the teacher the top num_keep patches while kept_tokens reported the adaptive count."""
+    teacher = _teacher()
+    with pytest.raises(ValueError, match=f"kind='{kind}' needs .* mode 'tome'"):
+        make_loss_fn(S, view=mkd.TeacherView(T, teacher, tome_r=2), kind=kind)
+    with pytest.raises(ValueError, match=f"kind='{kind}' needs .* mode 'adaptive'"):
+        make_loss_fn(S, view=mkd.TeacherView(T, teacher, 8, adaptive_mass=0.5), kind=kind)
+
+
+def test_view_refuses_options_it_would_ignore():
+    teacher = _teacher()
+    for kw, msg in [(dict(num_keep=4, tome_r=2), "cannot combine with {'num_keep': 4}"),
+                    (dict(tome_r=2, criterion="random"), "cannot combine with {'criterion': 'random'}"),
+                    (dict(num_keep=4, adaptive_mass=0.5, criterion="random"), "criterion='random'"),
+                    (dict(criterion="random"), "with num_keep=None the teacher sees every patch"),
+                    (dict(num_keep=17), r"num_keep=17 is out of range 1..16"),
+                    (dict(num_keep=4, criterion="nope"), "unknown criterion 'nope'"),
+                    (dict(num_keep=4, adaptive_mass=1.5), "adaptive_mass=1.5"),
+                    (dict(tome_r=-1), "tome_r=-1")]:
+        with pytest.raises(ValueError, match=msg):
+            mkd.TeacherView(T, teacher, **kw)
+    with pytest.raises(ValueError, match="adaptive_mass needs the student on the teacher's patch grid"):
+        mkd.TeacherView(T.replace(img_size=32), mkd.init_params(T.replace(img_size=32)), 8,
+                        adaptive_mass=0.5).for_student(S)
+
+
+def test_distilled_token_student_is_refused():
+    D = S.replace(num_prefix_tokens=2, head="token_dist")
+    with pytest.raises(ValueError, match="distillation token"):
+        make_loss_fn(D, T, _teacher(), num_keep=4)
+
+
+@pytest.mark.slow
+def test_compiled_step_accepts_parameters_that_require_grad():
+    """The bug this guards: a compiled step over tensors with requires_grad=True (as dict(module.named_parameters())
+    gives) failed on CPU in the fused-attention backward. The step differentiates detached copies."""
+    torch._dynamo.reset()
+    teacher = _teacher()
+    x, y = _batch()
+    ref = mkd.init_params(S, seed=0)
+    params = {k: v.clone().requires_grad_(True) for k, v in ref.items()}
+    step = make_train_step(S, T, teacher, num_keep=8, compile=True)
+    eager = make_train_step(S, T, teacher, num_keep=8, compile=False)
+    m = step(params, make_optimizer(params, lr=1e-2), x, y)
+    m_ref = eager(ref, make_optimizer(ref, lr=1e-2), x, y)
+    torch.testing.assert_close(m["loss"], m_ref["loss"], atol=1e-5, rtol=1e-5)
+    for k in ref:
+        torch.testing.assert_close(params[k].detach(), ref[k], atol=1e-4, rtol=1e-4)
+
+
+def test_integer_images_are_refused_naming_the_dtype():
+    params = mkd.init_params(S)
+    with pytest.raises(ValueError, match="torch.uint8 is not a floating-point type"):
+        mkd.forward(params, torch.zeros(2, 1, 16, 16, dtype=torch.uint8), S)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import maskedkd as mkd
-from maskedkd.configs import MODELS, TrainConfig, apply_overrides, get_config
+from maskedkd.experiments import MODELS, TrainConfig, apply_overrides, get_config
 from maskedkd.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_corrupt_checkpoint_is_reported_and_left_intact(tmp_path):
 def test_cached_teacher_trained_once(tmp_path, monkeypatch):
     monkeypatch.setenv("MASKEDKD_CACHE", str(tmp_path / "cache"))
     tcfg = tmp_path / "tiny_teacher.py"
-    tcfg.write_text("from maskedkd.configs import TrainConfig\n"
+    tcfg.write_text("from maskedkd.experiments import TrainConfig\n"
                     f"CONFIG = TrainConfig(**{ {**TINY, 'model': 'digits_teacher', 'name': 'tiny_teacher'} !r})\n")
     cfg = TrainConfig(**TINY, teacher=f"cache:{tcfg}", keep_ratio=0.5, out_dir=str(tmp_path / "s"))
     s1 = run(cfg)
@@ -103,7 +103,7 @@ def _cfg_file(tmp_path, **kw):
     body = {**TINY, "train_size": 256, "epochs": 3, "drop_path": 0.1, "teacher": str(teacher),
             "teacher_model": "digits_teacher", "keep_ratio": 0.5, "name": "resume", **kw}
     path = tmp_path / "cfg.py"
-    path.write_text(f"from maskedkd.configs import TrainConfig\nCONFIG = TrainConfig(**{body!r})\n")
+    path.write_text(f"from maskedkd.experiments import TrainConfig\nCONFIG = TrainConfig(**{body!r})\n")
     return path
 
 
@@ -233,25 +233,23 @@ def test_keep_schedule_grows_the_teacher_budget(tmp_path):
 
 def test_keep_schedule_phases():
     """"100*3,50": full view (None) for 3 epochs, then half; bad specs name the bad value."""
-    from maskedkd.train import keep_schedule
-    t = MODELS["digits_teacher"]
-    cfg = TrainConfig(**{**TINY, "epochs": 6})
-    at = keep_schedule(cfg.replace(keep_schedule="100*3,50"), t, None)
-    assert [at(e) for e in range(6)] == [None, None, None, 32, 32, 32]
-    at = keep_schedule(cfg.replace(keep_schedule="100*1,75*2,25"), t, None)
-    assert [at(e) for e in range(6)] == [None, 48, 48, 16, 16, 16]
-    assert [keep_schedule(cfg.replace(keep_schedule="25:100"), t, None)(e) for e in (0, 5)] == [16, None]
+    from maskedkd.select import keep_schedule
+    n = MODELS["digits_teacher"].num_patches
+    assert keep_schedule("100*3,50", n, 6) == (None, None, None, 32, 32, 32)
+    assert keep_schedule("100*1,75*2,25", n, 6) == (None, 48, 48, 16, 16, 16)
+    assert [keep_schedule("25:100", n, 6)[e] for e in (0, 5)] == [16, None]
     for bad, msg in [("100*6,50", "last phase must start before epoch 6"), ("100*0,50", "each phase needs >= 1"),
                      ("150*2,50", "150% is out of range"), ("100x3,50", "'100x3,50' must look like"),
                      ("0:50", "0% is out of range")]:
         with pytest.raises(ValueError, match=msg):
-            keep_schedule(cfg.replace(keep_schedule=bad), t, None)
+            keep_schedule(bad, n, 6)
 
 
 def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
     """Two runs that need the same missing cached teacher at once: one trains it, the other waits and loads it."""
     import threading
 
+    import maskedkd.teachers as teachers
     import maskedkd.train as train_mod
     from maskedkd.harness import prepare_cached_models
     monkeypatch.setenv("MASKEDKD_CACHE", str(tmp_path / "cache"))
@@ -266,7 +264,7 @@ def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "run", fake_run)
     tcfg = TrainConfig(**{**TINY, "model": "digits_teacher", "name": "tiny_teacher"})
     paths = []
-    threads = [threading.Thread(target=lambda: paths.append(train_mod.cached_teacher(tcfg))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: paths.append(teachers.cached_teacher(tcfg))) for _ in range(2)]
     threads[0].start()
     started.wait(5)
     threads[1].start()
@@ -283,7 +281,7 @@ def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
 def test_overrides_rebuild_every_config_from_another_base():
     """run_all's subprocesses start from a registered config plus key=value overrides: every registered config
     (and one asking for a TrainConfig default that the base overrides) must come back exactly."""
-    from maskedkd.configs import CONFIGS
+    from maskedkd.experiments import CONFIGS
     from maskedkd.harness import BASE, to_overrides
     cfgs = [get_config(n) for n in CONFIGS] + [get_config("sounds_student_nokd").replace(eval_every=1, seed=2)]
     for base in (BASE, "deit_tiny_nokd"):
@@ -329,3 +327,31 @@ def test_run_all_trains_a_config_listed_twice_once(tmp_path, monkeypatch):
     got = harness.run_all([a, b, a.replace(), a], root=tmp_path, jobs=2)
     assert sorted(launched) == sorted({str(harness.run_dir(tmp_path, c)) for c in (a, b)})
     assert [g["dir"] for g in got] == [str(harness.run_dir(tmp_path, c)) for c in (a, b, a, a)]
+
+
+@pytest.mark.slow
+def test_run_all_subprocesses_find_a_plugin_criterion(tmp_path, monkeypatch):
+    """The bug this guards: a criterion registered with register_criterion in a user's module never reached the
+    runs that run_all starts in subprocesses ("unknown criterion"). One registered in __main__ cannot: it raises."""
+    from maskedkd.harness import plugin_modules, run_all
+    (tmp_path / "user_crit.py").write_text(
+        "import torch\nfrom maskedkd.select import register_criterion\n"
+        "@register_criterion('corner')\ndef corner(scores, k, generator=None):\n"
+        "    return torch.arange(k, device=scores.device).expand(scores.shape[0], k)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    import user_crit  # noqa: F401  (registers "corner" here, as a user's script would)
+    teacher = tmp_path / "t.safetensors"
+    mkd.save_params(mkd.init_params(MODELS["digits_teacher"], seed=5), teacher)
+    cfg = TrainConfig(**{**TINY, "train_size": 32, "test_size": 50}, teacher=str(teacher),
+                      teacher_model="digits_teacher", num_keep=8, criterion="corner", name="plugin")
+    assert plugin_modules([cfg]) == ["user_crit"]
+    s, = run_all([cfg], root=tmp_path / "runs", jobs=1)
+    assert s["num_keep"] == 8 and "teacher_acc_masked" in s["history"][-1]
+    from maskedkd.select import CRITERIA, register_criterion
+    register_criterion("local")(CRITERIA["topk"])  # registered by this module: importable, so it is fine
+    main_fn = lambda scores, k, generator=None: CRITERIA["topk"](scores, k)  # noqa: E731
+    main_fn.__module__ = "__main__"
+    register_criterion("in_main")(main_fn)
+    with pytest.raises(ValueError, match="registered in the running script"):
+        plugin_modules([cfg.replace(criterion="in_main")])

@@ -1,10 +1,12 @@
-"""Experiment configs: `python -m maskedkd.train NAME [key=value ...]` with NAME from CONFIGS, or a path to a
+"""The experiment registry (training recipes by name): `python -m maskedkd.train NAME [key=value ...]` with NAME from CONFIGS, or a path to a
 .py file that defines `CONFIG = TrainConfig(...)`. Each config's docstring names its command, its expected
 result and the paper table it reproduces."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -97,6 +99,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     seed: int = 0
     compile: bool = True
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast everywhere; fp32: none
     threads: int = 0  # torch threads per process; 0: leave torch's default
     # bookkeeping
     out_dir: str = ""  # default runs/NAME
@@ -106,10 +109,25 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps in total (smoke runs); 0: no limit
     eval_masked_teacher: bool = True  # also log the teacher's accuracy on the student-selected test patches
     eval_every: int = 1  # epochs between evaluations; the last epoch is always evaluated
+    eval_teacher_every: int = 1  # epochs between masked-teacher evaluations (at evaluation epochs, and the last)
     name: str = "run"
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
+
+
+# TrainConfig fields that do not change the trained weights
+NOT_HASHED = frozenset({"out_dir", "resume", "ckpt_every", "log_every", "threads", "num_workers", "compile",
+                        "eval_masked_teacher", "eval_every", "eval_teacher_every", "data_path"})
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """Hash of everything that changes the trained weights (not paths, logging or threads): names a run's directory
+    and a cached teacher. Only fields that differ from TrainConfig's defaults enter it, so adding a new field (with
+    a default) keeps old hashes valid."""
+    base = dataclasses.asdict(TrainConfig())
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED and v != base[k]}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _coerce(field, text: str):

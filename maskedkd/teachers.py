@@ -1,0 +1,101 @@
+"""Where a run's teacher comes from, and the view it is seen through.
+
+A teacher (or a fixed scorer model) is either a checkpoint file with its preset name, or "cache:NAME": an embedded
+experiment trained once by the training program and cached by its config hash (the committed artefact in
+maskedkd/assets is used when its recorded hash matches). `teacher_view(cfg, ...)` turns a TrainConfig's teacher
+fields into the one TeacherView the training program distils from and evaluates.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, read_state_dict
+from .experiments import TrainConfig, config_hash, get_config, model_config
+from .select import keep_count, keep_schedule
+from .view import TeacherView
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MASKEDKD_CACHE", Path.home() / ".cache" / "maskedkd"))
+
+
+def cached_teacher(tcfg: TrainConfig) -> Path:
+    """Path of an embedded teacher's weights: the committed artefact if its config hash matches, else the cache,
+    training it there first (same program, no distillation) if it is missing."""
+    h = config_hash(tcfg)
+    shipped = ASSETS / f"{tcfg.name}.safetensors"
+    if shipped.is_file():
+        from safetensors import safe_open
+        with safe_open(str(shipped), "pt") as f:
+            if (f.metadata() or {}).get("config_hash") == h:
+                return shipped
+    path = cache_dir() / "teachers" / f"{tcfg.name}-{h}.safetensors"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one trainer per cache entry: concurrent runs needing the same missing teacher wait for the first one
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            from . import train
+            print(f"[maskedkd] training teacher {tcfg.name} once; it will be cached at {path}", file=sys.stderr)
+            train.run(tcfg.replace(out_dir=str(cache_dir() / "runs" / f"{tcfg.name}-{h}")), final_params_path=path)
+    return path
+
+
+def load_model(ref: str, model: str, num_classes: int, img_size: int | None, device: torch.device, role: str):
+    """(config, params) of a model given as "cache:NAME" or as a checkpoint path with its preset name `model`; its
+    class count must match the data's."""
+    if ref.startswith("cache:"):
+        mcfg = get_config(ref[len("cache:"):])
+        path = cached_teacher(mcfg)
+        arch = model_config(mcfg.model, num_classes)
+    else:
+        if not model:
+            raise ValueError(f"{role}=PATH needs {role}_model=NAME (a preset such as deit_small_patch16_224)")
+        path = ref
+        arch = model_config(model, num_classes, img_size)
+    sd = read_state_dict(path)
+    head = sd.get("head.weight")
+    if head is not None and head.shape[0] != num_classes:
+        raise ValueError(f"{role} {path} has {head.shape[0]} classes but the data has {num_classes}")
+    params = load_checkpoint(sd, arch)
+    return arch, {k: v.to(device) for k, v in params.items()}
+
+
+def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> TeacherView | None:
+    """The TeacherView of a run (None: no distillation): the kept count from num_keep or keep_ratio (keep_count),
+    or per epoch from keep_schedule; criterion, scorer, adaptive budget or ToMe merging as configured."""
+    options = {"num_keep": cfg.num_keep, "keep_ratio": cfg.keep_ratio, "keep_schedule": cfg.keep_schedule,
+               "adaptive_mass": cfg.adaptive_mass, "teacher_tome_r": cfg.teacher_tome_r, "criterion": cfg.criterion,
+               "scorer": cfg.scorer}
+    if not cfg.teacher:
+        fresh = TrainConfig()
+        set_ = {k: v for k, v in options.items() if v != getattr(fresh, k)}
+        if set_:
+            raise ValueError(f"{sorted(set_)} describe what a teacher sees, but the run has no teacher")
+        return None
+    img = cfg.img_size or None
+    t_cfg, params = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher")
+    num_keep = None
+    if cfg.num_keep or cfg.keep_ratio < 1.0:
+        num_keep = cfg.num_keep or keep_count(t_cfg.num_patches, cfg.keep_ratio)
+    schedule = ()
+    if cfg.keep_schedule:
+        if cfg.num_keep or cfg.keep_ratio < 1.0:
+            raise ValueError(f"keep_schedule={cfg.keep_schedule!r} sets the kept count per epoch; it cannot combine "
+                             f"with num_keep={cfg.num_keep} or keep_ratio={cfg.keep_ratio}")
+        schedule = keep_schedule(cfg.keep_schedule, t_cfg.num_patches, cfg.epochs)
+        num_keep = schedule[0]
+    scorer = cfg.scorer
+    if scorer not in ("student", "teacher"):
+        scorer = load_model(cfg.scorer, cfg.scorer_model, num_classes, img, device, "scorer")
+    return TeacherView(t_cfg, params, num_keep, criterion=cfg.criterion, scorer=scorer,
+                       adaptive_mass=cfg.adaptive_mass, tome_r=cfg.teacher_tome_r, schedule=schedule)
