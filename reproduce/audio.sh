@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # See reproduce/README.md and reproduce/audio.py.
-exec bash "$(dirname "$0")/_py.sh" audio.py "$@"
+exec bash "$(dirname "$0")/lib/run_py.sh" audio.py "$@"

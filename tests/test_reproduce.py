@@ -12,7 +12,7 @@ import torch
 import maskedkd as mkd
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "reproduce"))
+sys.path[:0] = [str(ROOT / "reproduce"), str(ROOT / "reproduce" / "lib")]
 
 
 def _env(tmp_path):

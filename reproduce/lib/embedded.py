@@ -20,8 +20,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 def parse_or_full(ap: argparse.ArgumentParser, argv, full_main):
     """The embedded options, or with --full the ImageNet-scale mode: the remaining arguments (--data,
-    --checkpoints, --dry-run, ...; see reproduce/full.py) go to full_main, and None is returned."""
-    ap.add_argument("--full", action="store_true", help="ImageNet scale with real checkpoints (reproduce/full.py)")
+    --checkpoints, --dry-run, ...; see reproduce/lib/full.py) go to full_main, and None is returned."""
+    ap.add_argument("--full", action="store_true", help="ImageNet scale with real checkpoints (reproduce/lib/full.py)")
     args, rest = ap.parse_known_args(argv)
     if args.full:
         full_main(rest)
@@ -53,26 +53,39 @@ def teacher_config(mode: str, task: str = "digits") -> TrainConfig:
 
 def student_run(mode: str, seed: int, num_keep: int | None, *, teacher: bool = True, criterion: str = "topk",
                 scorer: str = "student", task: str = "digits", **extra) -> TrainConfig:
-    """A student run: no KD (teacher=False), logit KD (num_keep None) or MaskedKD with num_keep patches."""
+    """A student run: no KD (teacher=False), logit KD (num_keep None, or every patch) or MaskedKD with num_keep
+    patches; `extra` sets other TrainConfig fields (kd_kind, keep_schedule, adaptive_mass, teacher_tome_r,
+    student_keep). Named by run_name."""
     _, kw = plan(mode, task)
     c = get_config(f"{task}_student_nokd").replace(seed=seed, **kw, **extra)
-    if not teacher:
-        return c.replace(name=f"{task}_student_nokd-s{seed}")
-    t = teacher_config(mode, task)
-    c = c.replace(teacher=f"cache:{t.name}", teacher_model=t.model, criterion=criterion, scorer=scorer)
+    if teacher:
+        t = teacher_config(mode, task)
+        full = num_keep is None or num_keep == MODELS[t.model].num_patches
+        masked = not (full or extra.get("teacher_tome_r") or extra.get("keep_schedule"))
+        c = c.replace(teacher=f"cache:{t.name}", teacher_model=t.model, num_keep=num_keep if masked else 0,
+                      criterion=criterion if masked else "topk", scorer=scorer if masked else "student")
+    return c.replace(name=run_name(c, task))
+
+
+def run_name(c: TrainConfig, task: str = "digits") -> str:
+    """A run's name, read off its config: what the teacher sees (no KD, full KD, kept count, schedule, adaptive
+    budget, ToMe r, or the student masked instead), then the non-default criterion, scorer and kd kind, then the
+    seed. The name is part of the config hash, so these names are the cache keys of every finished run."""
     kind = "" if c.kd_kind == "soft" else f"-{c.kd_kind}"
-    tag = ("" if criterion == "topk" else f"-{criterion}") + ("" if scorer == "student" else
-                                                            f"-by-{scorer.replace('cache:', '')}")
-    if extra.get("adaptive_mass"):
-        return c.replace(name=f"{task}_student_adaptive{int(100 * extra['adaptive_mass'])}max{num_keep}{kind}-s{seed}",
-                         num_keep=num_keep)
-    if extra.get("teacher_tome_r"):
-        return c.replace(name=f"{task}_student_tome{extra['teacher_tome_r']}{kind}-s{seed}", num_keep=0)
-    if extra.get("keep_schedule"):
-        spec = extra["keep_schedule"].replace(":", "to").replace("*", "x").replace(",", "-")  # "100*3,50" -> 100x3-50
-        return c.replace(name=f"{task}_student_sched{spec}{kind}-s{seed}", num_keep=0)
-    if extra.get("student_keep"):
-        return c.replace(name=f"{task}_student_studentkeep{extra['student_keep']}-s{seed}")
-    if num_keep is None or num_keep == MODELS[t.model].num_patches:
-        return c.replace(name=f"{task}_student_kd{kind}-s{seed}", scorer="student", criterion="topk")
-    return c.replace(name=f"{task}_student_keep{num_keep}{tag}{kind}-s{seed}", num_keep=num_keep)
+    if not c.teacher:
+        what = "nokd"
+    elif c.adaptive_mass:
+        what = f"adaptive{int(100 * c.adaptive_mass)}max{c.num_keep}{kind}"
+    elif c.teacher_tome_r:
+        what = f"tome{c.teacher_tome_r}{kind}"
+    elif c.keep_schedule:  # "100*3,50" -> 100x3-50
+        what = "sched" + c.keep_schedule.replace(":", "to").replace("*", "x").replace(",", "-") + kind
+    elif c.student_keep:
+        what = f"studentkeep{c.student_keep}"
+    elif not c.num_keep:
+        what = f"kd{kind}"
+    else:
+        tag = ("" if c.criterion == "topk" else f"-{c.criterion}") + (
+            "" if c.scorer == "student" else f"-by-{c.scorer.replace('cache:', '')}")
+        what = f"keep{c.num_keep}{tag}{kind}"
+    return f"{task}_student_{what}-s{c.seed}"

@@ -1,9 +1,0 @@
-#!/usr/bin/env bash
-# Runs reproduce/SCRIPT.py from the repository root with the project's venv when there is one
-# (python3 -m venv .venv && .venv/bin/pip install -e .), offline.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
-export HF_HUB_OFFLINE=1 PYTHONPATH="$PWD/reproduce${PYTHONPATH:+:$PYTHONPATH}"
-script="$1"; shift
-exec "$PY" "reproduce/$script" "$@"

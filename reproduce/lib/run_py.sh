@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs reproduce/SCRIPT.py (the program behind reproduce/SCRIPT.sh; shared helpers in reproduce/lib) from the repository root with the project's venv when there is one
+# (python3 -m venv .venv && .venv/bin/pip install -e .), offline.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
+export HF_HUB_OFFLINE=1 PYTHONPATH="$PWD/reproduce:$PWD/reproduce/lib${PYTHONPATH:+:$PYTHONPATH}"
+script="$1"; shift
+exec "$PY" "reproduce/$script" "$@"
