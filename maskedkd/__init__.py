@@ -14,6 +14,7 @@ from .ast import (AST_PRESETS, DEIT_SOURCES, adapt_pos_embed, ast_config, ast_fr
 from .attention import block, cls_attention_scores, drop_path
 from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint, save_params
 from .config import PRESETS, ViTConfig, vit_config
+from .from_timm import config_from_timm, drop_path_from_timm, params_from_timm
 from .flops import IMAGENET_TRAIN_IMAGES, block_macs, cait_macs, counted_macs, macs, pflops, training_ledger
 from .losses import attention_loss, cross_entropy, kd_divergence, kd_loss, kd_loss_terms, manifold_loss
 from .model import (embed, forward, forward_tokens, gather_patches, init_params, param_shapes, run_blocks,
@@ -34,4 +35,5 @@ __all__ = [
     "IMAGENET_TRAIN_IMAGES", "ast_config", "AST_PRESETS", "DEIT_SOURCES", "deit_source_config", "convert_hf_ast",
     "adapt_pos_embed", "ast_from_deit", "make_train_step", "TeacherView", "TeacherOut", "forward_tokens",
     "adaptive_budget", "manifold_loss", "attention_loss", "tome_forward", "tome_macs", "bipartite_merge", "make_loss_fn", "make_optimizer", "cosine_lr",
+    "config_from_timm", "params_from_timm", "drop_path_from_timm",
 ]

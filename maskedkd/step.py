@@ -69,18 +69,10 @@ def resolve_view(teacher_cfg: ViTConfig | None, teacher: Params | None, num_keep
     return TeacherView(teacher_cfg, teacher, num_keep)
 
 
-def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None, *,
-                 num_keep: int | None = None, view: TeacherView | None = None, kd_weight: float = 0.5,
-                 temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
-                 feature_weight: float = 1.0, drop_path: float = 0.0, student_keep: int | None = None,
-                 precision: str = "auto") -> Callable:
-    """(params, x, y) -> (loss, metrics): the whole objective as one pure function. The teacher is `view` (see
-    maskedkd.view: criterion, scorer, adaptive budget, ToMe, schedule), or for plain MaskedKD just num_keep.
-    kind="manifold" / "attention" add a feature term on the kept patches: the student's last-block patch tokens
-    (or CLS attention) gathered at the teacher's kept indices [digest 2.8]. student_keep=k is the paper's opposite
-    ablation [digest 2.5 right]: the STUDENT trains on k random patches and the teacher sees the full image."""
-    view = resolve_view(teacher_cfg, teacher, num_keep, view)
-    view = view and view.for_student(student_cfg)
+def check_options(student_cfg: ViTConfig, view: TeacherView | None, kind: str, student_keep: int | None,
+                  precision: str) -> str | None:
+    """Raise for loss options that cannot combine; return the teacher features the loss needs (None, "tokens" or
+    "attention")."""
     features = {"manifold": "tokens", "attention": "attention"}.get(kind)
     if student_cfg.head == "token_dist":
         raise ValueError(f"student {student_cfg.name!r} has a distillation token: DeiT trains each of its heads with "
@@ -95,6 +87,22 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
             raise ValueError("mask the student (student_keep) or the teacher (a view with num_keep), not both")
         if not 1 <= student_keep <= student_cfg.num_patches:
             raise ValueError(f"student_keep={student_keep} is out of range 1..{student_cfg.num_patches}")
+    return features
+
+
+def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None, *,
+                 num_keep: int | None = None, view: TeacherView | None = None, kd_weight: float = 0.5,
+                 temperature: float = 1.0, kind: str = "soft", kl_reduction: str = "batchmean",
+                 feature_weight: float = 1.0, drop_path: float = 0.0, student_keep: int | None = None,
+                 precision: str = "auto") -> Callable:
+    """(params, x, y) -> (loss, metrics): the whole objective as one pure function. The teacher is `view` (see
+    maskedkd.view: criterion, scorer, adaptive budget, ToMe, schedule), or for plain MaskedKD just num_keep.
+    kind="manifold" / "attention" add a feature term on the kept patches: the student's last-block patch tokens
+    (or CLS attention) gathered at the teacher's kept indices [digest 2.8]. student_keep=k is the paper's opposite
+    ablation [digest 2.5 right]: the STUDENT trains on k random patches and the teacher sees the full image."""
+    view = resolve_view(teacher_cfg, teacher, num_keep, view)
+    view = view and view.for_student(student_cfg)
+    features = check_options(student_cfg, view, kind, student_keep, precision)
     n_s = student_cfg.num_prefix_tokens
 
     def loss_fn(params: Params, x: torch.Tensor, y: torch.Tensor):
@@ -120,10 +128,9 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
                               kl_reduction=kl_reduction, features=feats, feature_weight=feature_weight)
         target = y if y.ndim == 1 else y.argmax(dim=-1)
         pred = logits.argmax(dim=-1)
+        kept = t.num_kept.mean() if t is not None else torch.tensor(float(student_cfg.num_patches), device=x.device)
         metrics = {"ce": terms["ce"].detach(), "kd": terms["kd"].detach(), "feat": terms["feat"].detach(),
-                   "student_acc": (pred == target).float().mean(),
-                   "kept_tokens": t.num_kept.mean() if t is not None else
-                   torch.tensor(float(student_cfg.num_patches), device=x.device)}
+                   "student_acc": (pred == target).float().mean(), "kept_tokens": kept}
         if student_keep is not None:
             metrics["student_kept_tokens"] = torch.tensor(float(student_keep), device=x.device)
         if t is not None:

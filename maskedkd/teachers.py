@@ -70,6 +70,30 @@ def load_model(ref: str, model: str, num_classes: int, img_size: int | None, dev
     return arch, {k: v.to(device) for k, v in params.items()}
 
 
+# Input normalisation a model family was trained with, where it is not ImageNet's (timm's data configs): the
+# CLIP image towers expect OpenAI's mean/std (timm OPENAI_CLIP_MEAN / OPENAI_CLIP_STD).
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
+def input_norm(model_cfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return CLIP_NORM if model_cfg.name.startswith("vit_base_patch16_clip") else IMAGENET_NORM
+
+
+def fold_input_norm(params: dict, data_norm, model_norm) -> dict:
+    """Parameters that map inputs normalised with data_norm as the model expects model_norm: the per-channel
+    affine x_m = x_d * s_d / s_m + (m_d - m_m) / s_m is folded into the (linear, unpadded) patch embedding, so a CLIP
+    teacher reads the ImageNet-normalised batch the student reads, with no extra pass over the images."""
+    (m_d, s_d), (m_m, s_m) = (tuple(torch.tensor(v, dtype=torch.float64) for v in n) for n in (data_norm, model_norm))
+    if torch.equal(m_d, m_m) and torch.equal(s_d, s_m):
+        return params
+    w = params["patch_embed.proj.weight"]
+    scale, shift = (s_d / s_m).to(w), ((m_d - m_m) / s_m).to(w)
+    bias = params.get("patch_embed.proj.bias", torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
+    return {**params, "patch_embed.proj.weight": w * scale[None, :, None, None],
+            "patch_embed.proj.bias": bias + torch.einsum("d c p q, c -> d", w, shift)}
+
+
 def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> TeacherView | None:
     """The TeacherView of a run (None: no distillation): the kept count from num_keep or keep_ratio (keep_count),
     or per epoch from keep_schedule; criterion, scorer, adaptive budget or ToMe merging as configured."""
@@ -84,6 +108,8 @@ def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> Te
         return None
     img = cfg.img_size or None
     t_cfg, params = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher")
+    if cfg.data == "imagefolder":  # the data path normalises with ImageNet's mean/std (timm's DeiT transforms)
+        params = fold_input_norm(params, IMAGENET_NORM, input_norm(t_cfg))
     num_keep = None
     if cfg.num_keep or cfg.keep_ratio < 1.0:
         num_keep = cfg.num_keep or keep_count(t_cfg.num_patches, cfg.keep_ratio)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from .attention import Params, layer_norm, linear
+from .attention import Params, layer_norm, linear, mlp
 from .config import ViTConfig
 from .flops import macs
 from .model import embed, head
@@ -60,14 +60,20 @@ def tome_block(x: torch.Tensor, size: torch.Tensor, params: Params, i: int, cfg:
     x = x + o
     x, size = bipartite_merge(x, size, rearrange(k, "b h n d -> b n h d").mean(2), r, cfg.num_prefix_tokens)
     h = layer_norm(x, params, f"{pre}.norm2", cfg.norm_eps)
-    h = linear(F.gelu(linear(h, params, f"{pre}.mlp.fc1")), params, f"{pre}.mlp.fc2")
+    h = mlp(h, params, f"{pre}.mlp", cfg)
     if cfg.layer_scale is not None:
         h = h * params[f"{pre}.ls2.gamma"]
     return x + h, size
 
 
+def check_tome(cfg: ViTConfig) -> None:
+    if cfg.family != "vit":
+        raise ValueError(f"ToMe merging is implemented for plain ViT blocks, not family={cfg.family!r} ({cfg.name})")
+
+
 def tome_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, r: int) -> torch.Tensor:
     """x -> logits (b C) of the model merging r patch tokens in every block (r=0: the plain forward)."""
+    check_tome(cfg)
     prefix, patches = embed(params, x, cfg)
     tokens = torch.cat([prefix, patches], dim=1)
     size = torch.ones(tokens.shape[0], tokens.shape[1], 1, device=x.device, dtype=tokens.dtype)
@@ -79,6 +85,7 @@ def tome_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, r: int) -> tor
 def tome_macs(cfg: ViTConfig, r: int) -> int:
     """MACs per sample with r merges per block: attention over the block's input tokens, MLP over the merged
     ones (the matching itself, ~(n/2)^2 c per block, is left out as ToMe does)."""
+    check_tome(cfg)
     d, m = cfg.embed_dim, cfg.mlp_hidden
     n_patch = cfg.num_patches
     total = macs(cfg, 1) - cfg.depth * (4 * (cfg.num_prefix_tokens + 1) * d * d

@@ -75,6 +75,8 @@ class TeacherView:
                                      ("scorer", self.scorer)) if v != TeacherView.__dataclass_fields__[k].default}
             if bad:
                 raise ValueError(f"tome_r={self.tome_r} merges tokens in the full teacher; it cannot combine with {bad}")
+            from .tome import check_tome
+            check_tome(self.cfg)
         if self.num_keep is None and not self.schedule and (self.criterion, self.scorer) != ("topk", "student"):
             raise ValueError(f"criterion={self.criterion!r} and scorer={self.scorer!r} choose patches to keep; with "
                              f"num_keep=None the teacher sees every patch")

@@ -232,3 +232,19 @@ def test_integer_images_are_refused_naming_the_dtype():
     params = mkd.init_params(S)
     with pytest.raises(ValueError, match="torch.uint8 is not a floating-point type"):
         mkd.forward(params, torch.zeros(2, 1, 16, 16, dtype=torch.uint8), S)
+
+
+def test_clip_teacher_reads_imagenet_normalised_input_through_a_folded_patch_embedding():
+    """A CLIP teacher expects OpenAI's mean/std; folding the re-normalisation into its patch embedding gives on the
+    ImageNet-normalised batch exactly the logits it gives on the CLIP-normalised batch."""
+    from maskedkd.teachers import CLIP_NORM, IMAGENET_NORM, fold_input_norm, input_norm
+    cfg = mkd.vit_config("vit_base_patch16_clip_224", img_size=32, depth=1, embed_dim=32, num_heads=2,
+                         num_classes=5)
+    assert input_norm(cfg) == CLIP_NORM and input_norm(T) == IMAGENET_NORM
+    params = mkd.init_params(cfg, seed=0)
+    img = torch.rand(2, 3, 32, 32)
+    norm = lambda x, n: (x - torch.tensor(n[0])[:, None, None]) / torch.tensor(n[1])[:, None, None]  # noqa: E731
+    want = mkd.forward(params, norm(img, CLIP_NORM), cfg)
+    got = mkd.forward(fold_input_norm(params, IMAGENET_NORM, CLIP_NORM), norm(img, IMAGENET_NORM), cfg)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert fold_input_norm(params, IMAGENET_NORM, IMAGENET_NORM) is params

@@ -33,6 +33,11 @@ TEACHER_FILES = {  # [digest 3.4]
     "DeiT3-S": ("deit_3_small_224_1k.pth", "deit3_small_patch16_224.fb_in1k.safetensors"),
     "DeiT3-B": ("deit_3_base_224_1k.pth", "deit3_base_patch16_224.fb_in1k.safetensors"),
     "DeiT3-L": ("deit_3_large_224_1k.pth", "deit3_large_patch16_224.fb_in1k.safetensors"),
+    # CaiT-S24: the official code loads a local ./S24_224.pth (DeiT repo's release); timm's tag is fb_dist_in1k
+    "CaiT-S24": ("S24_224.pth", "cait_s24_224.fb_dist_in1k.safetensors"),
+    # CLIP-B/16: which ImageNet fine-tune the paper used is [UNKNOWN] (digest 3.4); timm's two in1k fine-tunes
+    "CLIP-B/16": ("vit_base_patch16_clip_224.openai_ft_in1k.safetensors",
+                  "vit_base_patch16_clip_224.laion2b_ft_in1k.safetensors"),
 }
 FEATURE_KD = {"Manifold": "manifold", "Attention": "attention"}  # table-1 method -> TrainConfig.kd_kind
 ASSUMED_TFLOPS = 125.0  # sustained bf16 TFLOP/s per GPU assumed for the estimate (~40% of an A100's peak)
@@ -57,7 +62,7 @@ def plan_rows() -> list[FullRow]:
         elif base == "G2SD":
             fr.why_not = "G2SD distillation not implemented"
         elif r.teacher is not None and r.teacher not in TEACHER_FILES:
-            fr.why_not = f"teacher {r.teacher} not supported (CaiT: no architecture; CLIP: no loader)"
+            fr.why_not = f"teacher {r.teacher} has no checkpoint file names here"
         out.append(fr)
     return out
 
