@@ -142,19 +142,30 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
     return loss_fn
 
 
+def allow_compiled_graphs(count: int) -> None:
+    """Let Dynamo keep `count` compiled graphs of the step (one per kept count: a keep schedule has one per distinct
+    count) and fail, rather than fall back to eager in silence, past that. Dynamo caches graphs per code object and
+    every step shares one (torch.func's wrapper), so its default limit of 8 would leave a schedule's later counts
+    uncompiled. Each distinct count costs one compilation."""
+    cfg = torch._dynamo.config
+    cfg.recompile_limit = max(cfg.recompile_limit, count + 2)
+    cfg.fail_on_recompile_limit_hit = True
+
+
 def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None,
-                    *, compile: bool = True, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None,
+                    *, compile: bool | str = True, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None,
                     **loss_options) -> Callable:
     """A step `(params, optimizer, x, y) -> metrics dict` (loss, ce, kd, feat, kept_tokens, student_acc, agreement,
     teacher_acc; 0-d tensors, no host sync). loss_options go to make_loss_fn (num_keep, view, kd_weight, ...).
-    The gradient function is torch.compile-d once for a static kept count; bf16 autocast on CUDA (selection
+    The gradient function is torch.compile-d once for a static kept count (compile may name a torch.compile backend;
+    see allow_compiled_graphs for schedules); bf16 autocast on CUDA (selection
     scores stay fp32), fp32 on CPU unless precision="bf16". `grad_sync` all-reduces the gradients for data
     parallelism (see `maskedkd.train`). Parameters may require grad (as a Module's do): the step differentiates
     detached copies with torch.func and writes the gradients to the given tensors' .grad."""
     loss_fn = make_loss_fn(student_cfg, teacher_cfg, teacher, **loss_options)
     grad_fn = torch.func.grad_and_value(loss_fn, has_aux=True)
     if compile:
-        grad_fn = torch.compile(grad_fn)
+        grad_fn = torch.compile(grad_fn, **({"backend": compile} if isinstance(compile, str) else {}))
 
     def step(params: Params, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
         grads, (loss, metrics) = grad_fn({k: p.detach() for k, p in params.items()}, x, y)

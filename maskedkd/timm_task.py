@@ -54,7 +54,8 @@ from .view import TeacherOut, TeacherView
 class StudentWithScores(nn.Module):
     """The trainable module: a timm student run by the functional core on its own Parameters.
     forward(x (b c h w)) -> (logits (b C), last-block CLS scores (b n) or None when no scores are wanted);
-    drop path at the module's own rate in train mode (`drop_path_from_timm`)."""
+    drop path at the module's own rate in train mode (`drop_path_from_timm`). The Parameters are looked up once (and
+    again after .to() / .cuda()), as DDP and the optimizer hold them: replacing a Parameter object needs a new task."""
 
     def __init__(self, student: nn.Module, cfg: ViTConfig, *, want_scores: bool = True):
         super().__init__()
@@ -62,9 +63,15 @@ class StudentWithScores(nn.Module):
         self.cfg = cfg
         self.want_scores = want_scores
         self.drop_path = drop_path_from_timm(student, cfg)
+        self._params = dict(student.named_parameters())
+
+    def _apply(self, fn, *args, **kwargs):
+        result = super()._apply(fn, *args, **kwargs)
+        self._params = dict(self.student.named_parameters())
+        return result
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        params = dict(self.student.named_parameters())
+        params = self._params
         drop = self.drop_path if self.training else 0.0
         if self.want_scores:
             return student_forward(params, x, self.cfg, drop_path=drop)

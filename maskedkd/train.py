@@ -24,7 +24,7 @@ from .checkpoint import save_checkpoint, save_params
 from .data.loaders import build_data
 from .experiments import TrainConfig, apply_overrides, config_hash, get_config, model_config
 from .model import forward, init_params, student_forward
-from .step import cosine_lr, make_optimizer, make_train_step
+from .step import allow_compiled_graphs, cosine_lr, make_optimizer, make_train_step
 from .teachers import teacher_view
 
 
@@ -113,8 +113,10 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     base_lr = cfg.lr * cfg.batch_size / 512
     opt = make_optimizer(params, lr=base_lr, weight_decay=cfg.weight_decay)
 
-    # one (compiled) step per kept count: a fixed run has one, a keep schedule a few
+    # one (compiled) step per kept count: a fixed run has one, a keep schedule one per distinct count
     steps: dict = {}
+    if cfg.compile:
+        allow_compiled_graphs(len(set(view.schedule)) if view is not None and view.schedule else 1)
 
     def step_for(v):
         k = None if v is None else v.num_keep

@@ -202,7 +202,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--check-steps", type=int, help="steps of the compiled == eager check (default 20; smoke 3)")
     ap.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, overriding the table")
     ap.add_argument("--out", type=Path, default=Path("results/gpu_check.json"))
-    ap.add_argument("--warm-cache", action="store_true", help="keep the default inductor cache (compile s may be warm)")
+    ap.add_argument("--warm-cache", action="store_true",
+                    help="keep the default inductor cache (then compile s may be warm; --cpu-smoke always does)")
     ap.add_argument("--cpu-smoke", action="store_true", help="run the whole path on CPU with tiny 2-block ViTs")
     args = ap.parse_args(argv)
     smoke = args.cpu_smoke
@@ -230,7 +231,8 @@ def setup(args) -> tuple[torch.device, str, mkd.ViTConfig, mkd.ViTConfig, str]:
 def main(argv=None) -> dict:
     args = parse(argv)
     device, precision, s_cfg, t_cfg, gpu = setup(args)
-    if not args.warm_cache:  # a fresh inductor (and triton) cache: "compile s" is a cold compile
+    cold = not (args.warm_cache or args.cpu_smoke)
+    if cold:  # a fresh inductor (and triton) cache: "compile s" is a cold compile
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="gpu_check_inductor_")
     num_keep = mkd.keep_count(s_cfg.num_patches, 0.5)
     print(f"{gpu}: {s_cfg.name} student <- {t_cfg.name} teacher, batch {args.batch}, {num_keep} of "
@@ -268,8 +270,7 @@ def main(argv=None) -> dict:
         print(f"[3] {k:22s} compile (first call) {r['compile_s']:6.1f} s, peak memory {mem}")
 
     sec = interleaved(calls, args.iters, device)
-    tflops, peak_source = peak_tflops(gpu, args.peak_tflops) if device.type == "cuda" or args.peak_tflops \
-        else (None, "no GPU: pass --peak-tflops")
+    tflops, peak_source = peak_tflops(gpu if device.type == "cuda" else "", args.peak_tflops)
     flops = {"vanilla_kd": step_flops(s_cfg, t_cfg, None, args.batch),
              "maskedkd": step_flops(s_cfg, t_cfg, num_keep, args.batch)}
     led = mkd.training_ledger(s_cfg, t_cfg, num_keep)
@@ -285,7 +286,7 @@ def main(argv=None) -> dict:
          "mfu_vanilla": mfu(flops["vanilla_kd"], sec["vanilla_kd"], tflops),
          "mfu_maskedkd": mfu(flops["maskedkd"], sec["maskedkd"], tflops),
          "compile_s_vanilla": runners["vanilla_kd"]["compile_s"], "compile_s_maskedkd": masked["compile_s"],
-         "cold_cache": not args.warm_cache,
+         "cold_cache": cold,
          "peak_gib_vanilla": peaks["vanilla_kd"], "peak_gib_maskedkd": peaks["maskedkd"],
          "check": check,
          "teacher_bf16": {**t_prec, "error": bf16_error, "ms_maskedkd_fp32_teacher": 1e3 * sec["maskedkd"]}}

@@ -200,3 +200,19 @@ def test_analysis_scripts_smoke(script, files, tmp_path):
         assert len(hist) == 1 and [h["num_keep"] for h in hist[0]] == [None, 32]
     if script == "ablation_student":
         assert "| 32 |" in md
+
+
+def test_full_gpu_hours_include_evaluation():
+    """--dry-run estimates count evaluation: the student's forward on the 50k validation images every eval_every
+    epochs, the masked teacher's every eval_teacher_every (ImageNet configs: 10) and after the last epoch."""
+    import full
+    from maskedkd.experiments import get_config
+    per_h = 125e12 * 3600  # ASSUMED_TFLOPS
+    nokd = get_config("deit_tiny_nokd")
+    _, ev = full.gpu_hours(nokd, parts=True)
+    assert ev == pytest.approx(2 * 50_000 * mkd.macs(mkd.vit_config("deit_tiny_patch16_224")) * 300 / per_h)
+    cfg = get_config("deit_tiny_deit_small_maskedkd50").replace(teacher="t.pth")
+    tr, ev = full.gpu_hours(cfg, parts=True)
+    s, t = mkd.macs(mkd.vit_config("deit_tiny_patch16_224")), mkd.macs(mkd.vit_config("deit_small_patch16_224"), 98)
+    assert ev == pytest.approx(2 * 50_000 * (s * 300 + t * 30) / per_h)
+    assert tr == pytest.approx(2 * (3 * s + t) * mkd.IMAGENET_TRAIN_IMAGES * 300 / per_h)

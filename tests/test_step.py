@@ -248,3 +248,26 @@ def test_clip_teacher_reads_imagenet_normalised_input_through_a_folded_patch_emb
     got = mkd.forward(fold_input_norm(params, IMAGENET_NORM, CLIP_NORM), norm(img, IMAGENET_NORM), cfg)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert fold_input_norm(params, IMAGENET_NORM, IMAGENET_NORM) is params
+
+
+def test_every_count_of_a_keep_schedule_stays_compiled():
+    """The bug this guards: a linear keep schedule asks for one graph per distinct kept count, all steps share
+    one code object, and Dynamo stopped compiling after 8 (the rest ran eager, in silence). 10 counts, 10 graphs."""
+    from torch._dynamo.utils import counters
+
+    from maskedkd.step import allow_compiled_graphs
+    teacher, x, y = _teacher(), *_batch()
+    counts = mkd.keep_schedule("10:70", 16, 10)
+    assert len(set(counts)) == 10
+    old = torch._dynamo.config.recompile_limit, torch._dynamo.config.fail_on_recompile_limit_hit
+    try:
+        torch._dynamo.reset()
+        counters.clear()
+        allow_compiled_graphs(len(set(counts)))
+        for k in counts:
+            params = mkd.init_params(S, seed=0)
+            make_train_step(S, T, teacher, num_keep=k, compile="eager")(params, make_optimizer(params, lr=1e-3), x, y)
+        assert counters["stats"]["unique_graphs"] == 10
+    finally:
+        torch._dynamo.config.recompile_limit, torch._dynamo.config.fail_on_recompile_limit_hit = old
+        torch._dynamo.reset()

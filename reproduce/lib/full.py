@@ -80,10 +80,23 @@ def train_config(fr: FullRow, data: str, teacher_path: str | None, epochs: int, 
     return c
 
 
-def gpu_hours(cfg) -> float:
-    """GPU-hours of one run at ASSUMED_TFLOPS, from its MACs per image (harness.run_macs) over ImageNet-1k."""
-    flops = 2 * sum(run_macs(cfg).values()) * mkd.IMAGENET_TRAIN_IMAGES * cfg.epochs
-    return flops / (ASSUMED_TFLOPS * 1e12) / 3600
+IMAGENET_VAL_IMAGES = 50_000  # ImageNet-1k validation set
+
+
+def gpu_hours(cfg, *, parts: bool = False):
+    """GPU-hours of one run at ASSUMED_TFLOPS, from its MACs per image (harness.run_macs): training over ImageNet-1k
+    train for cfg.epochs, plus evaluation over the validation set (the student's forward every eval_every epochs
+    and after the last; with eval_masked_teacher, the teacher on its view every eval_teacher_every evaluations'
+    epochs). parts=True returns (train, eval) hours."""
+    m = run_macs(cfg)
+    train = 2 * sum(m.values()) * mkd.IMAGENET_TRAIN_IMAGES * cfg.epochs
+    epochs = range(1, cfg.epochs + 1)
+    evals = [e for e in epochs if e % cfg.eval_every == 0 or e == cfg.epochs]
+    t_evals = [e for e in evals if cfg.eval_masked_teacher and cfg.teacher and
+               (e % cfg.eval_teacher_every == 0 or e == cfg.epochs)]
+    evaluation = 2 * IMAGENET_VAL_IMAGES * (m["student"] / 3 * len(evals) + (m["teacher"] + m["scorer"]) * len(t_evals))
+    train_h, eval_h = (f / (ASSUMED_TFLOPS * 1e12) / 3600 for f in (train, evaluation))
+    return (train_h, eval_h) if parts else train_h + eval_h
 
 
 def find_teacher(ckpt_dir: Path, teacher: str) -> Path | None:
@@ -103,8 +116,9 @@ def launch(cfg, args, what: str) -> tuple[dict | None, float]:
     cmd = launcher() + ["deit_tiny_nokd", *to_overrides(cfg, "deit_tiny_nokd")]
     if args.tiny:
         cfg = tiny(cfg)
-    hours = gpu_hours(cfg)
-    print(f"{what}: ~{hours:.0f} GPU-h\n  {' '.join(cmd)}")
+    train_h, eval_h = gpu_hours(cfg, parts=True)
+    hours = train_h + eval_h
+    print(f"{what}: ~{hours:.0f} GPU-h (evaluation {eval_h:.1f})\n  {' '.join(cmd)}")
     if args.dry_run:
         return None, hours
     if args.tiny:
