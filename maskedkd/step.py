@@ -45,12 +45,25 @@ def cosine_lr(step: int, *, total_steps: int, warmup_steps: int, base_lr: float,
 
 def _autocast(device_type: str, precision: str):
     """bf16 autocast on CUDA ("auto") or wherever asked ("bf16"); fp32 otherwise."""
-    if precision == "bf16" or (precision == "auto" and device_type == "cuda"):
+    if uses_bf16(device_type, precision):
         return torch.autocast(device_type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def uses_bf16(device_type: str, precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and device_type == "cuda")
+
+
+def cast_matmul_weights(params: Params, dtype: torch.dtype = torch.bfloat16) -> Params:
+    """A frozen model's matmul weights (every '*.weight' of 2 or more dims: linears, patch filters, talking heads)
+    cast once to dtype: what autocast would cast at every step, so the model's outputs under autocast are the same,
+    its weights take half the memory and no cast kernel runs per step. Norms, biases, position embeddings and
+    tokens stay fp32 (autocast keeps them fp32 too); for a teacher or a fixed scorer, never a trained student."""
+    return {k: v.to(dtype) if k.endswith(".weight") and v.ndim >= 2 and v.is_floating_point() else v
+            for k, v in params.items()}
 
 
 def resolve_view(teacher_cfg: ViTConfig | None, teacher: Params | None, num_keep: int | None,

@@ -51,6 +51,14 @@ from .select import keep_count
 from .view import TeacherOut, TeacherView
 
 
+def _register_einops_types() -> None:
+    """einops caches its backend per tensor type; a type first met inside a compiled call (nn.Parameter: the patch
+    filters) fails a guard and recompiles the whole forward once. Registering both types first avoids that."""
+    from einops import rearrange
+    for t in (torch.zeros(1), nn.Parameter(torch.zeros(1))):
+        rearrange(t, "a -> a")
+
+
 class StudentWithScores(nn.Module):
     """The trainable module: a timm student run by the functional core on its own Parameters.
     forward(x (b c h w)) -> (logits (b C), last-block CLS scores (b n) or None when no scores are wanted);
@@ -143,6 +151,7 @@ class MaskedLogitDistillationTask(LogitDistillationTask):
         self._same_norm = bool(torch.equal(self.student_mean.cpu(), self.teacher.mean_kd.cpu())
                                and torch.equal(self.student_std.cpu(), self.teacher.std_kd.cpu()))
         self._teacher_fn = self._masked_teacher
+        _register_einops_types()
 
     @property
     def view(self) -> TeacherView:

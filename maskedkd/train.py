@@ -24,7 +24,8 @@ from .checkpoint import save_checkpoint, save_params
 from .data.loaders import build_data
 from .experiments import TrainConfig, apply_overrides, config_hash, get_config, model_config
 from .model import forward, init_params, student_forward
-from .step import allow_compiled_graphs, cosine_lr, make_optimizer, make_train_step
+from .step import (allow_compiled_graphs, cast_matmul_weights, cosine_lr, make_optimizer, make_train_step,
+                   uses_bf16)
 from .teachers import teacher_view
 
 
@@ -96,6 +97,9 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     # data, the teacher (the view it is seen through; None: no distillation), the student
     data = build_data(cfg, rank, world)
     view = teacher_view(cfg, data.num_classes, device)
+    if view is not None and uses_bf16(device.type, cfg.precision):  # cast once what autocast casts every step
+        scorer = view.scorer if isinstance(view.scorer, str) else (view.scorer[0], cast_matmul_weights(view.scorer[1]))
+        view = view.replace(params=cast_matmul_weights(view.params), scorer=scorer)
     s_model = model_config(cfg.model, data.num_classes, cfg.img_size or None)
     ckpt_path = out / "checkpoint.pt"
     state = None

@@ -271,3 +271,21 @@ def test_every_count_of_a_keep_schedule_stays_compiled():
     finally:
         torch._dynamo.config.recompile_limit, torch._dynamo.config.fail_on_recompile_limit_hit = old
         torch._dynamo.reset()
+
+
+def test_teacher_matmul_weights_cast_once_give_the_same_outputs_under_autocast():
+    """Casting a teacher's matmul weights to bf16 once gives, under bf16 autocast, bit-identical logits and kept
+    patches to fp32 weights that autocast casts at every call (on the CPU here; the same rule on CUDA)."""
+    from maskedkd.step import cast_matmul_weights
+    teacher, params = _teacher(), mkd.init_params(S, seed=0)
+    x, y = _batch()
+    cast = cast_matmul_weights(teacher)
+    assert cast["blocks.0.attn.qkv.weight"].dtype == torch.bfloat16 and cast["pos_embed"].dtype == torch.float32
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, scores = mkd.student_forward(params, x, S)
+        a = mkd.TeacherView(T, teacher, 6)(x, scores)
+        b = mkd.TeacherView(T, cast, 6)(x, scores)
+    assert torch.equal(a.keep_idx, b.keep_idx) and torch.equal(a.logits, b.logits)
+    la = make_loss_fn(S, T, teacher, num_keep=6, precision="bf16")(params, x, y)[0]
+    lb = make_loss_fn(S, T, cast, num_keep=6, precision="bf16")(params, x, y)[0]
+    assert torch.equal(la, lb)

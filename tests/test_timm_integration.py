@@ -325,10 +325,11 @@ def test_compiled_task_trains_like_the_eager_task():
             assert task.get_eval_model() is eval_model and eval_model._orig_mod is s
         losses = []
         x, y = _x(), _y()
-        for _ in range(3):
-            out = task(x, y)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
+        for i in range(3):
+            with torch._dynamo.config.patch(error_on_recompile=i > 0):  # one graph each, compiled once
+                out = task(x, y)
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
             opt.step()
             losses.append(out["loss"].detach())
         runs[compiled] = (torch.stack(losses), dict(s.named_parameters()))
