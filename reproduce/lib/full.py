@@ -103,6 +103,14 @@ def find_teacher(ckpt_dir: Path, teacher: str) -> Path | None:
     return next((ckpt_dir / n for n in TEACHER_FILES[teacher] if (ckpt_dir / n).is_file()), None)
 
 
+def locate_teacher(checkpoints: str, teacher: str | None, why_not: str = "") -> tuple[Path | None, str]:
+    """(the teacher's file or None, "") for a run that can go ahead, or (None, why it is skipped)."""
+    if why_not or teacher is None:
+        return None, why_not
+    path = find_teacher(Path(checkpoints), teacher)
+    return (path, "") if path else (None, f"teacher file missing: one of {TEACHER_FILES[teacher]} in {checkpoints}")
+
+
 def launcher() -> list[str]:
     """torchrun over the visible GPUs, or one plain process without any."""
     ngpu = torch.cuda.device_count()
@@ -152,12 +160,7 @@ def main(argv=None):
             continue
         r = fr.row
         epochs = args.epochs or r.epochs
-        status = fr.why_not
-        path = None
-        if not status and r.teacher is not None:
-            path = find_teacher(Path(args.checkpoints), r.teacher)
-            if path is None:
-                status = f"teacher file missing: one of {TEACHER_FILES[r.teacher]} in {args.checkpoints}"
+        path, status = locate_teacher(args.checkpoints, r.teacher, fr.why_not)
         if status:
             print(f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}: skipped ({status})")
             results.append((fr, None, status))
@@ -206,11 +209,7 @@ def analysis(name: str, title: str, make_runs, argv, add_options=None) -> list[t
     args = ap.parse_args(argv)
     results, total_h = [], 0.0
     for i, r in enumerate(make_runs(args)):
-        path, note = None, r.why_not
-        if not note and r.teacher is not None:
-            path = find_teacher(Path(args.checkpoints), r.teacher)
-            if path is None:
-                note = f"teacher file missing: one of {TEACHER_FILES[r.teacher]} in {args.checkpoints}"
+        path, note = locate_teacher(args.checkpoints, r.teacher, r.why_not)
         if note:
             print(f"{r.label}: skipped ({note})")
             results.append((r, None, note))
