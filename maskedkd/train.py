@@ -170,7 +170,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     # epochs of steps, evaluation every eval_every epochs (and after the last), a checkpoint after each epoch
     t_start = time.time()
     stop = False
-    v = None
+    v = view and view.at_epoch(min(epoch, cfg.epochs - 1))  # the summary's view if a finished run is resumed
     while epoch < cfg.epochs and not stop:
         v = view and view.at_epoch(epoch)
         step_fn = step_for(v)
