@@ -1,4 +1,4 @@
-"""reproduce/gpu_check.sh: the MFU arithmetic, the peak table, the no-GPU exit, and its whole path on CPU (--cpu-smoke)."""
+"""reproduce/gpu_check.sh: MFU arithmetic, the peak table, the no-GPU exit, its whole path on CPU (--cpu-smoke)."""
 import json
 import math
 import os
@@ -54,7 +54,8 @@ def test_cpu_smoke_runs_the_whole_script_and_prints_one_row(tmp_path):
     """~20 s with inductor's cache warm from an earlier run, ~2 min cold (CPU inductor builds ~40 kernels per graph)."""
     out = tmp_path / "gpu_check.json"
     p = subprocess.run(["bash", "reproduce/gpu_check.sh", "--cpu-smoke", "--peak-tflops", "1", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stdout + p.stderr
     table = [line for line in p.stdout.splitlines() if line.startswith("|")]
     assert len(table) == 3 and set(table[1]) == {"|", "-"}  # header, separator, exactly one row
