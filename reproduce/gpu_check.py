@@ -38,7 +38,7 @@ import torch
 
 import maskedkd as mkd
 from maskedkd.bench import interleaved
-from maskedkd.step import make_optimizer, make_train_step
+from maskedkd.step import cast_matmul_weights, make_optimizer, make_train_step
 
 # Dense (no sparsity) bf16 tensor-core peak in TFLOP/s, first match on torch.cuda.get_device_name() wins. Source:
 # NVIDIA's product datasheets (H100, H200, A100, L40S, L40, A40, A10, L4), which give bf16 "with sparsity"; the
@@ -246,7 +246,9 @@ def main(argv=None) -> dict:
           f"{s_cfg.num_patches} patches kept, precision={precision}, torch {torch.__version__}, "
           f"CUDA {torch.version.cuda}")
     teacher = {k: v.to(device) for k, v in mkd.init_params(t_cfg, seed=1).items()}
-    teacher_bf16 = {k: v.to(torch.bfloat16) for k, v in teacher.items()}
+    # the training program's cast (step.cast_matmul_weights: matmul weights bf16, norms/biases/embeddings fp32), which
+    # autocast makes bit-identical to fp32 weights; casting every tensor would also make the residual stream bf16
+    teacher_bf16 = cast_matmul_weights(teacher)
     data = synthetic_data(s_cfg, args.batch, device)
     x, y = data(0)
 
