@@ -1,0 +1,195 @@
+"""reproduce/lib/claims.py: the claims' arithmetic (paired t intervals, verdict rules), the pairing by seed it rests
+on, and the committed reference of table 1's default run (reproduce/reference/) against the plan and the README."""
+import inspect
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "reproduce"), str(ROOT / "reproduce" / "lib")]
+REF = ROOT / "reproduce" / "reference"
+
+import claims  # noqa: E402
+
+# two-sided 95% Student-t quantiles t_{0.975, df}, from printed tables (not from scipy)
+T975 = {2: 4.302653, 4: 2.776445, 16: 2.119905, 17: 2.109816}
+
+
+def test_paired_differences_are_by_seed_in_points():
+    seeds, d = claims.paired({0: 0.50, 1: 0.60, 2: 0.70, 3: 0.9}, {1: 0.55, 0: 0.40, 2: 0.70})
+    assert seeds == [0, 1, 2] and d == pytest.approx([10.0, 5.0, 0.0])  # seed 3 has no partner
+
+
+def test_t_interval_hand_computed():
+    mean, sd, lo, hi = claims.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = T975[4] * math.sqrt(2.5) / math.sqrt(5)  # SD of 1..5 is sqrt(2.5)
+    assert (mean, sd) == pytest.approx((3.0, math.sqrt(2.5)))
+    assert (lo, hi) == pytest.approx((3.0 - half, 3.0 + half), abs=1e-5)
+    assert (lo, hi) == pytest.approx((1.03676, 4.96324), abs=1e-4)
+    mean, sd, lo, hi = claims.t_interval([2.0, -1.0, 5.0])
+    assert (lo, hi) == pytest.approx((2.0 - T975[2] * 3.0 / math.sqrt(3), 2.0 + T975[2] * 3.0 / math.sqrt(3)),
+                                     abs=1e-5)
+    assert claims.t_interval([4.0])[2:] == (-math.inf, math.inf)  # one seed: no interval
+
+
+@pytest.mark.parametrize("kind, diffs, expected", [
+    ("beats", [1, 2, 3, 4, 5], "holds"),                    # CI [1.04, 4.96] above 0
+    ("beats", [-1, -2, -3, -4, -5], "does not hold"),       # below 0
+    ("beats", [-2, 2, 1, -1, 0.5], "inconclusive"),         # straddles 0
+    ("below", [-3, -4, -5, -4, -4], "holds"),
+    ("below", [3, 4, 5, 4, 4], "does not hold"),
+    ("matches", [0.1, -0.1, 0.2, -0.2, 0.0], "holds"),      # CI [-0.20, 0.20] inside +-2
+    ("matches", [3, 4, 5, 4, 4], "does not hold"),          # CI [3.12, 4.88] entirely above +2
+    ("matches", [-3, -4, -5, -4, -4], "does not hold"),     # entirely below -2
+    ("matches", [1, 2, 3, 4, 5], "inconclusive"),           # CI [1.04, 4.96] crosses +2
+    ("matches", [0.0, 0.1, -0.1, 0.0], "holds"),
+    ("beats", [5.0], "inconclusive"),                       # one seed
+])
+def test_verdict_rules(kind, diffs, expected):
+    _, _, lo, hi = claims.t_interval([float(d) for d in diffs])
+    assert claims.verdict(kind, lo, hi) == expected
+
+
+def test_verdict_boundaries_are_strict_and_margin_is_a_parameter():
+    assert claims.verdict("beats", 0.0, 1.0) == "inconclusive"
+    assert claims.verdict("matches", -2.0, 1.0) == "inconclusive"
+    assert claims.verdict("matches", -2.0, 1.0, margin=2.5) == "holds"
+    with pytest.raises(ValueError, match="unknown claim kind"):
+        claims.verdict("equals", 0, 1)
+
+
+def test_seeds_to_settle_hand_computed():
+    # beats, mean 1, SD 2: n with t_{n-1} 2 / sqrt(n) < 1: 17 gives 2.1199 * 2 / 4.123 = 1.028, 18 gives 0.995
+    assert 2 * T975[16] / math.sqrt(17) > 1 > 2 * T975[17] / math.sqrt(18)
+    assert claims.seeds_to_settle("beats", 1.0, 2.0) == 18
+    assert claims.seeds_to_settle("below", -1.0, 2.0) == 18
+    # matches, margin 2: mean 1 needs the half-width below 1 (to hold), mean 3 below 1 (to not hold): both 18
+    assert claims.seeds_to_settle("matches", 1.0, 2.0) == claims.seeds_to_settle("matches", 3.0, 2.0) == 18
+    assert claims.seeds_to_settle("matches", 2.0, 2.0) is None and claims.seeds_to_settle("beats", 0.0, 1.0) is None
+
+
+def test_evaluate_and_words():
+    c = next(c for c in claims.CLAIMS if c.key == "m50_matches_kd")
+    rows = {"keep50": {s: 0.5 + 0.01 * s for s in range(5)}, "kd": {s: 0.5 for s in range(5)}}  # d = 0,1,2,3,4
+    r = claims.evaluate(c, rows)
+    assert r["seeds"] == [0, 1, 2, 3, 4] and r["diffs"] == pytest.approx([0, 1, 2, 3, 4])
+    assert r["verdict"] == "inconclusive" and r["settle"] is None  # mean exactly on the margin
+    assert claims.fmt_ci(r) == "+2.0 [+0.0, +4.0]"
+    r = claims.evaluate(c, {"keep50": {0: 0.5, 1: 0.52, 2: 0.47}, "kd": {0: 0.5, 1: 0.5, 2: 0.5}})
+    assert r["verdict"] == "inconclusive" and r["settle"] > 3 and "more seeds" in claims.settle_words(r)
+
+
+def test_claims_are_written_down_once():
+    keys = [c.key for c in claims.CLAIMS]
+    assert len(keys) == len(set(keys))
+    for c in claims.CLAIMS:
+        assert c.digest and c.command.startswith("bash reproduce/"), c
+        assert (c.kind is None) == (c.a is None) == (c.b is None), c
+        if c.kind:
+            assert c.kind in ("beats", "below", "matches") and c.script == "table1"
+    evaluated = {c.key for c in claims.CLAIMS if c.kind}
+    assert {"kd_beats_nokd", "m50_matches_kd", "m75_matches_kd", "m40_matches_kd", "m25_below_kd"} <= evaluated
+    others = {c.script.split()[0] for c in claims.CLAIMS if not c.kind}
+    assert {"criteria", "ablation_student", "ablation_tome", "audio", "figure2"} <= others
+
+
+def _run(row, seed, first_teacher, sched=False):
+    h = [{"epoch": 2, "acc": 0.3, "teacher_acc_masked": first_teacher, **({"num_keep": 32} if sched else {})},
+         {"epoch": 11, "acc": 0.5, "teacher_acc_masked": 0.9, **({"num_keep": 32} if sched else {})}]
+    if sched:  # the full-view epochs of a schedule come first and do not count
+        h.insert(0, {"epoch": 0, "acc": 0.2, "teacher_acc_masked": 0.05, "num_keep": None})
+    return {"row": row, "seed": seed, "name": f"{row}-s{seed}", "config_hash": "x", "final_acc": 0.5 + seed / 100,
+            "history": h, "wall_s": 60.0}
+
+
+def test_masked_failures_first_masked_evaluation():
+    assert claims.masked_failures([_run("keep50", 0, 0.11), _run("keep50", 1, 0.5)]) == (1, 2)
+    assert claims.masked_failures([_run("warmup", 0, 0.9, sched=True)]) == (0, 1)
+
+
+def test_rows_and_readme_block_render_from_data():
+    data = {"seeds": [0, 1], "teacher_acc": 0.933, "num_patches": 64, "margin": 2.0,
+            "rows": [{"id": "kd", "label": "Logit KD", "kept": "64 / 64", "saved": "0%", "paper": "75.0"},
+                     {"id": "keep50", "label": "+MaskedKD 50%", "kept": "32 / 64", "saved": "51%", "paper": "75.2"}],
+            "runs": [_run("kd", 0, 0.93), _run("kd", 1, 0.93), _run("keep50", 0, 0.1), _run("keep50", 1, 0.8)]}
+    data["claims"] = [claims.evaluate(next(c for c in claims.CLAIMS if c.key == "m50_matches_kd"),
+                                      claims.row_accs(data))]
+    block = claims.readme_block(data)
+    assert "| +MaskedKD 50% | 32 / 64 | 50.5 ± 0.7 | 50.0, 51.0 | 90.0 ± 0.0 | 1 of 2 | 51% | 75.2 |" in block
+    assert "| Logit KD | 64 / 64 | 50.5 ± 0.7 | 50.0, 51.0 | 90.0 ± 0.0 | – | 0% | 75.0 |" in block
+    assert "| MaskedKD at 50% matches full KD (2.1) | +MaskedKD 50% vs Logit KD | +0.0, +0.0 |" in block
+    text = f"intro\n{claims.BEGIN}\nold\n{claims.END}\noutro\n"
+    new = claims.replace_block(text, block)
+    assert claims.current_block(new) == block and new.startswith("intro\n") and new.endswith("outro\n")
+
+
+def test_same_seed_same_start_and_same_batches_in_every_row():
+    """The pairing claims.py relies on: rows of one seed differ only in what the teacher sees."""
+    import table1
+    from maskedkd import train
+    from maskedkd.data.loaders import DigitsData
+    from maskedkd.experiments import TrainConfig, model_config
+    from maskedkd.model import init_params
+    rows = table1.student_rows("smoke", 3)
+    teacher_fields = {"name", "teacher", "teacher_model", "num_keep", "criterion", "scorer", "keep_schedule",
+                      "epochs", "eval_every"}  # epochs/eval_every: the smoke warm-up row runs 1 + 1 epochs
+    base = rows[0][2]
+    for _, _, c in rows[1:]:
+        diff = {f for f in TrainConfig.__dataclass_fields__ if getattr(c, f) != getattr(base, f)}
+        assert diff <= teacher_fields, (c.name, diff)
+        assert c.seed == 3
+    # train.run: the student from init_params(model, seed=cfg.seed), torch seeded by cfg.seed * 1000 + rank
+    src = inspect.getsource(train.run)
+    assert "init_params(s_model, seed=cfg.seed)" in src and "torch.manual_seed(cfg.seed * 1000 + rank)" in src
+    m = model_config(base.model)
+    p_a, p_b = init_params(m, seed=rows[1][2].seed), init_params(m, seed=rows[3][2].seed)
+    assert all(torch.equal(p_a[k], p_b[k]) for k in p_a)
+    assert not torch.equal(init_params(m, seed=4)["pos_embed"], p_a["pos_embed"])
+    small = dict(train_size=64, batch_size=32)  # same seed-driven draw and permutation, fewer images
+    for epoch in (0, 1):  # the clean epoch and the first cluttered one
+        a = list(DigitsData(rows[0][2].replace(**small)).train_batches(epoch))
+        b = list(DigitsData(rows[3][2].replace(**small)).train_batches(epoch))
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    other = list(DigitsData(rows[0][2].replace(seed=4, **small)).train_batches(1))
+    assert not torch.equal(other[0][0], a[0][0])
+
+
+def _reference():
+    if not (REF / "table1_runs.json").is_file():
+        pytest.skip("no committed reference yet: run `bash reproduce/table1.sh --update-reference` (default mode)")
+    return json.loads((REF / "table1_runs.json").read_text())
+
+
+def test_default_plan_matches_committed_reference():
+    import table1
+    from embedded import plan
+    from maskedkd.experiments import config_hash
+    ref = _reference()
+    seeds, _ = plan("default")
+    assert ref["seeds"] == seeds and ref["mode"] == "default"
+    planned = {(seed, rid): (c.name, config_hash(c)) for seed in seeds for rid, _, c in table1.student_rows("default", seed)}
+    recorded = {(r["seed"], r["row"]): (r["name"], r["config_hash"]) for r in ref["runs"]}
+    assert recorded == planned
+    for f in table1.REFERENCE_FILES:
+        assert (REF / f).is_file(), f
+
+
+def test_readme_and_reference_numbers_agree():
+    ref = _reference()
+    block = claims.readme_block(ref)
+    readme = (ROOT / "reproduce" / "README.md").read_text()
+    assert claims.current_block(readme) == block, "regenerate: bash reproduce/table1.sh --update-reference"
+    labels = {r["id"]: r["label"] for r in ref["rows"]}
+    md = (REF / "table1.md").read_text()
+    assert "\n".join(claims.claim_lines(ref["claims"], labels)) in md
+    assert "\n".join(claims.rows_table(ref)) in md
+    # the claims in the reference are those the data give now (rules and margin unchanged since)
+    accs = claims.row_accs(ref)
+    again = [claims.evaluate(c, accs) for c in claims.CLAIMS if c.script == "table1" and c.a in accs]
+    assert [r["verdict"] for r in again] == [r["verdict"] for r in ref["claims"]]
+    cl = (REF / "claims.md").read_text()
+    assert all(c.text in cl for c in claims.CLAIMS)
