@@ -12,17 +12,17 @@
 from .ast import (AST_PRESETS, DEIT_SOURCES, adapt_pos_embed, ast_config, ast_from_deit, convert_hf_ast,
                   deit_source_config)
 from .attention import block, cls_attention_scores, drop_path
-from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint, save_params
-from .config import PRESETS, ViTConfig, vit_config
+from .checkpoint import load_checkpoint, load_init, read_state_dict, save_checkpoint, save_params
+from .config import MAE_PRESETS, PRESETS, ViTConfig, vit_config
 from .from_timm import config_from_timm, drop_path_from_timm, params_from_timm
 from .flops import IMAGENET_TRAIN_IMAGES, block_macs, cait_macs, counted_macs, macs, pflops, training_ledger
 from .losses import attention_loss, cross_entropy, kd_divergence, kd_loss, kd_loss_terms, manifold_loss
-from .model import (embed, forward, forward_tokens, gather_patches, init_params, param_shapes, run_blocks,
+from .model import (embed, forward, forward_tokens, gather_patches, head_pair, init_params, param_shapes, run_blocks,
                     student_forward, teacher_forward)
 from .patchify import patch_embed, patchify
 from .select import (CRITERIA, adaptive_budget, keep_count, keep_schedule, register_criterion, resample_scores,
                      select_tokens)
-from .step import cosine_lr, make_loss_fn, make_optimizer, make_train_step
+from .step import cosine_lr, layer_id, make_loss_fn, make_optimizer, make_train_step, param_groups
 from .view import TeacherOut, TeacherView
 from .tome import bipartite_merge, tome_forward, tome_macs
 
@@ -36,4 +36,5 @@ __all__ = [
     "adapt_pos_embed", "ast_from_deit", "make_train_step", "TeacherView", "TeacherOut", "forward_tokens",
     "adaptive_budget", "manifold_loss", "attention_loss", "tome_forward", "tome_macs", "bipartite_merge", "make_loss_fn", "make_optimizer", "cosine_lr",
     "config_from_timm", "params_from_timm", "drop_path_from_timm",
+    "MAE_PRESETS", "load_init", "head_pair", "layer_id", "param_groups",
 ]

@@ -100,6 +100,51 @@ def load_checkpoint(path_or_state_dict, cfg: ViTConfig, *, dtype: torch.dtype = 
     return match_params(sd, cfg, dtype=dtype)
 
 
+# A fine-tuning run's starting weights (TrainConfig.init): the parameters a pre-trained file may lack, each drawn as
+# MAE / G2SD initialise it, and the file's parameters the fine-tuning model drops.
+FRESH_KEYS = {  # name -> (init, std)
+    "head.weight": ("trunc_normal", 2e-5),  # MAE main_finetune.py: trunc_normal_(model.head.weight, std=2e-5)
+    "head.bias": ("zeros", 0.0),  # timm's Linear init in MAE's models_vit.py
+    "fc_norm.weight": ("ones", 0.0), "fc_norm.bias": ("zeros", 0.0),  # a new LayerNorm (models_vit.py, global pool)
+    "dist_token": ("trunc_normal", 0.02),  # G2SD models_vit.py: trunc_normal_(self.dist_token, std=.02)
+    "head_dist.weight": ("trunc_normal", 0.02), "head_dist.bias": ("zeros", 0.0),  # G2SD: head_dist._init_weights
+}
+# MAE's pre-training model (models_mae.py: decoder, mask token) and G2SD's generic-stage feature predictors
+DROPPED_PREFIXES = ("decoder_", "mask_token", "encoderfeature_pred.", "decoderfeature_pred.")
+
+
+def load_init(path_or_state_dict, cfg: ViTConfig, *, seed: int = 0) -> Params:
+    """A fine-tuning run's starting weights for cfg from a pre-trained file, as MAE's main_finetune.py starts one
+    (G2SD's main_finetune_dis.py does the same): the file's encoder (timm names; MAE's {"model": sd}, timm's `.mae`
+    safetensors) plus fresh FRESH_KEYS where the file lacks them. The head weight is always drawn anew
+    (trunc-normal 2e-5, as MAE does after loading); a head of another class count is dropped first. Dropped: MAE's
+    decoder / mask token and G2SD's predictors (DROPPED_PREFIXES), and the encoder's final `norm` when cfg pools
+    globally (MAE deletes it). A 1 + n position table given to a 2-prefix model (a distillation token, G2SD's student)
+    gets a zero row for that token: G2SD adds no position to it. Any other missing, extra or mis-shaped key raises."""
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        sd = read_state_dict(path_or_state_dict)
+    else:
+        sd = unwrap_state_dict(path_or_state_dict)
+    if cfg.family != "vit":
+        raise ValueError(f"load_init starts ViT fine-tuning runs; {cfg.name} is family={cfg.family!r}")
+    want = param_shapes(cfg)
+    sd = {k: v for k, v in rename_keys(sd).items() if not k.startswith(DROPPED_PREFIXES)
+          and not (cfg.head == "avg" and k in ("norm.weight", "norm.bias"))
+          and not (k.startswith("head") and k in want and tuple(v.shape) != want[k])}
+    pos = sd.get("pos_embed")
+    if (pos is not None and cfg.num_prefix_tokens == 2 and cfg.pos_embed_prefix
+            and pos.shape[1] + 1 == want["pos_embed"][1]):
+        sd["pos_embed"] = torch.cat([pos[:, :1], torch.zeros_like(pos[:, :1]), pos[:, 1:]], dim=1)
+    g = torch.Generator().manual_seed(seed)
+    for k in [k for k in want if k in FRESH_KEYS and (k not in sd or k == "head.weight")]:
+        kind, std = FRESH_KEYS[k]
+        t = torch.zeros(want[k]) if kind == "zeros" else torch.ones(want[k])
+        if kind == "trunc_normal":  # timm's trunc_normal_ bounds (-2, 2) are absolute: a plain normal at these stds
+            t = torch.nn.init.trunc_normal_(t, std=std, a=-2.0, b=2.0, generator=g)
+        sd[k] = t
+    return match_params(sd, cfg)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp) on a temp file in path's folder, fsync it, then rename over path: a crash leaves
     either the old file or the new one, never half a file."""

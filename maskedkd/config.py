@@ -2,7 +2,8 @@
 
 One config type describes every transformer here: a plain ViT / DeiT, a distilled DeiT (two prefix tokens,
 two heads), DeiT-III (layer scale, no position embedding on the class token) and the Audio Spectrogram
-Transformer (one-channel input, overlapping patches, two prefix tokens, head on their mean), the CLIP image
+Transformer (one-channel input, overlapping patches, two prefix tokens, head on their mean), a ViT fine-tuned
+from MAE (`head="avg"`: global average pooling of the patch tokens, `fc_norm`, no final norm), the CLIP image
 tower (`pre_norm`, QuickGELU) and CaiT (`family="cait"`: talking-heads self-attention on the patches, then
 `class_attn_depth` class-attention blocks that update the class token alone; see cait.py).
 Prefix tokens are a count (`num_prefix_tokens`), never a special case.
@@ -12,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-HEADS = ("token", "token_dist", "prefix_mean")
+HEADS = ("token", "token_dist", "prefix_mean", "avg")
+TWO_PREFIX_HEADS = ("token_dist", "prefix_mean")
 LAYOUTS = ("bchw", "btf")
 FAMILIES = ("vit", "cait")
 ACTS = ("gelu", "quick_gelu")
@@ -46,7 +48,10 @@ class ViTConfig:
     num_prefix_tokens: int = 1  # CLS (+ distillation token)
     pos_embed_prefix: bool = True  # False for DeiT-III: position embedding covers the patches only
     layer_scale: float | None = None  # DeiT-III init value for ls1/ls2 gamma; None: no layer scale
-    head: str = "token"  # token | token_dist (mean of two heads, timm eval) | prefix_mean (AST)
+    # token | token_dist (mean of two heads, timm eval) | prefix_mean (AST) | avg (MAE fine-tuning: mean of the patch
+    # tokens -> fc_norm -> head, no final norm; = timm global_pool="avg"). An avg model keeps its CLS token: its
+    # last-block CLS query row still ranks the patches for MaskedKD (see model.student_forward)
+    head: str = "token"
     norm_eps: float = 1e-6
     input_layout: str = "bchw"  # bchw (images) | btf (AST spectrograms: batch, time, freq)
     family: str = "vit"  # vit | cait (self-attention on patches only, then class-attention blocks)
@@ -67,7 +72,7 @@ class ViTConfig:
             raise ValueError(f"head={self.head!r} is not one of {HEADS}")
         if self.input_layout not in LAYOUTS:
             raise ValueError(f"input_layout={self.input_layout!r} is not one of {LAYOUTS}")
-        if self.head != "token" and self.num_prefix_tokens != 2:
+        if self.head in TWO_PREFIX_HEADS and self.num_prefix_tokens != 2:
             raise ValueError(f"head={self.head!r} needs num_prefix_tokens=2, got {self.num_prefix_tokens}")
         if self.num_prefix_tokens not in (1, 2):
             raise ValueError(f"num_prefix_tokens must be 1 or 2, got {self.num_prefix_tokens}")
@@ -170,16 +175,28 @@ PRESETS: dict[str, ViTConfig] = {
                                                  num_classes=512),
 }
 
+# MAE's fine-tuning models by MAE's names (facebookresearch/mae models_vit.py vit_{base,large}_patch16,
+# vit_huge_patch14 with global_pool=True, its main_finetune.py default) = timm's vit_{base,large}_patch16_224 /
+# vit_huge_patch14_224 with global_pool="avg"; apart from PRESETS, which holds timm's own model names. A pre-trained
+# MAE encoder file (mae_pretrain_vit_*.pth, or timm's `.mae` tag) starts one through checkpoint.load_init; a fine-tuned
+# one (mae_finetuned_vit_*.pth) loads with load_checkpoint.
+MAE_PRESETS: dict[str, ViTConfig] = {
+    "mae_vit_base_patch16": _deit("mae_vit_base_patch16", 768, 12, 12, head="avg"),
+    "mae_vit_large_patch16": _deit("mae_vit_large_patch16", 1024, 24, 16, head="avg"),
+    "mae_vit_huge_patch14": _deit("mae_vit_huge_patch14", 1280, 32, 16, patch_size=14, head="avg"),
+}
+
 OVERRIDES = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads",
              "mlp_ratio", "class_attn_depth")
 
 
 def vit_config(name: str, **overrides) -> ViTConfig:
-    """A frozen preset by its timm name (DeiT, DeiT-III, CaiT, CLIP ViT-B/16; see PRESETS), with timm-style
-    keyword overrides (img_size, patch_size, ...; class_attn_depth is timm's depth_token_only for CaiT)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
+    """A frozen preset by its timm name (DeiT, DeiT-III, CaiT, CLIP ViT-B/16; see PRESETS) or MAE's (MAE_PRESETS), with
+    timm-style keyword overrides (img_size, patch_size, ...; class_attn_depth is timm's depth_token_only for CaiT)."""
+    presets = {**PRESETS, **MAE_PRESETS}
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(presets)}")
     bad = sorted(set(overrides) - set(OVERRIDES))
     if bad:
         raise ValueError(f"unknown override(s) {bad}; valid keywords: {list(OVERRIDES)}")
-    return PRESETS[name].replace(**overrides)
+    return presets[name].replace(**overrides)

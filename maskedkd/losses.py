@@ -67,10 +67,13 @@ def attention_loss(a_s: torch.Tensor, a_t: torch.Tensor, eps: float = 1e-8) -> t
 def kd_loss_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, targets: torch.Tensor, *,
                   kd_weight: float = 0.5, temperature: float = 1.0, kind: str = "soft",
                   kl_reduction: str = "batchmean", features: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  feature_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                  feature_weight: float = 1.0, dist_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The loss and its parts: {"loss", "ce", "kd", "feat"}. teacher_logits=None: no distillation (loss = CE).
     kind="manifold" / "attention": soft logit KD plus feature_weight x the feature term on `features` =
-    (student, teacher) patch features (manifold_loss) or CLS attention over the kept patches (attention_loss)."""
+    (student, teacher) patch features (manifold_loss) or CLS attention over the kept patches (attention_loss).
+    dist_logits (b C): a distillation token's head, which takes the KD term while student_logits (the class head)
+    takes the CE term: DeiT's two-head objective; with kind="hard" and kd_weight=0.5 G2SD's specific distillation,
+    (CE(class head, labels) + CE(distillation head, teacher argmax)) / 2 (G2SD engine_finetune_dis.py)."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not one of {KINDS}")
     if not 0.0 <= kd_weight <= 1.0:
@@ -83,10 +86,16 @@ def kd_loss_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor | N
                          f"{tuple(student_logits.shape)}: do teacher and student have the same classes?")
     teacher_logits = teacher_logits.detach()
     feat = torch.zeros_like(ce)
+    kd_logits = student_logits
+    if dist_logits is not None:
+        if kind in FEATURE_KINDS or dist_logits.shape != student_logits.shape:
+            raise ValueError(f"dist_logits {tuple(dist_logits.shape)} need logit KD (soft or hard) and the class head's "
+                             f"shape {tuple(student_logits.shape)}; kind={kind!r}")
+        kd_logits = dist_logits
     if kind == "hard":  # DeiT's hard distillation: CE against the teacher's argmax
-        kd = F.cross_entropy(student_logits, teacher_logits.argmax(dim=-1))
+        kd = F.cross_entropy(kd_logits, teacher_logits.argmax(dim=-1))
     else:
-        kd = kd_divergence(student_logits, teacher_logits, temperature=temperature, kl_reduction=kl_reduction)
+        kd = kd_divergence(kd_logits, teacher_logits, temperature=temperature, kl_reduction=kl_reduction)
     if kind in FEATURE_KINDS:
         if features is None:
             raise ValueError(f"kind={kind!r} needs features=(student, teacher)")

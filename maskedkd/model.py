@@ -55,8 +55,9 @@ def param_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
     if cfg.num_prefix_tokens == 2:
         s["dist_token"] = (1, 1, d)
     s.update(cait.block_shapes(cfg) if cfg.family == "cait" else _vit_block_shapes(cfg))
-    s.update({"norm.weight": (d,), "norm.bias": (d,)})
-    if cfg.head == "prefix_mean":
+    if cfg.head != "avg":  # MAE's global-pool model has no final norm (models_vit.py deletes it), only fc_norm
+        s.update({"norm.weight": (d,), "norm.bias": (d,)})
+    if cfg.head in ("prefix_mean", "avg"):
         s.update({"fc_norm.weight": (d,), "fc_norm.bias": (d,)})
     s.update({"head.weight": (cfg.num_classes, d), "head.bias": (cfg.num_classes,)})
     if cfg.head == "token_dist":
@@ -114,13 +115,24 @@ def gather_patches(patches: torch.Tensor, keep_idx: torch.Tensor) -> torch.Tenso
     return torch.gather(patches, 1, repeat(keep_idx, "b k -> b k d", d=patches.shape[-1]))
 
 
+def head_pair(params: Params, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A distilled DeiT's normed tokens (b n d) -> (class-head logits (b C) on CLS, distillation-head logits (b C) on
+    the distillation token): the two outputs DeiT (and G2SD) train with two losses."""
+    return linear(x[:, 0], params, "head"), linear(x[:, 1], params, "head_dist")
+
+
 def head(params: Params, x: torch.Tensor, cfg: ViTConfig) -> torch.Tensor:
-    """Normed tokens (b n d) -> logits (b C). DeiT: CLS; distilled DeiT: mean of its two heads (timm eval);
-    AST: LayerNorm + Linear on the mean of the two prefix tokens."""
+    """Tokens (b n d) from run_blocks -> logits (b C). DeiT: CLS; distilled DeiT: mean of its two heads (timm eval);
+    AST: LayerNorm + Linear on the mean of the two prefix tokens; MAE fine-tuning (avg): LayerNorm (fc_norm) +
+    Linear on the mean of the patch tokens (MAE models_vit.py global_pool, timm global_pool="avg")."""
     if cfg.head == "token":
         return linear(x[:, 0], params, "head")
     if cfg.head == "token_dist":
-        return (linear(x[:, 0], params, "head") + linear(x[:, 1], params, "head_dist")) / 2
+        cls, dist = head_pair(params, x)
+        return (cls + dist) / 2
+    if cfg.head == "avg":
+        return linear(layer_norm(x[:, cfg.num_prefix_tokens:].mean(dim=1), params, "fc_norm", cfg.norm_eps),
+                      params, "head")
     pooled = x[:, : cfg.num_prefix_tokens].mean(dim=1)
     return linear(layer_norm(pooled, params, "fc_norm", cfg.norm_eps), params, "head")
 
@@ -135,7 +147,8 @@ def _drop_probs(cfg: ViTConfig, drop_path: float) -> list[float]:
 def run_blocks(params: Params, tokens: torch.Tensor, cfg: ViTConfig, *, drop_path: float = 0.0,
                want_scores: bool = False, generator: torch.Generator | None = None,
                key_mask: torch.Tensor | None = None):
-    """tokens (b n d) -> (normed tokens (b n d), last block's CLS scores (b, n - np) or None).
+    """tokens (b n d) -> (normed tokens (b n d), last block's CLS scores (b, n - np) or None); an avg-head model
+    (MAE fine-tuning) has no final norm: its tokens come back as the last block left them.
     key_mask (b n) bool: which tokens may be attended to (padded per-sample budgets).
     CaiT: cait.run_blocks (the scores are its last class-attention block's; constant drop_path rate)."""
     if cfg.family == "cait":
@@ -148,6 +161,8 @@ def run_blocks(params: Params, tokens: torch.Tensor, cfg: ViTConfig, *, drop_pat
                           generator=generator, key_mask=key_mask)
         if s is not None:
             scores = s
+    if cfg.head == "avg":
+        return tokens, scores
     return layer_norm(tokens, params, "norm", cfg.norm_eps), scores
 
 
@@ -164,7 +179,12 @@ def student_forward(params: Params, x: torch.Tensor, cfg: ViTConfig, *, drop_pat
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """x -> (logits (b C), scores (b n_patches)): scores are the last block's head-mean CLS-query attention
     over all keys, prefix columns dropped (the official `attn.mean(dim=1)[:, 0, num_prefix:]`), in fp32.
-    CaiT: the last class-attention block's CLS query over [CLS, patches], CLS column dropped."""
+    CaiT: the last class-attention block's CLS query over [CLS, patches], CLS column dropped.
+    A global-pool model (head="avg", MAE fine-tuning) is scored the same way, by its CLS token, although its head
+    never reads it: MAE keeps the token (pre-trained with the encoder, a key and value of every patch in every block),
+    the official line `attn.mean(dim=1)[:, 0, 1:]` on MAE's models_vit.py (the MaskedKD authors' MAE base) computes
+    exactly this, and it stays an O(n) row beside fused attention. (The alternative, the mean attention of all patch
+    queries, i.e. each patch's weight in the pooled attention output, needs the whole (n n) map; not used.)"""
     prefix, patches = embed(params, x, cfg)
     tokens, scores = run_blocks(params, torch.cat([prefix, patches], dim=1), cfg, drop_path=drop_path,
                                 want_scores=True, generator=generator)

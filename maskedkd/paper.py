@@ -14,11 +14,12 @@ from .flops import macs
 # Teacher name in the paper -> our preset (its architecture and cost model) [digest 2.7, 3.4]
 # CLIP-B/16 is timm's CLIP ViT-B/16 image tower (GELU, 1000 classes: its ImageNet fine-tunes; which one the paper
 # used is unknown [digest 2.1 notes]); its MACs equal DeiT-B's (norm_pre and biases are not counted).
-# MAE-ViT-B shares ViT-B/16's cost (DeiT-B); DeiT3-H/14 sees a 16x16 grid of 256 patches.
+# MAE-ViT-B is MAE's fine-tuned ViT-B/16 (global pool, fc_norm: config.MAE_PRESETS), at ViT-B/16's cost (DeiT-B);
+# DeiT3-H/14 sees a 16x16 grid of 256 patches.
 TEACHER_ARCH = {
     "DeiT-S": "deit_small_patch16_224", "DeiT3-S": "deit3_small_patch16_224",
     "DeiT-B": "deit_base_patch16_224", "DeiT3-B": "deit3_base_patch16_224", "CLIP-B/16": "vit_base_patch16_clip_224",
-    "MAE-ViT-B": "deit_base_patch16_224", "DeiT3-L": "deit3_large_patch16_224",
+    "MAE-ViT-B": "mae_vit_base_patch16", "DeiT3-L": "deit3_large_patch16_224",
     "DeiT3-H-1k": "deit3_huge_patch14_224", "DeiT3-H-21k": "deit3_huge_patch14_224", "CaiT-S24": "cait_s24_224",
 }
 

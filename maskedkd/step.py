@@ -16,21 +16,52 @@ import torch
 from .attention import Params
 from .config import ViTConfig
 from .losses import kd_loss_terms
-from .model import forward_tokens, gather_patches, head
+from .model import forward_tokens, gather_patches, head, head_pair
 from .select import select_tokens
 from .view import TeacherView
 
 NO_DECAY = ("pos_embed", "cls_token", "dist_token")
 
 
+def layer_id(name: str, depth: int) -> int:
+    """A parameter's layer for layer-wise lr decay, as MAE assigns it (util/lr_decay.py get_layer_id_for_vit): 0 for
+    cls_token, pos_embed and patch_embed, i + 1 for blocks.i, depth + 1 for the rest (norms, fc_norm, heads and, as
+    MAE and G2SD have it, dist_token)."""
+    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def param_groups(names_ndim: dict[str, int], *, weight_decay: float, layer_decay: float = 0.0) -> list[dict]:
+    """Optimizer groups over parameter names -> [{"names", "weight_decay"(, "lr_scale")}]. No weight decay on 1-D
+    parameters and tokens (NO_DECAY), as DeiT/timm and MAE. layer_decay=0: two groups (decay, no decay), no scale.
+    layer_decay > 0: MAE's param_groups_lrd, one group per (layer, decay) with lr_scale = layer_decay ** (depth + 1 -
+    layer) (depth from the blocks.i names), ordered by descending scale (group 0: the head, at the schedule's lr)."""
+    decays = {k: n > 1 and k not in NO_DECAY for k, n in names_ndim.items()}
+    if not layer_decay:
+        return [{"names": [k for k, d in decays.items() if d], "weight_decay": weight_decay},
+                {"names": [k for k, d in decays.items() if not d], "weight_decay": 0.0}]
+    depth = 1 + max((int(k.split(".")[1]) for k in names_ndim if k.startswith("blocks.")), default=-1)
+    groups: dict[tuple[int, bool], dict] = {}
+    for k, d in decays.items():
+        i = layer_id(k, depth)
+        g = groups.setdefault((i, d), {"names": [], "weight_decay": weight_decay if d else 0.0,
+                                       "lr_scale": layer_decay ** (depth + 1 - i)})
+        g["names"].append(k)
+    return sorted(groups.values(), key=lambda g: -g["lr_scale"])
+
+
 def make_optimizer(params: Params, *, lr: float, weight_decay: float = 0.05, betas=(0.9, 0.999),
-                   eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW as in DeiT/timm: no weight decay on biases, norms, layer scales and tokens (1-D or NO_DECAY)."""
-    decay = [p for k, p in params.items() if p.ndim > 1 and k not in NO_DECAY]
-    rest = [p for k, p in params.items() if not (p.ndim > 1 and k not in NO_DECAY)]
+                   eps: float = 1e-8, layer_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW as in DeiT/timm: no weight decay on biases, norms, layer scales and tokens (1-D or NO_DECAY).
+    layer_decay > 0: MAE's layer-wise lr decay (param_groups); each group's "lr_scale" multiplies the schedule's lr
+    (train.py sets g["lr"] = schedule * g["lr_scale"], as MAE's lr_sched.py)."""
+    groups = param_groups({k: p.ndim for k, p in params.items()}, weight_decay=weight_decay, layer_decay=layer_decay)
     fused = all(p.is_cuda for p in params.values())
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": rest, "weight_decay": 0.0}],
+    return torch.optim.AdamW([{**{k: v for k, v in g.items() if k != "names"}, "params": [params[k] for k in g["names"]],
+                               **({"lr": lr * g["lr_scale"]} if "lr_scale" in g else {})} for g in groups],
                              lr=lr, betas=betas, eps=eps, fused=fused or None, foreach=None if fused else True)
 
 
@@ -87,9 +118,11 @@ def check_options(student_cfg: ViTConfig, view: TeacherView | None, kind: str, s
     """Raise for loss options that cannot combine; return the teacher features the loss needs (None, "tokens" or
     "attention")."""
     features = {"manifold": "tokens", "attention": "attention"}.get(kind)
-    if student_cfg.head == "token_dist":
-        raise ValueError(f"student {student_cfg.name!r} has a distillation token: DeiT trains each of its heads with "
-                         f"its own loss, which this step does not; use the model without distillation token")
+    if student_cfg.head == "token_dist" and (view is None or kind != "hard" or student_keep is not None):
+        raise ValueError(f"student {student_cfg.name!r} has a distillation token: its class head learns the labels and "
+                         f"its distillation head the teacher's argmax (DeiT hard distillation, G2SD), which needs a "
+                         f"teacher and kind='hard' (got {'no teacher' if view is None else f'kind={kind!r}'}); "
+                         f"averaging both heads into one loss is not done")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} must be one of {PRECISIONS}")
     if features and (view is None or view.mode not in ("full", "mask") or view.cfg.grid_size != student_cfg.grid_size):
@@ -112,7 +145,9 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
     maskedkd.view: criterion, scorer, adaptive budget, ToMe, schedule), or for plain MaskedKD just num_keep.
     kind="manifold" / "attention" add a feature term on the kept patches: the student's last-block patch tokens
     (or CLS attention) gathered at the teacher's kept indices [digest 2.8]. student_keep=k is the paper's opposite
-    ablation [digest 2.5 right]: the STUDENT trains on k random patches and the teacher sees the full image."""
+    ablation [digest 2.5 right]: the STUDENT trains on k random patches and the teacher sees the full image.
+    A distillation-token student (G2SD's DeiT-S) needs kind="hard": class head on the labels, distillation head on
+    the teacher's argmax (losses.kd_loss_terms dist_logits); its scores drop both prefix columns."""
     view = resolve_view(teacher_cfg, teacher, num_keep, view)
     view = view and view.for_student(student_cfg)
     features = check_options(student_cfg, view, kind, student_keep, precision)
@@ -124,7 +159,9 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
                 torch.empty(x.shape[0], student_cfg.num_patches, device=x.device), student_keep, "random")
             s_tokens, scores = forward_tokens(params, x, student_cfg, keep_s, check=False, drop_path=drop_path,
                                               want_scores=keep_s is None)
-            logits = head(params, s_tokens, student_cfg)
+            # a distillation token's head takes the KD term, the class head the CE term (check_options)
+            logits, d_logits = (head_pair(params, s_tokens) if student_cfg.head == "token_dist" else
+                                (head(params, s_tokens, student_cfg), None))
             t, feats = None, None
             if view is not None:
                 with torch.no_grad():
@@ -135,12 +172,13 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
                              t.tokens[:, view.cfg.num_prefix_tokens:])
                 elif kind == "attention":
                     feats = (scores if t.keep_idx is None else torch.gather(scores, 1, t.keep_idx), t.attention)
-        logits = logits.float()
+        logits, d_logits = logits.float(), None if d_logits is None else d_logits.float()
         t_logits = None if t is None else t.logits.float()
         terms = kd_loss_terms(logits, t_logits, y, kd_weight=kd_weight, temperature=temperature, kind=kind,
-                              kl_reduction=kl_reduction, features=feats, feature_weight=feature_weight)
+                              kl_reduction=kl_reduction, features=feats, feature_weight=feature_weight,
+                              dist_logits=d_logits)
         target = y if y.ndim == 1 else y.argmax(dim=-1)
-        pred = logits.argmax(dim=-1)
+        pred = (logits if d_logits is None else (logits + d_logits) / 2).argmax(dim=-1)  # as evaluation predicts
         kept = t.num_kept.mean() if t is not None else torch.tensor(float(student_cfg.num_patches), device=x.device)
         metrics = {"ce": terms["ce"].detach(), "kd": terms["kd"].detach(), "feat": terms["feat"].detach(),
                    "student_acc": (pred == target).float().mean(), "kept_tokens": kept}

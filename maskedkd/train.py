@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .checkpoint import save_checkpoint, save_params
+from .checkpoint import load_init, save_checkpoint, save_params
 from .data.loaders import build_data
 from .experiments import TrainConfig, apply_overrides, config_hash, get_config, model_config
 from .model import forward, init_params, student_forward
@@ -110,12 +110,12 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
             raise ValueError(f"checkpoint {ckpt_path} is corrupt or unreadable ({type(e).__name__}: {e}); it was "
                              f"left as it is: move it away to start fresh") from e
     torch.manual_seed(cfg.seed * 1000 + rank)
-    params = init_params(s_model, seed=cfg.seed)
+    params = load_init(cfg.init, s_model, seed=cfg.seed) if cfg.init else init_params(s_model, seed=cfg.seed)
     if state is not None:
         params = {k: state["params"][k].clone() for k in params}
     params = {k: v.to(device) for k, v in params.items()}
     base_lr = cfg.lr * cfg.batch_size / 512
-    opt = make_optimizer(params, lr=base_lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, lr=base_lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
 
     # one (compiled) step per kept count: a fixed run has one, a keep schedule one per distinct count
     steps: dict = {}
@@ -177,7 +177,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         for x, y in data.train_batches(epoch, start=in_epoch):
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(global_step, total_steps=total, base_lr=base_lr, min_lr=cfg.min_lr,
-                                    warmup_lr=cfg.warmup_lr, warmup_steps=int(cfg.warmup_epochs * steps_per_epoch))
+                                    warmup_lr=cfg.warmup_lr, warmup_steps=int(cfg.warmup_epochs * steps_per_epoch)
+                                    ) * g.get("lr_scale", 1.0)  # MAE's layer-wise decay; exact no-op without it
             m = step_fn(params, opt, *data.to_device(x, y, device))
             global_step += 1
             in_epoch += 1

@@ -69,6 +69,8 @@ class TrainConfig:
     # student
     model: str = "deit_tiny_patch16_224"
     drop_path: float = 0.1
+    init: str = ""  # the student's starting weights: "" (fresh, init_params) or a file for checkpoint.load_init
+    #                 (a pre-trained MAE encoder, G2SD's generic-distillation student: fresh head, fc_norm, ...)
     # teacher: "" (no distillation), a checkpoint path, or "cache:NAME" (an embedded teacher config, trained
     # once and cached; the committed artefact is used when it matches)
     teacher: str = ""
@@ -97,6 +99,7 @@ class TrainConfig:
     warmup_lr: float = 1e-6
     warmup_epochs: float = 5.0
     weight_decay: float = 0.05
+    layer_decay: float = 0.0  # >0: MAE's layer-wise lr decay (step.param_groups); 0: off (DeiT)
     seed: int = 0
     compile: bool = True
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast everywhere; fp32: none

@@ -4,8 +4,9 @@
         [--rows 2,3] [--dry-run] [--epochs 300]
 
 `--data` holds train/ and val/ class folders. `--checkpoints` holds teacher files under either name below
-(the official release .pth or timm's safetensors saved as `<timm name>.safetensors`). Rows whose teacher file is
-missing are skipped and said so. Each row runs `torchrun --nproc_per_node=<visible GPUs> -m maskedkd.train ...`
+(the official release .pth or timm's safetensors saved as `<timm name>.safetensors`), and the starting files of the
+students that fine-tune one (STUDENT_FILES: MAE's pre-trained ViT-L/H, G2SD's generic-distillation DeiT-S). Rows
+whose teacher or student file is missing are skipped and said so. Each row runs `torchrun --nproc_per_node=<visible GPUs> -m maskedkd.train ...`
 (one process on CPU); the accuracy column is then filled from the runs' summaries into
 results/table1_full.md. `--dry-run` prints every command and the estimated GPU-hours from the FLOPs ledger.
 """
@@ -26,7 +27,20 @@ from maskedkd.experiments import MODELS, get_config
 from maskedkd.harness import run_macs, to_overrides
 from maskedkd.select import keep_count
 
-STUDENTS = {"DeiT-Ti": "deit_tiny_patch16_224", "DeiT-S": "deit_small_patch16_224", "DeiT-B": "deit_base_patch16_224"}
+STUDENTS = {"DeiT-Ti": "deit_tiny_patch16_224", "DeiT-S": "deit_small_patch16_224", "DeiT-B": "deit_base_patch16_224",
+            "DeiT-S (dist. token)": "deit_small_distilled_patch16_224",  # G2SD's student (rows 34, 35)
+            "MAE-ViT-L": "mae_vit_large_patch16", "MAE-ViT-H": "mae_vit_huge_patch14"}  # MAE fine-tuning (rows 36-46)
+# The registered config whose recipe a student's rows use (maskedkd/experiments/imagenet.py); others: DeiT's.
+STUDENT_RECIPES = {"DeiT-S (dist. token)": "g2sd_deit_small_mae_vit_base", "MAE-ViT-L": "mae_vit_large_nokd",
+                   "MAE-ViT-H": "mae_vit_huge_nokd"}
+# Students that start from a file (TrainConfig.init), looked up in --checkpoints beside the teachers: MAE's released
+# pre-trained encoders (MAE README) or timm's `.mae` tags saved as safetensors; G2SD's generic-distillation student
+# (G2SD's SD.sh --finetune; released on G2SD's Google Drive without a fixed name: ours is our choice).
+STUDENT_FILES = {
+    "MAE-ViT-L": ("mae_pretrain_vit_large.pth", "vit_large_patch16_224.mae.safetensors"),
+    "MAE-ViT-H": ("mae_pretrain_vit_huge.pth", "vit_huge_patch14_224.mae.safetensors"),
+    "DeiT-S (dist. token)": ("g2sd_generic_vit_small.pth",),
+}
 TEACHER_FILES = {  # [digest 3.4]
     "DeiT-S": ("deit_small_patch16_224-cd65a155.pth", "deit_small_patch16_224.fb_in1k.safetensors"),
     "DeiT-B": ("deit_base_patch16_224-b5f2ef4d.pth", "deit_base_patch16_224.fb_in1k.safetensors"),
@@ -38,6 +52,10 @@ TEACHER_FILES = {  # [digest 3.4]
     # CLIP-B/16: which ImageNet fine-tune the paper used is [UNKNOWN] (digest 3.4); timm's two in1k fine-tunes
     "CLIP-B/16": ("vit_base_patch16_clip_224.openai_ft_in1k.safetensors",
                   "vit_base_patch16_clip_224.laion2b_ft_in1k.safetensors"),
+    # G2SD's teacher: MAE's fine-tuned ViT-B (MAE FINETUNE.md, 83.664; G2SD SD.sh --teacher_path); no timm tag
+    "MAE-ViT-B": ("mae_finetuned_vit_base.pth",),
+    "DeiT3-H-1k": ("deit_3_huge_224_1k.pth", "deit3_huge_patch14_224.fb_in1k.safetensors"),
+    "DeiT3-H-21k": ("deit_3_huge_224_21k_v1.pth", "deit3_huge_patch14_224.fb_in22k_ft_in1k.safetensors"),
 }
 FEATURE_KD = {"Manifold": "manifold", "Attention": "attention"}  # table-1 method -> TrainConfig.kd_kind
 ASSUMED_TFLOPS = 125.0  # sustained bf16 TFLOP/s per GPU assumed for the estimate (~40% of an A100's peak)
@@ -58,19 +76,21 @@ def plan_rows() -> list[FullRow]:
             base = r.method
         fr = FullRow(i + 1, r, base)
         if r.student not in STUDENTS:
-            fr.why_not = f"student {r.student} (MAE-pretrained or distillation-token) not set up here"
-        elif base == "G2SD":
-            fr.why_not = "G2SD distillation not implemented"
+            fr.why_not = f"student {r.student} not set up here"
         elif r.teacher is not None and r.teacher not in TEACHER_FILES:
             fr.why_not = f"teacher {r.teacher} has no checkpoint file names here"
         out.append(fr)
     return out
 
 
-def train_config(fr: FullRow, data: str, teacher_path: str | None, epochs: int, out_root: Path):
+def train_config(fr: FullRow, data: str, teacher_path: str | None, epochs: int, out_root: Path,
+                 init: str | None = None):
+    """A row's run: its student's recipe (STUDENT_RECIPES, else DeiT's), teacher file and kept count; `init` the
+    student's starting file (STUDENT_FILES)."""
     r = fr.row
-    c = get_config("deit_tiny_nokd").replace(name=f"table1_row{fr.index}", model=STUDENTS[r.student],
-                                             data_path=data, epochs=epochs, out_dir=str(out_root / f"row{fr.index}"))
+    c = get_config(STUDENT_RECIPES.get(r.student, "deit_tiny_nokd")).replace(
+        name=f"table1_row{fr.index}", model=STUDENTS[r.student], data_path=data, epochs=epochs,
+        out_dir=str(out_root / f"row{fr.index}"), init=init or "", teacher_model="")
     if r.teacher is not None:
         t = paper.teacher_config(r.teacher)
         c = c.replace(teacher=teacher_path or "", teacher_model=t.name,
@@ -111,6 +131,14 @@ def locate_teacher(checkpoints: str, teacher: str | None, why_not: str = "") -> 
     return (path, "") if path else (None, f"teacher file missing: one of {TEACHER_FILES[teacher]} in {checkpoints}")
 
 
+def locate_student(checkpoints: str, student: str) -> tuple[Path | None, str]:
+    """(the student's starting file or None, "") or (None, why the row is skipped): STUDENT_FILES students need one."""
+    if student not in STUDENT_FILES:
+        return None, ""
+    path = next((Path(checkpoints) / n for n in STUDENT_FILES[student] if (Path(checkpoints) / n).is_file()), None)
+    return (path, "") if path else (None, f"student file missing: one of {STUDENT_FILES[student]} in {checkpoints}")
+
+
 def launcher() -> list[str]:
     """torchrun over the visible GPUs, or one plain process without any."""
     ngpu = torch.cuda.device_count()
@@ -118,10 +146,11 @@ def launcher() -> list[str]:
             if ngpu else [sys.executable, "-m", "maskedkd.train"])
 
 
-def launch(cfg, args, what: str) -> tuple[dict | None, float]:
-    """Print one run's command and estimated GPU-hours; run it unless --dry-run (in-process and shrunk with
-    --tiny, for the tests); returns its summary (None on a dry run) and the GPU-hours."""
-    cmd = launcher() + ["deit_tiny_nokd", *to_overrides(cfg, "deit_tiny_nokd")]
+def launch(cfg, args, what: str, base: str = "deit_tiny_nokd") -> tuple[dict | None, float]:
+    """Print one run's command (the registered config `base` plus overrides) and estimated GPU-hours; run it unless
+    --dry-run (in-process and shrunk with --tiny, for the tests); returns its summary (None on a dry run) and the
+    GPU-hours."""
+    cmd = launcher() + [base, *to_overrides(cfg, base)]
     if args.tiny:
         cfg = tiny(cfg)
     train_h, eval_h = gpu_hours(cfg, parts=True)
@@ -161,12 +190,14 @@ def main(argv=None):
         r = fr.row
         epochs = args.epochs or r.epochs
         path, status = locate_teacher(args.checkpoints, r.teacher, fr.why_not)
-        if status:
-            print(f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}: skipped ({status})")
-            results.append((fr, None, status))
+        init, s_status = (None, "") if status else locate_student(args.checkpoints, r.student)
+        if status or s_status:
+            print(f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}: skipped ({status or s_status})")
+            results.append((fr, None, status or s_status))
             continue
-        cfg = train_config(fr, args.data, str(path) if path else None, epochs, out_root)
-        summary, hours = launch(cfg, args, f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}")
+        cfg = train_config(fr, args.data, str(path) if path else None, epochs, out_root, str(init) if init else None)
+        summary, hours = launch(cfg, args, f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}",
+                                STUDENT_RECIPES.get(r.student, "deit_tiny_nokd"))
         total_h += hours
         if summary is not None:
             results.append((fr, summary, ""))
