@@ -101,6 +101,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         scorer = view.scorer if isinstance(view.scorer, str) else (view.scorer[0], cast_matmul_weights(view.scorer[1]))
         view = view.replace(params=cast_matmul_weights(view.params), scorer=scorer)
     s_model = model_config(cfg.model, data.num_classes, cfg.img_size or None)
+    view = view and view.for_student(s_model)  # the student's score grid, for the evaluation's masked teacher too
     ckpt_path = out / "checkpoint.pt"
     state = None
     if cfg.resume and ckpt_path.is_file():

@@ -287,3 +287,29 @@ def test_mae_and_g2sd_rows_tiny_end_to_end(tmp_path):
     assert len(groups) == 2 * 3 and groups[0]["lr_scale"] == 1.0
     assert all(g["lr"] == pytest.approx(groups[0]["lr"] * g["lr_scale"]) for g in groups)
     assert "| 39 | MAE-ViT-L | DeiT3-H-1k | +MaskedKD 50% | 86.1 |" in (out / "table1_full.md").read_text()
+
+
+def test_training_program_evaluates_the_masked_teacher_on_the_students_grid(tmp_path, monkeypatch):
+    """A student on another patch grid than its teacher (MAE-L/16 <- DeiT3-H/14): the evaluation's masked teacher
+    resamples the student's scores as the train step does (the run's view knows the student's grid)."""
+    from test_reproduce import _folder
+
+    from maskedkd import train
+    from maskedkd.experiments import MODELS, get_config
+    _folder(tmp_path / "data")
+    small = dict(img_size=32, depth=1, embed_dim=32, num_heads=2, num_classes=3)
+    MODELS["_s16"] = mkd.vit_config("mae_vit_large_patch16", patch_size=8, **small)  # 4 x 4 patches
+    MODELS["_t14"] = mkd.vit_config("deit3_huge_patch14_224", patch_size=4, **small)  # 8 x 8 patches
+    mkd.save_params(mkd.init_params(MODELS["_t14"]), tmp_path / "t.safetensors")
+    seen, evaluate = [], train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: seen.append(a[4]) or evaluate(*a, **k))
+    try:
+        cfg = get_config("mae_vit_large_nokd").replace(
+            model="_s16", teacher=str(tmp_path / "t.safetensors"), teacher_model="_t14", num_keep=32, epochs=1,
+            batch_size=4, data_path=str(tmp_path / "data"), num_workers=0, compile=False, max_steps=1,
+            out_dir=str(tmp_path / "run"), img_size=32)
+        summary = train.run(cfg)
+    finally:
+        MODELS.pop("_s16"), MODELS.pop("_t14")
+    assert seen[0].score_grid == (4, 4) and seen[0].cfg.grid_size == (8, 8)
+    assert summary["steps"] == 1 and "teacher_acc_masked" in summary["history"][-1]
