@@ -313,3 +313,28 @@ def test_training_program_evaluates_the_masked_teacher_on_the_students_grid(tmp_
         MODELS.pop("_s16"), MODELS.pop("_t14")
     assert seen[0].score_grid == (4, 4) and seen[0].cfg.grid_size == (8, 8)
     assert summary["steps"] == 1 and "teacher_acc_masked" in summary["history"][-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student,teacher_patch,kind", [("avg", 2, "soft"), ("token_dist", 4, "hard")],
+                         ids=["mae_global_pool_other_grid", "g2sd_distillation_token"])
+def test_compiled_step_equals_eager(student, teacher_patch, kind):
+    """The compiled step of both new students equals eager (1e-4 after two steps with layer-wise lr decay): a
+    global-pool student whose scores are resampled onto a finer teacher grid, and a distillation-token student."""
+    s_cfg = S.replace(head=student, num_prefix_tokens=2 if student == "token_dist" else 1)
+    t_cfg = T.replace(patch_size=teacher_patch)
+    teacher = mkd.init_params(t_cfg, seed=7)
+    x, y = _x(S, b=4, seed=5), torch.tensor([0, 1, 2, 3])
+    results = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        params = mkd.init_params(s_cfg, seed=0)
+        opt = make_optimizer(params, lr=1e-2, layer_decay=0.75)
+        step = make_train_step(s_cfg, t_cfg, teacher, num_keep=6 * (4 // teacher_patch) ** 2, kind=kind,
+                               compile=compiled, precision="fp32")
+        results[compiled] = (params, [step(params, opt, x, y), step(params, opt, x.flip(0), y)])
+    (pe, me), (pc, mc) = results[False], results[True]
+    for k in pe:
+        torch.testing.assert_close(pc[k], pe[k], atol=1e-4, rtol=1e-4)
+    for a, b in zip(me, mc):
+        torch.testing.assert_close(a["loss"], b["loss"], atol=1e-5, rtol=1e-5)

@@ -4,6 +4,9 @@
         data_path=/path/to/imagenet teacher=/path/to/deit_small_patch16_224-cd65a155.pth
 
 Expected (paper table 1): DeiT-Ti no KD 72.0, + DeiT-S logit KD 75.0, + MaskedKD 50% 75.2.
+Below them: MAE-pretrained ViT-L/16 and ViT-H/14 students fine-tuned with MAE's recipe and (Masked)KD from DeiT3-H/14
+(`mae_vit_*`, table 1 rows 36-46) and G2SD's specific distillation (`g2sd_*`, rows 34-35); each docstring gives its
+command, expected number and row. `reproduce/table1.sh --full` runs them all.
 """
 from . import TrainConfig, register
 
@@ -29,7 +32,8 @@ register(BASE.replace(name="deit_small_deit_base_maskedkd50", model="deit_small_
 # The fine-tuning recipe as MAE publishes it: facebookresearch/mae FINETUNE.md ("Script for ViT-Large" / "ViT-Huge")
 # and main_finetune.py's defaults, util/lr_sched.py, util/lr_decay.py. How the MaskedKD authors distilled into these
 # students is [UNKNOWN] (digest 2.1 notes, 3.3): the KD loss below is our choice, the official MaskedKD one
-# (soft, kd_weight 0.5, T 1, batchmean).
+# (soft, kd_weight 0.5, T 1, batchmean). These students pool globally but keep MAE's CLS token; its last-block query
+# row ranks the patches (our choice, as the official line would on MAE's models_vit.py: see model.student_forward).
 MAE_L = BASE.replace(
     model="mae_vit_large_patch16",  # MAE models_vit.py vit_large_patch16, global_pool=True (main_finetune.py default)
     epochs=50,  # FINETUNE.md --epochs 50 (ViT-L and ViT-H); the digest derives 50 from the PFLOPs (2.7)
