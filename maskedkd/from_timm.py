@@ -1,6 +1,6 @@
 """Any timm ViT, functionally: read a timm `nn.Module` into a ViTConfig and run it on its own parameters.
 
-    cfg = mkd.config_from_timm(model)          # timm ViT / DeiT / distilled DeiT / DeiT-III / CLIP ViT / CaiT
+    cfg = mkd.config_from_timm(model)          # timm ViT / DeiT / distilled DeiT / DeiT-III / CLIP / MAE-avg / CaiT
     params = dict(model.named_parameters())    # no copy: the module's own Parameters, timm's names
     logits = mkd.forward(params, x, cfg)       # == model.eval()(x) to 1e-5; student_forward, teacher_forward,
                                                #    make_train_step all take the same dict
@@ -50,6 +50,12 @@ def _act(model: nn.Module, act: nn.Module) -> str:
     raise _unsupported(model, f"act_layer={type(act).__name__}{extra}", "GELU (erf) or QuickGELU only")
 
 
+def _mlp_ratio(hidden: int, dim: int) -> float:
+    """A ratio whose int(dim * ratio) is hidden (hidden / dim can round just below it: 56 * (115 / 56) < 115)."""
+    ratio = hidden / dim
+    return ratio if int(dim * ratio) == hidden else (hidden + 0.5) / dim
+
+
 def _eps(model: nn.Module, norms: list[tuple[str, nn.Module]]) -> float:
     """The one LayerNorm eps of these norms; each an affine LayerNorm with bias."""
     eps = set()
@@ -71,8 +77,8 @@ def _patch_embed(model: nn.Module) -> tuple[int, tuple[int, int], int]:
     if type(pe) is not PatchEmbed:
         raise _unsupported(model, f"embed_layer={type(pe).__name__}", "timm.layers.PatchEmbed only")
     proj = pe.proj
-    if not isinstance(proj, nn.Conv2d) or proj.kernel_size != proj.stride or proj.kernel_size[0] != proj.kernel_size[1] \
-            or proj.padding not in ((0, 0), "valid") or proj.dilation != (1, 1) or proj.groups != 1:
+    square = isinstance(proj, nn.Conv2d) and proj.kernel_size == proj.stride and len(set(proj.kernel_size)) == 1
+    if not square or proj.padding not in ((0, 0), "valid") or proj.dilation != (1, 1) or proj.groups != 1:
         raise _unsupported(model, f"patch projection {proj}", "a square, non-overlapping Conv2d only")
     if not isinstance(pe.norm, nn.Identity):
         raise _unsupported(model, "embed_norm_layer (a norm inside the patch embedding)")
@@ -89,10 +95,11 @@ def _vit(model: nn.Module, distilled: bool) -> dict:
     from timm.layers import Attention, LayerScale, Mlp
     from timm.models.vision_transformer import Block
     gp = model.global_pool
-    if gp != "token" or getattr(model, "attn_pool", None) is not None:
-        raise _unsupported(model, f"global_pool={gp!r}", "only 'token': the head reads the class token")
+    if gp not in ("token", "avg") or getattr(model, "attn_pool", None) is not None:
+        raise _unsupported(model, f"global_pool={gp!r}", "'token' (the class token) or 'avg' (MAE: mean of the "
+                                                         "patch tokens, fc_norm)")
     if not getattr(model, "has_class_token", True) or model.cls_token is None:
-        raise _unsupported(model, "class_token=False")
+        raise _unsupported(model, "class_token=False", "the class token's attention ranks the patches")
     if getattr(model, "num_reg_tokens", 0) or getattr(model, "reg_token", None) is not None:
         raise _unsupported(model, f"reg_tokens={getattr(model, 'num_reg_tokens', '?')}", "register tokens")
     if getattr(model, "dynamic_img_size", False):
@@ -101,17 +108,22 @@ def _vit(model: nn.Module, distilled: bool) -> dict:
         raise _unsupported(model, "pos_embed='none'", "a learned absolute position embedding only")
     if not isinstance(model.patch_drop, nn.Identity):
         raise _unsupported(model, f"patch_drop_rate={model.patch_drop.prob}")
-    if isinstance(model.norm, nn.Identity):
-        raise _unsupported(model, "fc_norm=True" if not isinstance(model.fc_norm, nn.Identity) else "final_norm=False",
-                           "the final norm comes before the head")
-    if not isinstance(model.fc_norm, nn.Identity):
-        raise _unsupported(model, "fc_norm=True")
+    final, fc = not isinstance(model.norm, nn.Identity), not isinstance(model.fc_norm, nn.Identity)
+    if gp == "avg":  # the core's head="avg": blocks -> mean of the patch tokens -> fc_norm -> head, no final norm
+        if getattr(model, "pool_include_prefix", False):
+            raise _unsupported(model, "pool_include_prefix=True", "global_pool='avg' averages the patch tokens only")
+        if final or not fc:
+            raise _unsupported(model, "global_pool='avg' with fc_norm=False" if final else "final_norm=False",
+                               "the avg head is fc_norm after the pooling and no norm before it")
+    elif not final or fc:
+        raise _unsupported(model, "fc_norm=True" if fc else "final_norm=False", "the token head reads the final norm")
     if not isinstance(model.head, nn.Linear) or (distilled and not isinstance(model.head_dist, nn.Linear)):
         raise _unsupported(model, f"num_classes={model.num_classes} (no classifier head)")
     if distilled and getattr(model, "distilled_training", False):
         raise _unsupported(model, "distilled_training=True", "the core averages the two heads, timm's eval output")
     pre_norm = not isinstance(model.norm_pre, nn.Identity)
-    norms = [("norm", model.norm)] + ([("norm_pre", model.norm_pre)] if pre_norm else [])
+    norms = [("fc_norm", model.fc_norm) if gp == "avg" else ("norm", model.norm)]
+    norms += [("norm_pre", model.norm_pre)] if pre_norm else []
     blocks = list(model.blocks)
     if not blocks:
         raise _unsupported(model, "depth=0")
@@ -141,19 +153,21 @@ def _vit(model: nn.Module, distilled: bool) -> dict:
         kinds = {type(b.ls1), type(b.ls2)}
         if not kinds <= {LayerScale, nn.Identity} or len(kinds) != 1:
             raise _unsupported(model, f"layer scale {sorted(k.__name__ for k in kinds)} at {at}")
-        heads.add(a.num_heads), hidden.add(m.fc1.out_features), acts.add(_act(model, m.act))
+        heads.add(a.num_heads)
+        hidden.add(m.fc1.out_features)
+        acts.add(_act(model, m.act))
         ls.add(b.ls1.init_values if isinstance(b.ls1, LayerScale) else None)
         norms += [(f"{at}.norm1", b.norm1), (f"{at}.norm2", b.norm2)]
-    if len(heads) > 1 or len(hidden) > 1 or len(acts) > 1 or len(ls) > 1 and None in ls:
+    if len(heads) > 1 or len(hidden) > 1 or len(acts) > 1 or (len(ls) > 1 and None in ls):
         raise _unsupported(model, f"blocks that differ (heads {heads}, mlp widths {hidden}, acts {acts}, layer scale "
                                   f"{ls})", "every block alike")
     patch, img, chans = _patch_embed(model)
     layer_scale = ls.pop() if None not in ls else None
     return dict(img_size=img, patch_size=patch, in_chans=chans, embed_dim=model.embed_dim, depth=len(blocks),
-                num_heads=heads.pop(), mlp_ratio=hidden.pop() / model.embed_dim,
+                num_heads=heads.pop(), mlp_ratio=_mlp_ratio(hidden.pop(), model.embed_dim),
                 qkv_bias=blocks[0].attn.qkv.bias is not None, num_prefix_tokens=2 if distilled else 1,
                 pos_embed_prefix=not model.no_embed_class, layer_scale=layer_scale,
-                head="token_dist" if distilled else "token", norm_eps=_eps(model, norms), pre_norm=pre_norm,
+                head="token_dist" if distilled else gp, norm_eps=_eps(model, norms), pre_norm=pre_norm,
                 act=acts.pop(), num_classes=model.num_classes)
 
 
@@ -175,7 +189,9 @@ def _cait(model: nn.Module) -> dict:
                                "timm's LayerScaleBlock + TalkingHeadAttn and LayerScaleBlockClassAttn + ClassAttn")
         if not isinstance(b.mlp.norm, nn.Identity) or b.mlp.fc1.bias is None:
             raise _unsupported(model, f"an MLP with a norm or without bias at {at}")
-        heads.add(b.attn.num_heads), hidden.add(b.mlp.fc1.out_features), acts.add(_act(model, b.mlp.act))
+        heads.add(b.attn.num_heads)
+        hidden.add(b.mlp.fc1.out_features)
+        acts.add(_act(model, b.mlp.act))
         bias.add((b.attn.qkv if attn_t is TalkingHeadAttn else b.attn.q).bias is not None)
         norms += [(f"{at}.norm1", b.norm1), (f"{at}.norm2", b.norm2)]
     if len(hidden) > 1:
@@ -186,16 +202,17 @@ def _cait(model: nn.Module) -> dict:
     # timm's Cait does not store its layer-scale init (gamma_1/gamma_2 are plain Parameters); the config's value only
     # seeds init_params, so it takes the 1e-5 of every cait_* preset.
     return dict(img_size=img, patch_size=patch, in_chans=chans, embed_dim=model.embed_dim, depth=len(blocks),
-                num_heads=heads.pop(), mlp_ratio=hidden.pop() / model.embed_dim, qkv_bias=bias.pop(),
+                num_heads=heads.pop(), mlp_ratio=_mlp_ratio(hidden.pop(), model.embed_dim), qkv_bias=bias.pop(),
                 num_prefix_tokens=1, pos_embed_prefix=False, layer_scale=1e-5, norm_eps=_eps(model, norms),
                 act=acts.pop(), num_classes=model.num_classes, family="cait", class_attn_depth=len(cls_blocks))
 
 
 def config_from_timm(model: nn.Module, name: str | None = None) -> ViTConfig:
-    """A timm VisionTransformer (ViT, DeiT, DeiT-III, CLIP), VisionTransformerDistilled or Cait instance -> the
-    ViTConfig under which `dict(model.named_parameters())` runs in the functional core, equal to the module's eval
-    forward. Raises ValueError naming any class or option the core does not implement (Swin, reg tokens,
-    global_pool='avg' / 'map', qk_norm, dynamic_img_size, fc_norm, ...). torch.compile / DDP wrappers are unwrapped."""
+    """A timm VisionTransformer (ViT, DeiT, DeiT-III, CLIP, MAE-style global_pool='avg'), VisionTransformerDistilled
+    or Cait instance -> the ViTConfig under which `dict(model.named_parameters())` runs in the functional core, equal to
+    the module's eval forward. Raises ValueError naming any class or option the core does not implement (Swin, reg
+    tokens, global_pool='max' / 'map', no class token, qk_norm, dynamic_img_size, fc_norm with the token head, ...).
+    torch.compile / DDP wrappers are unwrapped."""
     from timm.models.cait import Cait
     from timm.models.deit import VisionTransformerDistilled
     from timm.models.vision_transformer import VisionTransformer
@@ -212,8 +229,6 @@ def config_from_timm(model: nn.Module, name: str | None = None) -> ViTConfig:
     if name is None:
         name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or kind.__name__
     cfg = ViTConfig(name=name, **kw)
-    if abs(cfg.mlp_hidden - cfg.mlp_ratio * cfg.embed_dim) > 1e-6:
-        raise _unsupported(model, f"MLP width {cfg.mlp_ratio * cfg.embed_dim:g}", "int(embed_dim * mlp_ratio)")
     buffers = [n for n, _ in model.named_buffers()]
     if buffers:
         raise _unsupported(model, f"buffers {buffers[:8]}", "every tensor the core reads is a Parameter in timm")
@@ -238,8 +253,10 @@ def drop_path_from_timm(model: nn.Module, cfg: ViTConfig | None = None) -> float
         raise _unsupported(model, f"dropout {drops[:6]}", "the core applies stochastic depth only; set the rates to 0")
     rates = []
     for i, b in enumerate(model.blocks):
-        ps = {float(getattr(d, "drop_prob", 0.0)) for d in
-              ((b.drop_path1, b.drop_path2) if hasattr(b, "drop_path1") else (b.drop_path,))}
+        paths = (b.drop_path1, b.drop_path2) if hasattr(b, "drop_path1") else (b.drop_path,)
+        if not all(getattr(d, "scale_by_keep", True) for d in paths):
+            raise _unsupported(model, f"DropPath(scale_by_keep=False) in blocks.{i}")
+        ps = {float(getattr(d, "drop_prob", 0.0)) for d in paths}
         if len(ps) != 1:
             raise _unsupported(model, f"different drop-path rates {sorted(ps)} inside blocks.{i}")
         rates.append(ps.pop())

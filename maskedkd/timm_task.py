@@ -44,7 +44,7 @@ from timm.task import DistillationTeacher, LogitDistillationTask
 from timm.utils import unwrap_model
 
 from .config import ViTConfig
-from .from_timm import config_from_timm, drop_path_from_timm
+from .from_timm import config_from_timm, drop_path_from_timm, params_from_timm
 from .losses import kd_divergence
 from .model import forward, student_forward
 from .select import keep_count
@@ -71,11 +71,11 @@ class StudentWithScores(nn.Module):
         self.cfg = cfg
         self.want_scores = want_scores
         self.drop_path = drop_path_from_timm(student, cfg)
-        self._params = dict(student.named_parameters())
+        self._params = params_from_timm(student)
 
     def _apply(self, fn, *args, **kwargs):
         result = super()._apply(fn, *args, **kwargs)
-        self._params = dict(self.student.named_parameters())
+        self._params = params_from_timm(self.student)
         return result
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -144,7 +144,7 @@ class MaskedLogitDistillationTask(LogitDistillationTask):
             num_keep = keep_count(t.num_patches, keep_ratio)
         if num_keep == t.num_patches:
             num_keep = None  # every patch: the plain teacher forward
-        self._view = TeacherView(t, dict(unwrap_model(self.teacher.model).named_parameters()), num_keep,
+        self._view = TeacherView(t, params_from_timm(self.teacher.model), num_keep,
                                  criterion=mask_criterion).for_student(s)
         self.num_keep = num_keep
         self.trainable_module = StudentWithScores(student_model, s, want_scores=num_keep is not None)
@@ -162,7 +162,7 @@ class MaskedLogitDistillationTask(LogitDistillationTask):
         """After .to() / .cuda() / .half(): the view reads the teacher's Parameters as they are now."""
         result = super()._apply(fn, *args, **kwargs)
         if "_view" in self.__dict__:
-            self._view = self._view.replace(params=dict(unwrap_model(self.teacher.model).named_parameters()))
+            self._view = self._view.replace(params=params_from_timm(self.teacher.model))
         return result
 
     def _masked_teacher(self, input: torch.Tensor, scores: Optional[torch.Tensor]) -> TeacherOut:

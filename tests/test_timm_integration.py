@@ -18,15 +18,17 @@ from maskedkd.timm_task import MaskedLogitDistillationTask, StudentWithScores  #
 
 TINY = {"img_size": 32, "patch_size": 8, "num_classes": 5, "depth": 2}  # 16 patches
 CLIP = {**TINY, "embed_dim": 64, "num_heads": 4}
-CASES = [  # (timm name, timm kwargs, our preset overrides giving the same config)
-    ("deit_tiny_patch16_224", TINY, TINY),
-    ("deit3_small_patch16_224", TINY, TINY),
-    ("deit_tiny_distilled_patch16_224", TINY, TINY),
-    ("vit_base_patch16_clip_224", CLIP, CLIP),
-    ("vit_base_patch16_clip_quickgelu_224", CLIP, CLIP),
-    ("cait_xxs24_224", {**TINY, "depth_token_only": 2}, {**TINY, "class_attn_depth": 2}),
+CASES = [  # (timm name, timm kwargs, our preset and overrides giving the same config)
+    ("deit_tiny_patch16_224", TINY, "deit_tiny_patch16_224", TINY),
+    ("deit3_small_patch16_224", TINY, "deit3_small_patch16_224", TINY),
+    ("deit_tiny_distilled_patch16_224", TINY, "deit_tiny_distilled_patch16_224", TINY),
+    ("vit_base_patch16_clip_224", CLIP, "vit_base_patch16_clip_224", CLIP),
+    ("vit_base_patch16_clip_quickgelu_224", CLIP, "vit_base_patch16_clip_quickgelu_224", CLIP),
+    ("cait_xxs24_224", {**TINY, "depth_token_only": 2}, "cait_xxs24_224", {**TINY, "class_attn_depth": 2}),
+    # MAE fine-tuning: global average pool of the patch tokens, fc_norm, no final norm (the core's head="avg")
+    ("vit_base_patch16_224", {**CLIP, "global_pool": "avg"}, "mae_vit_base_patch16", CLIP),
 ]
-IDS = [c[0] for c in CASES]
+IDS = [c[0] + ("-avg" if c[1].get("global_pool") == "avg" else "") for c in CASES]
 
 
 def _timm(name, seed=0, **kw):
@@ -65,11 +67,11 @@ def _timm_masked(m, x, keep):
     return m.forward_head(m.norm(m.blocks(m.norm_pre(tokens))))
 
 
-@pytest.mark.parametrize("name,kw,preset_kw", CASES, ids=IDS)
-def test_module_parameters_run_in_the_core_equal_to_the_module(name, kw, preset_kw):
+@pytest.mark.parametrize("name,kw,preset,preset_kw", CASES, ids=IDS)
+def test_module_parameters_run_in_the_core_equal_to_the_module(name, kw, preset, preset_kw):
     m = _timm(name, **kw)
     cfg = mkd.config_from_timm(m)
-    assert cfg == mkd.vit_config(name, **preset_kw)  # the derived config is our preset for that timm model
+    assert cfg.name == name and cfg.replace(name=preset) == mkd.vit_config(preset, **preset_kw)  # our preset
     params = dict(m.named_parameters())
     assert all(params[k] is p for k, p in m.named_parameters())  # the module's own tensors, no copy
     x = _x()
@@ -87,15 +89,29 @@ def test_module_parameters_run_in_the_core_equal_to_the_module(name, kw, preset_
     assert scores.shape == (x.shape[0], cfg.num_patches) and torch.all(scores > 0)
 
 
+def test_an_mlp_width_whose_ratio_does_not_round_trip():
+    """timm's hidden width int(56 * 2.0536) = 115, but 56 * (115 / 56) < 115 in floating point: the config keeps 115."""
+    m = _timm("vit_tiny_patch16_224", **{**TINY, "embed_dim": 56, "num_heads": 2, "mlp_ratio": 2.0536})
+    cfg = mkd.config_from_timm(m)
+    assert m.blocks[0].mlp.fc1.out_features == cfg.mlp_hidden == 115
+    x = _x()
+    with torch.no_grad():
+        torch.testing.assert_close(mkd.forward(dict(m.named_parameters()), x, cfg), m(x), atol=1e-5, rtol=1e-5)
+
+
 BASE = ("vit_tiny_patch16_224", {**TINY, "depth": 1})
 UNSUPPORTED = [  # (timm name, kwargs, message naming the option)
     ("swin_tiny_patch4_window7_224", {"depths": (1, 1, 1, 1), "embed_dim": 32, "num_heads": (1, 1, 1, 1)},
      r"model class timm\.models\.swin_transformer\.SwinTransformer is not supported"),
     ("resnet18", {}, r"model class timm\.models\.resnet\.ResNet is not supported"),
     (BASE[0], {"reg_tokens": 4}, r"reg_tokens=4"),
-    (BASE[0], {"global_pool": "avg"}, r"global_pool='avg'"),
+    (BASE[0], {"global_pool": "max"}, r"global_pool='max'"),
+    (BASE[0], {"global_pool": "avgmax"}, r"global_pool='avgmax'"),
     (BASE[0], {"global_pool": "map"}, r"global_pool='map'"),
-    (BASE[0], {"class_token": False, "global_pool": "avg"}, r"global_pool='avg'"),
+    (BASE[0], {"global_pool": ""}, r"global_pool=''"),
+    (BASE[0], {"class_token": False, "global_pool": "avg"}, r"class_token=False"),
+    (BASE[0], {"global_pool": "avg", "fc_norm": False}, r"global_pool='avg' with fc_norm=False"),
+    (BASE[0], {"global_pool": "avg", "pool_include_prefix": True}, r"pool_include_prefix=True"),
     (BASE[0], {"qk_norm": True}, r"qk_norm=True"),
     (BASE[0], {"dynamic_img_size": True}, r"dynamic_img_size=True"),
     (BASE[0], {"fc_norm": True}, r"fc_norm=True"),
@@ -204,10 +220,11 @@ MASKED = [  # (teacher, its kwargs, num_keep of the teacher's patches)
     ("deit_small_patch16_224", TINY, 6),
     ("vit_base_patch16_clip_224", CLIP, 6),  # re-normalised teacher input
     ("cait_xxs24_224", {**TINY, "patch_size": 4}, 20),  # 64-patch teacher: the student's 16 scores resampled
+    ("vit_base_patch16_224", {**CLIP, "global_pool": "avg"}, 6),  # MAE-style avg head, mean/std 0.5 (re-normalised)
 ]
 
 
-@pytest.mark.parametrize("teacher,teacher_kw,k", MASKED, ids=[m[0] for m in MASKED])
+@pytest.mark.parametrize("teacher,teacher_kw,k", MASKED, ids=[m[0] + m[1].get("global_pool", "") for m in MASKED])
 def test_masked_loss_equals_the_functional_maskedkd_loss(teacher, teacher_kw, k):
     s, t = _pair(teacher, teacher_kw)
     a, temp = 0.5, 2.0
@@ -219,10 +236,10 @@ def test_masked_loss_equals_the_functional_maskedkd_loss(teacher, teacher_kw, k)
     # 1. the project's loss function (same weights, kd_weight = 1 - task_loss_weight), on the teacher's normalisation
     cfg_s, cfg_t = mkd.config_from_timm(s), mkd.config_from_timm(t)
     x_t = x
-    if teacher.startswith("vit_base_patch16_clip"):
-        s_mean, s_std = torch.tensor(s.pretrained_cfg["mean"]), torch.tensor(s.pretrained_cfg["std"])
-        t_mean, t_std = torch.tensor(t.pretrained_cfg["mean"]), torch.tensor(t.pretrained_cfg["std"])
-        x_t = (x * s_std[:, None, None] + s_mean[:, None, None] - t_mean[:, None, None]) / t_std[:, None, None]
+    stats = [torch.tensor(m.pretrained_cfg[k])[:, None, None] for m in (s, t) for k in ("mean", "std")]
+    if any(not torch.equal(a, b) for a, b in zip(stats[:2], stats[2:])):  # timm's normalize_input, by hand
+        s_mean, s_std, t_mean, t_std = stats
+        x_t = (x * s_std + s_mean - t_mean) / t_std
     # 2. by hand from the same kept indices: the student's top-k (resampled onto the teacher's grid)
     params = dict(s.named_parameters())
     logits, scores = mkd.student_forward(params, x, cfg_s)
@@ -270,6 +287,13 @@ def test_task_options_and_refusals():
     assert set(task.get_checkpoint_state()["state_dict"]) == set(s.state_dict())
     task.train()
     assert task.trainable_module.training and not t.training
+    # timm's EMA copies the trainable module: its eval model is the EMA copy of the student, run on its own tensors
+    ema = task.setup_ema(decay=0.5)
+    ema_student = task.get_eval_model(ema=True)
+    assert ema_student is ema.module.student and ema_student is not s
+    assert all(ema.module._params[k] is p for k, p in ema_student.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(ema.module.eval()(x)[0], s.eval()(x), atol=1e-5, rtol=1e-5)
     # .double(): the view follows the teacher's Parameters
     task.double()
     assert all(task.view.params[k] is p and p.dtype == torch.float64 for k, p in t.named_parameters())
