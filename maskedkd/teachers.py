@@ -97,14 +97,15 @@ def fold_input_norm(params: dict, data_norm, model_norm) -> dict:
 def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> TeacherView | None:
     """The TeacherView of a run (None: no distillation): the kept count from num_keep or keep_ratio (keep_count),
     or per epoch from keep_schedule; criterion, scorer, adaptive budget or ToMe merging as configured."""
-    options = {"num_keep": cfg.num_keep, "keep_ratio": cfg.keep_ratio, "keep_schedule": cfg.keep_schedule,
+    options = {"teacher_model": cfg.teacher_model, "num_keep": cfg.num_keep, "keep_ratio": cfg.keep_ratio, "keep_schedule": cfg.keep_schedule,
                "adaptive_mass": cfg.adaptive_mass, "teacher_tome_r": cfg.teacher_tome_r, "criterion": cfg.criterion,
                "scorer": cfg.scorer}
     if not cfg.teacher:
         fresh = TrainConfig()
         set_ = {k: v for k, v in options.items() if v != getattr(fresh, k)}
         if set_:
-            raise ValueError(f"{sorted(set_)} describe what a teacher sees, but the run has no teacher")
+            raise ValueError(f"{sorted(set_)} describe the teacher or what it sees, but the run has no teacher "
+                             f"(teacher=PATH or teacher=cache:NAME)")
         return None
     img = cfg.img_size or None
     t_cfg, params = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher")

@@ -90,6 +90,9 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     out = Path(cfg.out_dir or f"runs/{cfg.name}")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
+    if cfg.init_required and not cfg.init:
+        raise ValueError(f"config {cfg.name!r} fine-tunes a pre-trained student: pass init=PATH (see its docstring: "
+                         f"python -m maskedkd.train --help)")
     for key in ("eval_every", "eval_teacher_every"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)}: must be >= 1 (epochs between evaluations)")

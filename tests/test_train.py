@@ -355,3 +355,14 @@ def test_run_all_subprocesses_find_a_plugin_criterion(tmp_path, monkeypatch):
     register_criterion("in_main")(main_fn)
     with pytest.raises(ValueError, match="registered in the running script"):
         plugin_modules([cfg.replace(criterion="in_main")])
+
+
+def test_recipes_that_need_a_file_refuse_to_start_without_it(tmp_path):
+    """The silent fall-backs this guards: a KD recipe run without teacher=PATH trained without distillation, and a
+    fine-tuning recipe (MAE, G2SD) run without init=PATH trained from scratch."""
+    with pytest.raises(ValueError, match=r"\['num_keep', 'teacher_model'\] describe the teacher"):
+        run(get_config("deit_tiny_deit_small_maskedkd50").replace(data="digits", model="digits_student",
+                                                                  out_dir=str(tmp_path / "a"),
+                                                                  **{k: v for k, v in TINY.items() if k not in ("data", "model")}))
+    with pytest.raises(ValueError, match="fine-tunes a pre-trained student: pass init=PATH"):
+        run(get_config("mae_vit_large_nokd").replace(data="digits", out_dir=str(tmp_path / "b")))

@@ -70,6 +70,7 @@ class TrainConfig:
     model: str = "deit_tiny_patch16_224"
     drop_path: float = 0.1
     init: str = ""  # the student's starting weights: "" (fresh, init_params) or a file for checkpoint.load_init
+    init_required: bool = False  # the recipe fine-tunes a pre-trained file: refuse to start without init
     #                 (a pre-trained MAE encoder, G2SD's generic-distillation student: fresh head, fc_norm, ...)
     # teacher: "" (no distillation), a checkpoint path, or "cache:NAME" (an embedded teacher config, trained
     # once and cached; the committed artefact is used when it matches)
@@ -121,7 +122,7 @@ class TrainConfig:
 
 # TrainConfig fields that do not change the trained weights
 NOT_HASHED = frozenset({"out_dir", "resume", "ckpt_every", "log_every", "threads", "num_workers", "compile",
-                        "eval_masked_teacher", "eval_every", "eval_teacher_every", "data_path"})
+                        "eval_masked_teacher", "eval_every", "eval_teacher_every", "data_path", "init_required"})
 
 
 def config_hash(cfg: TrainConfig) -> str:

@@ -46,6 +46,7 @@ MAE_L = BASE.replace(
     warmup_lr=0.0,  # util/lr_sched.py: warm-up lr * epoch / warmup_epochs, from 0, per iteration
     min_lr=1e-6,  # main_finetune.py --min_lr default 1e-6
     repeated_aug=1,  # main_finetune.py: a DistributedSampler, no repeated augmentation
+    init_required=True,  # fine-tuning: init=PATH (the pre-trained encoder) must be given
     mixup=True,  # FINETUNE.md --mixup 0.8 --cutmix 1.0, main_finetune.py --smoothing 0.1 (switch 0.5, batch mode)
     # RandAugment rand-m9-mstd0.5-inc1 (--aa default), bicubic, --reprob 0.25 pixel mode, eval crop 224/256
     # (util/datasets.py): our DeiT transforms use these very values. No gradient clipping (--clip_grad None).
@@ -92,7 +93,7 @@ G2SD = BASE.replace(
     lr=2e-3,  # SD.sh --blr 1.e-3 per 256 -> 2e-3 per 512
     layer_decay=0.75, weight_decay=0.05, drop_path=0.0,  # SD.sh --layer_decay 0.75 --weight_decay 0.05 --drop_path 0.
     warmup_epochs=5, warmup_lr=0.0, min_lr=1e-6,  # main_finetune_dis.py defaults; util/lr_sched.py from 0
-    repeated_aug=1, mixup=True,  # DistributedSampler; SD.sh --mixup 0.8 --cutmix 1.0 --reprob 0.25, smoothing 0.1
+    repeated_aug=1, mixup=True, init_required=True,  # DistributedSampler; SD.sh --mixup 0.8 --cutmix 1.0 --reprob 0.25, smoothing 0.1
 )
 # The student starts from G2SD's generic-distillation stage (SD.sh --finetune student_init; released on G2SD's Google
 # Drive): the file name below is our choice. How MaskedKD ranked patches for this student is [UNKNOWN] (digest 1.3):
