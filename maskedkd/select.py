@@ -14,12 +14,15 @@ from einops import rearrange
 
 Criterion = Callable[[torch.Tensor, int, "torch.Generator | None"], torch.Tensor]
 CRITERIA: dict[str, Criterion] = {}
+BUILTIN_NAMES = ("topk", "bottomk", "random")
 
 
 def register_criterion(name: str) -> Callable[[Criterion], Criterion]:
     """Decorator: add a criterion `(scores (b n), num_keep, generator) -> idx (b k)` under `name`."""
     def add(fn: Criterion) -> Criterion:
-        CRITERIA[name] = fn
+        if name in BUILTIN_NAMES and CRITERIA.get(name, fn) is not fn:
+            raise ValueError(f"criterion {name!r} is built in; register a plug-in under another name")
+        CRITERIA[name] = fn  # a plug-in registered again (a re-run notebook cell) takes its new definition
         return fn
     return add
 
@@ -55,8 +58,11 @@ def check_criterion(name: str) -> Criterion:
             importlib.import_module(module)
         except ImportError as e:
             raise ValueError(f"criterion {name!r}: cannot import module {module!r} ({e})") from None
-        if short in CRITERIA:
+        if short in CRITERIA and CRITERIA[short].__module__ == module:
             CRITERIA[name] = CRITERIA[short]
+        elif short in CRITERIA:
+            raise ValueError(f"criterion {name!r}: module {module!r} registers no criterion {short!r} (the one "
+                             f"registered under that name comes from {CRITERIA[short].__module__!r})")
     if name not in CRITERIA:
         raise ValueError(f"unknown criterion {name!r}; registered criteria: {sorted(CRITERIA)} (a plug-in: "
                          f"'module:name' with a module that calls register_criterion('name'))")

@@ -39,6 +39,11 @@ def cached_teacher(tcfg: TrainConfig) -> Path:
     path = cache_dir() / "teachers" / f"{tcfg.name}-{h}.safetensors"
     if path.is_file():
         return path
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ValueError(f"teacher cache:{tcfg.name} is not trained yet ({path} is missing) and this is a "
+                         f"{dist.get_world_size()}-process run: train it first in one process with "
+                         f"`python -m maskedkd.train {tcfg.name}` (it is then cached), or let harness.run_all do it")
     path.parent.mkdir(parents=True, exist_ok=True)
     # one trainer per cache entry: concurrent runs needing the same missing teacher wait for the first one
     with open(path.with_suffix(".lock"), "w") as lock:
@@ -46,7 +51,11 @@ def cached_teacher(tcfg: TrainConfig) -> Path:
         if not path.is_file():
             from . import train
             print(f"[maskedkd] training teacher {tcfg.name} once; it will be cached at {path}", file=sys.stderr)
-            train.run(tcfg.replace(out_dir=str(cache_dir() / "runs" / f"{tcfg.name}-{h}")), final_params_path=path)
+            threads = torch.get_num_threads()
+            try:
+                train.run(tcfg.replace(out_dir=str(cache_dir() / "runs" / f"{tcfg.name}-{h}")), final_params_path=path)
+            finally:
+                torch.set_num_threads(threads)  # the teacher's recipe sets its own
     return path
 
 
@@ -111,6 +120,8 @@ def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> Te
     t_cfg, params = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher")
     if cfg.data == "imagefolder":  # the data path normalises with ImageNet's mean/std (timm's DeiT transforms)
         params = fold_input_norm(params, IMAGENET_NORM, input_norm(t_cfg))
+    if cfg.num_keep and cfg.keep_ratio < 1.0:
+        raise ValueError(f"num_keep={cfg.num_keep} and keep_ratio={cfg.keep_ratio} both set the kept count: give one")
     num_keep = None
     if cfg.num_keep or cfg.keep_ratio < 1.0:
         num_keep = cfg.num_keep or keep_count(t_cfg.num_patches, cfg.keep_ratio)
@@ -123,6 +134,9 @@ def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> Te
         num_keep = schedule[0]
     scorer = cfg.scorer
     if scorer not in ("student", "teacher"):
-        scorer = load_model(cfg.scorer, cfg.scorer_model, num_classes, img, device, "scorer")
+        s_cfg, s_params = load_model(cfg.scorer, cfg.scorer_model, num_classes, img, device, "scorer")
+        if cfg.data == "imagefolder":
+            s_params = fold_input_norm(s_params, IMAGENET_NORM, input_norm(s_cfg))
+        scorer = (s_cfg, s_params)
     return TeacherView(t_cfg, params, num_keep, criterion=cfg.criterion, scorer=scorer,
                        adaptive_mass=cfg.adaptive_mass, tome_r=cfg.teacher_tome_r, schedule=schedule)

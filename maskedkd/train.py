@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from .checkpoint import load_init, save_checkpoint, save_params
 from .data.loaders import build_data
-from .experiments import TrainConfig, apply_overrides, config_hash, get_config, model_config
+from .experiments import NOT_HASHED, TrainConfig, apply_overrides, config_hash, get_config, model_config
 from .model import forward, init_params, student_forward
 from .step import (allow_compiled_graphs, cast_matmul_weights, cosine_lr, make_optimizer, make_train_step,
                    uses_bf16)
@@ -81,6 +81,21 @@ def evaluate(params, s_model, batches, device, view=None, *, precision: str = "a
     return out
 
 
+def check_resume(state: dict, cfg: TrainConfig, world: int, path: Path) -> None:
+    """A checkpoint resumes only the run that wrote it: the same number of processes (each restores its own RNG
+    state and data shard) and the same config, paths, logging, threads and max_steps aside."""
+    if len(state["rng"]) != world:
+        raise ValueError(f"checkpoint {path} was written by {len(state['rng'])} process(es); resuming it with {world} "
+                         f"would change every rank's random stream and data shard")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    ran = TrainConfig(**{k: v for k, v in json.loads(state["config"]).items() if k in known})
+    diff = {f.name: (getattr(ran, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+            if f.name not in NOT_HASHED | {"max_steps"} and getattr(ran, f.name) != getattr(cfg, f.name)}
+    if diff:
+        raise ValueError(f"checkpoint {path} was written by another config (field: (checkpoint, now)) {diff}: "
+                         f"resume with the same config, or move the checkpoint away to start fresh")
+
+
 def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     """Train one config; returns the summary dict (also written to out_dir/summary.json)."""
     # processes and checks that need no data
@@ -113,6 +128,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         except Exception as e:
             raise ValueError(f"checkpoint {ckpt_path} is corrupt or unreadable ({type(e).__name__}: {e}); it was "
                              f"left as it is: move it away to start fresh") from e
+        check_resume(state, cfg, world, ckpt_path)
     torch.manual_seed(cfg.seed * 1000 + rank)
     params = load_init(cfg.init, s_model, seed=cfg.seed) if cfg.init else init_params(s_model, seed=cfg.seed)
     if state is not None:
@@ -135,6 +151,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                 student_keep=cfg.student_keep or None, precision=cfg.precision, compile=cfg.compile,
                 grad_sync=all_reduce_mean(world) if world > 1 else None)
         return steps[k]
+    for e in range(cfg.epochs):  # built (and their options checked) now, not epochs into a keep schedule
+        step_for(view and view.at_epoch(e))
     steps_per_epoch = data.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     epoch, in_epoch, global_step, history = 0, 0, 0, []
@@ -142,7 +160,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         opt.load_state_dict(state["optimizer"])
         epoch, in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         history = json.loads(state["history"])
-        torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        torch.set_rng_state(state["rng"][rank])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
 
@@ -200,6 +218,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                 stop = True
                 break
         if stop and in_epoch < steps_per_epoch:
+            save(epoch, in_epoch)  # a later resume=true continues from here
             break
         last = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last:

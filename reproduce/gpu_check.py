@@ -129,8 +129,10 @@ def teacher_precision(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, device) 
 
 def loss_check(s_cfg, t_cfg, teacher, num_keep, data, steps, precision, device) -> tuple[dict, dict]:
     """`steps` compiled and `steps` eager MaskedKD steps from the same parameters on the same batches. Returns the
-    check and the compiled runner (step, params, optimizer, first-call seconds), reused for timing."""
-    before = {k: v.clone() for k, v in teacher.items()}
+    check and the compiled runner (step, params, optimizer, first-call seconds), reused for timing. The teacher's
+    tensors require grad here, so that a step leaking gradient into the teacher would leave a .grad on them."""
+    teacher = {k: v.detach().clone().requires_grad_(True) for k, v in teacher.items()}
+    before = {k: v.detach().clone() for k, v in teacher.items()}
     losses, runner = {}, {}
     for mode in ("compiled", "eager"):
         params = student(s_cfg, device)
@@ -149,7 +151,7 @@ def loss_check(s_cfg, t_cfg, teacher, num_keep, data, steps, precision, device) 
     check = {"steps": steps, "max_abs_loss_diff": diff, "tolerance": tol,
              "losses_compiled": losses["compiled"], "losses_eager": losses["eager"],
              "finite": all(math.isfinite(v) for v in losses["compiled"] + losses["eager"]),
-             "teacher_grads_none": all(v.grad is None and not v.requires_grad for v in teacher.values()),
+             "teacher_grads_none": all(v.grad is None for v in teacher.values()),
              "teacher_unchanged": all(torch.equal(before[k], teacher[k]) for k in teacher)}
     check["passed"] = bool(diff <= tol and check["finite"] and check["teacher_grads_none"]
                            and check["teacher_unchanged"])

@@ -169,3 +169,10 @@ def test_padded_budget_equals_running_each_sample_on_its_own_patches():
         want = mkd.teacher_forward(p, x[b:b + 1], cfg, idx[b:b + 1, :c])
         torch.testing.assert_close(got[b:b + 1], want, atol=1e-5, rtol=1e-5)
     assert 1 <= int(count.min()) and int(count.max()) <= 12
+
+
+def test_builtin_criteria_cannot_be_replaced_and_module_names_must_match():
+    with pytest.raises(ValueError, match="'random' is built in"):
+        mkd.register_criterion("random")(lambda scores, k, generator=None: scores[:, :k].long())
+    with pytest.raises(ValueError, match="module 'maskedkd.patchify' registers no criterion 'topk'"):
+        mkd.select_tokens(torch.rand(2, 9), 3, "maskedkd.patchify:topk")

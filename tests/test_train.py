@@ -366,3 +366,30 @@ def test_recipes_that_need_a_file_refuse_to_start_without_it(tmp_path):
                                                                   **{k: v for k, v in TINY.items() if k not in ("data", "model")}))
     with pytest.raises(ValueError, match="fine-tunes a pre-trained student: pass init=PATH"):
         run(get_config("mae_vit_large_nokd").replace(data="digits", out_dir=str(tmp_path / "b")))
+
+
+def test_resume_refuses_another_config_or_world_size(tmp_path):
+    """A checkpoint resumes only the run that wrote it (max_steps, paths and logging aside)."""
+    out = tmp_path / "r"
+    cfg = TrainConfig(**{**TINY, "epochs": 2}, out_dir=str(out), max_steps=3)
+    run(cfg)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step_in_epoch"] == 3  # saved at the max_steps stop
+    with pytest.raises(ValueError, match=r"another config .*'lr': \(0.01, 0.02\)"):
+        run(cfg.replace(resume=True, max_steps=0, lr=2e-2))
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    torch.save({**ck, "rng": ck["rng"] * 2}, out / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\); resuming it with 1"):
+        run(cfg.replace(resume=True, max_steps=0))
+
+
+def test_options_of_every_schedule_epoch_are_checked_before_training(tmp_path):
+    teacher = tmp_path / "t.safetensors"
+    mkd.save_params(mkd.init_params(MODELS["digits_teacher"], seed=5), teacher)
+    base = TrainConfig(**{**TINY, "epochs": 3}, teacher=str(teacher), teacher_model="digits_teacher")
+    with pytest.raises(ValueError, match="not both"):  # epochs 0-1 see every patch, epoch 2 half: refused at start
+        run(base.replace(keep_schedule="100*2,50", student_keep=8, out_dir=str(tmp_path / "a")))
+    assert not (tmp_path / "a" / "log.jsonl").exists()
+    with pytest.raises(ValueError, match="num_keep=8 and keep_ratio=0.5 both set the kept count"):
+        run(base.replace(num_keep=8, keep_ratio=0.5, out_dir=str(tmp_path / "b")))
+    with pytest.raises(ValueError, match="epochs='3.0': expected an integer"):
+        apply_overrides(base, ["epochs=3.0"])

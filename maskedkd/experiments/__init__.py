@@ -140,11 +140,10 @@ def _coerce(field, text: str):
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"{field.name}={text!r}: expected true/false")
         return text.lower() in ("true", "1", "yes")
-    if t == "int":
-        return int(text)
-    if t == "float":
-        return float(text)
-    return text
+    try:
+        return {"int": int, "float": float}.get(t, str)(text)
+    except ValueError:
+        raise ValueError(f"{field.name}={text!r}: expected {'an integer' if t == 'int' else 'a number'}") from None
 
 
 def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
