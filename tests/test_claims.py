@@ -3,6 +3,7 @@ on, and the committed reference of table 1's default run (reproduce/reference/) 
 import inspect
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -183,6 +184,9 @@ def test_readme_and_reference_numbers_agree():
     block = claims.readme_block(ref)
     readme = (ROOT / "reproduce" / "README.md").read_text()
     assert claims.current_block(readme) == block, "regenerate: bash reproduce/table1.sh --update-reference"
+    header = next(line for line in readme.splitlines() if line.startswith("## Table 1 at embedded scale"))
+    wall = re.search(r"wall time ([0-9.]+) min", (REF / "table1.md").read_text()).group(1)
+    assert f"{wall} min from an empty" in header  # the section's one typed number: the reference run's wall time
     labels = {r["id"]: r["label"] for r in ref["rows"]}
     md = (REF / "table1.md").read_text()
     assert "\n".join(claims.claim_lines(ref["claims"], labels)) in md
@@ -193,3 +197,25 @@ def test_readme_and_reference_numbers_agree():
     assert [r["verdict"] for r in again] == [r["verdict"] for r in ref["claims"]]
     cl = (REF / "claims.md").read_text()
     assert all(c.text in cl for c in claims.CLAIMS)
+
+
+def test_update_reference_copies_outputs_and_rewrites_the_readme_block(tmp_path):
+    import table1
+    out, ref, readme = tmp_path / "results", tmp_path / "reference", tmp_path / "README.md"
+    out.mkdir()
+    ids = [rid for rid, _, _ in table1.student_rows("default", 0)]
+    data = {"mode": "default", "seeds": [0, 1], "teacher_acc": 0.9, "num_patches": 64,
+            "rows": [{"id": i, "label": i, "kept": "32 / 64", "saved": "51%", "paper": "–"} for i in ids],
+            "runs": [_run(i, s, 0.5) for i in ids for s in (0, 1)]}
+    data["claims"] = [claims.evaluate(c, claims.row_accs(data)) for c in claims.CLAIMS if c.kind]
+    (out / "table1_runs.json").write_text(json.dumps(data))
+    for f in table1.REFERENCE_FILES[:-1]:
+        (out / f).write_text(f"{f}\n")
+    readme.write_text(f"# x\n{claims.BEGIN}\nold\n{claims.END}\n## next\n")
+    table1.update_reference(out, ref, readme)
+    assert sorted(p.name for p in ref.iterdir()) == sorted(table1.REFERENCE_FILES)
+    assert claims.current_block(readme.read_text()) == claims.readme_block(data)
+    data["mode"] = "quick"
+    (out / "table1_runs.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match="default run"):
+        table1.update_reference(out, ref, readme)
