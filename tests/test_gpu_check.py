@@ -78,4 +78,5 @@ def test_cpu_smoke_runs_the_whole_script_and_prints_one_row(tmp_path):
     assert 0 <= c["max_abs_loss_diff"] <= c["tolerance"] == 5e-2
     tb = r["teacher_bf16"]
     assert tb["error"] is None and tb["top1_agreement"] == 1.0
-    assert 0 < tb["max_abs_logit_diff"] < 0.05 and tb["ms_maskedkd_bf16_teacher"] > 0
+    # step.cast_matmul_weights casts exactly what autocast casts: the same logits to the bit
+    assert tb["max_abs_logit_diff"] == 0.0 and tb["ms_maskedkd_bf16_teacher"] > 0

@@ -307,7 +307,7 @@ def test_training_program_evaluates_the_masked_teacher_on_the_students_grid(tmp_
         cfg = get_config("mae_vit_large_nokd").replace(
             model="_s16", teacher=str(tmp_path / "t.safetensors"), teacher_model="_t14", num_keep=32, epochs=1,
             batch_size=4, data_path=str(tmp_path / "data"), num_workers=0, compile=False, max_steps=1,
-            out_dir=str(tmp_path / "run"), img_size=32)
+            out_dir=str(tmp_path / "run"), img_size=32, init_required=False)  # fresh weights: a grid test
         summary = train.run(cfg)
     finally:
         MODELS.pop("_s16"), MODELS.pop("_t14")
