@@ -56,22 +56,30 @@ def all_reduce_mean(world: int):
     return sync
 
 
-def evaluate(params, s_model, batches, device, view=None, *, precision: str = "auto", world: int = 1) -> dict:
+def evaluate(params, s_model, batches, device, view=None, *, precision: str = "auto", world: int = 1,
+             memo: dict | None = None) -> dict:
     """Student top-1 over the eval set, and (with a teacher view) the top-1 of the teacher on what the view shows it
     for this student's scores. Each rank counts its shard (data.eval_batches); the counts are summed over ranks
-    once at the end, the only host sync."""
+    once at the end, the only host sync. A full or ToMe view's teacher does not depend on the student: with `memo` (a
+    dict kept for the run) its count is computed at the first evaluation and reused."""
     from .step import _autocast
+    fixed = view is not None and view.mode in ("full", "tome")  # the teacher sees the same whatever the student
+    reuse = fixed and memo is not None and "fixed_teacher_correct" in memo
     counts = torch.zeros(3, dtype=torch.int64, device=device)  # correct, teacher correct, total
     with torch.no_grad(), _autocast(device.type, precision):
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if view is not None:
+            if view is not None and not reuse:
                 logits, scores = student_forward(params, x, s_model)
                 counts[1] += (view(x, scores).logits.argmax(-1) == y).sum()
             else:
                 logits = forward(params, x, s_model)
             counts[0] += (logits.argmax(-1) == y).sum()
             counts[2] += len(y)
+    if reuse:
+        counts[1] = memo["fixed_teacher_correct"]
+    elif fixed and memo is not None:
+        memo["fixed_teacher_correct"] = counts[1].clone()
     if world > 1:
         dist.all_reduce(counts)
     correct, t_correct, total = counts.tolist()
@@ -191,6 +199,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
 
     # epochs of steps, evaluation every eval_every epochs (and after the last), a checkpoint after each epoch
     t_start = time.time()
+    eval_memo: dict = {}  # a student-independent teacher's eval count, computed once (evaluate)
     stop = False
     v = view and view.at_epoch(min(epoch, cfg.epochs - 1))  # the summary's view if a finished run is resumed
     while epoch < cfg.epochs and not stop:
@@ -224,7 +233,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         if (epoch + 1) % cfg.eval_every == 0 or last:
             with_teacher = cfg.eval_masked_teacher and ((epoch + 1) % cfg.eval_teacher_every == 0 or last)
             ev = evaluate(params, s_model, data.eval_batches(), device, v if with_teacher else None,
-                          precision=cfg.precision, world=world)
+                          precision=cfg.precision, world=world, memo=eval_memo)
             history.append({"epoch": epoch, **ev, **({"num_keep": v.num_keep} if cfg.keep_schedule else {})})
             if rank == 0:
                 log.write(json.dumps({"epoch": epoch, "eval": ev, "wall_s": round(time.time() - t_start, 1)}) + "\n")

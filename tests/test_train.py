@@ -393,3 +393,23 @@ def test_options_of_every_schedule_epoch_are_checked_before_training(tmp_path):
         run(base.replace(num_keep=8, keep_ratio=0.5, out_dir=str(tmp_path / "b")))
     with pytest.raises(ValueError, match="epochs='3.0': expected an integer"):
         apply_overrides(base, ["epochs=3.0"])
+
+
+def test_a_student_independent_teacher_is_evaluated_once(tmp_path, monkeypatch):
+    """A full (or ToMe) view's teacher predictions do not depend on the student: the first evaluation counts them,
+    later ones reuse the count (same numbers, one teacher pass over the eval set per run instead of one per eval)."""
+    import maskedkd.view as view_mod
+    calls = []
+    real = view_mod.TeacherView.__call__
+    monkeypatch.setattr(view_mod.TeacherView, "__call__", lambda self, *a, **k: calls.append(self.mode) or real(self, *a, **k))
+    teacher = tmp_path / "t.safetensors"
+    mkd.save_params(mkd.init_params(MODELS["digits_teacher"], seed=5), teacher)
+    base = TrainConfig(**{**TINY, "epochs": 3, "train_size": 32, "test_size": 50}, teacher=str(teacher),
+                       teacher_model="digits_teacher")
+    s = run(base.replace(out_dir=str(tmp_path / "full")))
+    train_calls, eval_calls = 3 * 2, 1  # 2 steps per epoch; one eval batch, teacher counted at the first eval only
+    assert len(calls) == train_calls + eval_calls
+    assert len({h["teacher_acc_masked"] for h in s["history"]}) == 1 and len(s["history"]) == 3
+    calls.clear()
+    run(base.replace(num_keep=8, out_dir=str(tmp_path / "masked")))
+    assert len(calls) == 3 * 2 + 3  # a masked view depends on the student: counted at every evaluation
