@@ -23,3 +23,16 @@ def timm_model(name, seed=0, **kw):
 def timm_cfg(name, **kw):
     """Our config for the same timm preset and overrides."""
     return mkd.vit_config(name, **kw)
+
+
+def assert_entry_points_equal(ref, params, x, cfg, atol=1e-5):
+    """The reference module's logits on x equal ours through forward, teacher_forward (every patch) and
+    student_forward; returns the student scores."""
+    with torch.no_grad():
+        want = ref(x)
+        outs = [mkd.forward(params, x, cfg), mkd.teacher_forward(params, x, cfg)]
+        logits, scores = mkd.student_forward(params, x, cfg)
+    assert want.abs().max() > 1e-2  # the logits are not trivially small
+    for out in (*outs, logits):
+        torch.testing.assert_close(out, want, atol=atol, rtol=atol)
+    return scores

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import maskedkd as mkd
+from helpers import assert_entry_points_equal
 from maskedkd import paper
 
 SMALL = {"img_size": 32, "patch_size": 4, "num_classes": 10}  # 64 patches
@@ -51,15 +52,7 @@ def test_logits_match_timm(name, kw, tmp_path):
     sd = {k: v.contiguous() for k, v in ref.state_dict().items()}
     torch.save(sd, tmp_path / "w.pth")
     params = mkd.load_checkpoint(tmp_path / "w.pth", cfg)  # timm names, strict keys and shapes
-    x = _x(cfg)
-    with torch.no_grad():
-        want = ref(x)
-        got = mkd.forward(params, x, cfg)
-        got_t = mkd.teacher_forward(params, x, cfg)
-        got_s, scores = mkd.student_forward(params, x, cfg)
-    assert want.abs().max() > 1e-2
-    for out in (got, got_t, got_s):
-        torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    scores = assert_entry_points_equal(ref, params, _x(cfg), cfg)
     assert scores.shape == (2, cfg.num_patches) and scores.dtype == torch.float32
 
 
