@@ -24,7 +24,8 @@ Example: distil a DeiT-S into a DeiT-Ti, the teacher on 50% of the patches (98 o
     import timm, torch
     from maskedkd.timm_task import MaskedLogitDistillationTask
     student = timm.create_model("deit_tiny_patch16_224", num_classes=1000, drop_path_rate=0.1)
-    teacher = timm.create_model("deit_small_patch16_224", pretrained=True)       # or any nn.Module / a local file
+    teacher = timm.create_model("deit_small_patch16_224")                         # any nn.Module; weights from
+    teacher.load_state_dict(torch.load("deit_small.pth", weights_only=True))     # a local file, never a download
     task = MaskedLogitDistillationTask(student, teacher, keep_ratio=0.5, task_loss_weight=0.5)
     optimizer = torch.optim.AdamW(task.get_trainable_module().parameters(), lr=5e-4, weight_decay=0.05)
     task.compile()                                         # optional, as timm's; prepare_distributed(...) for DDP

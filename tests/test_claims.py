@@ -219,3 +219,14 @@ def test_update_reference_copies_outputs_and_rewrites_the_readme_block(tmp_path)
     (out / "table1_runs.json").write_text(json.dumps(data))
     with pytest.raises(SystemExit, match="default run"):
         table1.update_reference(out, ref, readme)
+
+
+def test_profile_reference_markdown_is_rendered_from_its_json():
+    """docs/benchmarks.md points at reproduce/reference/profile_embedded.md instead of restating numbers; that file
+    is profile_embedded.render of the committed JSON, so its numbers come from one measured run."""
+    import json
+
+    import profile_embedded
+    ref = ROOT / "reproduce" / "reference"
+    assert (ref / "profile_embedded.md").read_text() == profile_embedded.render(
+        json.loads((ref / "profile_embedded.json").read_text()))
