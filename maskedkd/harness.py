@@ -59,7 +59,7 @@ def run_macs(cfg: TrainConfig) -> dict[str, float]:
     fixed model that ranks the patches (0 when the student's own attention does)."""
     from .experiments import get_config, model_config
     from .flops import macs
-    from .select import keep_count, keep_schedule
+    from .teachers import kept_per_epoch
     from .tome import tome_macs
     out = {"student": 3.0 * macs(model_config(cfg.model), cfg.student_keep or None), "teacher": 0.0, "scorer": 0.0}
     if not cfg.teacher:
@@ -68,9 +68,7 @@ def run_macs(cfg: TrainConfig) -> dict[str, float]:
     if cfg.teacher_tome_r:
         out["teacher"] = float(tome_macs(t, cfg.teacher_tome_r))
     else:
-        k = cfg.num_keep or (keep_count(t.num_patches, cfg.keep_ratio) if cfg.keep_ratio < 1 else None)
-        per_epoch = keep_schedule(cfg.keep_schedule, t.num_patches, cfg.epochs) if cfg.keep_schedule else [k] * cfg.epochs
-        out["teacher"] = sum(macs(t, at) for at in per_epoch) / cfg.epochs
+        out["teacher"] = sum(macs(t, k) for k in kept_per_epoch(cfg, t.num_patches)) / cfg.epochs
     if cfg.scorer == "teacher":
         out["scorer"] = float(macs(t))
     elif cfg.scorer != "student":

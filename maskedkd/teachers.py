@@ -103,6 +103,21 @@ def fold_input_norm(params: dict, data_norm, model_norm) -> dict:
             "patch_embed.proj.bias": bias + torch.einsum("d c p q, c -> d", w, shift)}
 
 
+def kept_per_epoch(cfg: TrainConfig, num_patches: int) -> tuple[int | None, ...]:
+    """The teacher's kept patches in each epoch of a run (None: every patch): num_keep, keep_ratio (by keep_count) or
+    keep_schedule, at most one of them. The view of the training program and the cost ledger (harness.run_macs) read
+    the kept count from here alone."""
+    if cfg.num_keep and cfg.keep_ratio < 1.0:
+        raise ValueError(f"num_keep={cfg.num_keep} and keep_ratio={cfg.keep_ratio} both set the kept count: give one")
+    if cfg.keep_schedule:
+        if cfg.num_keep or cfg.keep_ratio < 1.0:
+            raise ValueError(f"keep_schedule={cfg.keep_schedule!r} sets the kept count per epoch; it cannot combine "
+                             f"with num_keep={cfg.num_keep} or keep_ratio={cfg.keep_ratio}")
+        return keep_schedule(cfg.keep_schedule, num_patches, cfg.epochs)
+    k = cfg.num_keep or (keep_count(num_patches, cfg.keep_ratio) if cfg.keep_ratio < 1.0 else None)
+    return (k,) * cfg.epochs
+
+
 def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> TeacherView | None:
     """The TeacherView of a run (None: no distillation): the kept count from num_keep or keep_ratio (keep_count),
     or per epoch from keep_schedule; criterion, scorer, adaptive budget or ToMe merging as configured."""
@@ -120,18 +135,8 @@ def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> Te
     t_cfg, params = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher")
     if cfg.data == "imagefolder":  # the data path normalises with ImageNet's mean/std (timm's DeiT transforms)
         params = fold_input_norm(params, IMAGENET_NORM, input_norm(t_cfg))
-    if cfg.num_keep and cfg.keep_ratio < 1.0:
-        raise ValueError(f"num_keep={cfg.num_keep} and keep_ratio={cfg.keep_ratio} both set the kept count: give one")
-    num_keep = None
-    if cfg.num_keep or cfg.keep_ratio < 1.0:
-        num_keep = cfg.num_keep or keep_count(t_cfg.num_patches, cfg.keep_ratio)
-    schedule = ()
-    if cfg.keep_schedule:
-        if cfg.num_keep or cfg.keep_ratio < 1.0:
-            raise ValueError(f"keep_schedule={cfg.keep_schedule!r} sets the kept count per epoch; it cannot combine "
-                             f"with num_keep={cfg.num_keep} or keep_ratio={cfg.keep_ratio}")
-        schedule = keep_schedule(cfg.keep_schedule, t_cfg.num_patches, cfg.epochs)
-        num_keep = schedule[0]
+    per_epoch = kept_per_epoch(cfg, t_cfg.num_patches)
+    num_keep, schedule = (per_epoch[0] if per_epoch else None), (per_epoch if cfg.keep_schedule else ())
     scorer = cfg.scorer
     if scorer not in ("student", "teacher"):
         s_cfg, s_params = load_model(cfg.scorer, cfg.scorer_model, num_classes, img, device, "scorer")

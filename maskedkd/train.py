@@ -24,7 +24,7 @@ from .checkpoint import load_init, save_checkpoint, save_params
 from .data.loaders import build_data
 from .experiments import NOT_HASHED, TrainConfig, apply_overrides, config_hash, get_config, model_config
 from .model import forward, init_params, student_forward
-from .step import (allow_compiled_graphs, cast_matmul_weights, cosine_lr, make_optimizer, make_train_step,
+from .step import (_autocast, allow_compiled_graphs, cast_matmul_weights, cosine_lr, make_optimizer, make_train_step,
                    uses_bf16)
 from .teachers import teacher_view
 
@@ -62,7 +62,6 @@ def evaluate(params, s_model, batches, device, view=None, *, precision: str = "a
     for this student's scores. Each rank counts its shard (data.eval_batches); the counts are summed over ranks
     once at the end, the only host sync. A full or ToMe view's teacher does not depend on the student: with `memo` (a
     dict kept for the run) its count is computed at the first evaluation and reused."""
-    from .step import _autocast
     fixed = view is not None and view.mode in ("full", "tome")  # the teacher sees the same whatever the student
     reuse = fixed and memo is not None and "fixed_teacher_correct" in memo
     counts = torch.zeros(3, dtype=torch.int64, device=device)  # correct, teacher correct, total
