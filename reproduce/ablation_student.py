@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import full
-from embedded import mode_of, parse_or_full, parser, plan, student_run
+import embedded
+from embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
 
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 
@@ -53,6 +54,14 @@ def main(argv=None):
                     for k in keeps for s in seeds]
     sums = run_all(teacher_side + student_side, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh,
                    desc="student-masking ablation")
+    cfgs = teacher_side + student_side
+    labels = {row_id(c): (f"student masked, {c.student_keep} of 64" if c.student_keep else
+                          f"teacher masked, {c.num_keep} of 64" if c.num_keep else "logit KD, 64 of 64") for c in cfgs}
+    paper = {row_id(c): str(PAPER_STUDENT_MASKED[c.student_keep] if c.student_keep else
+                            PAPER_TEACHER_MASKED[c.num_keep or 64]) for c in cfgs}
+    data = embedded.record("ablation_student", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(cfgs, sums)],
+                           labels, Path(args.out), paper=paper,
+                           paper_column="paper (ImageNet, DeiT-S -> DeiT-Ti, x mapped to 64ths)")
     n = len(seeds)
     acc = lambda block, i: [s["final_acc"] for s in block[i * n:(i + 1) * n]]  # noqa: E731
     t_runs, s_runs = sums[:len(teacher_side)], sums[len(teacher_side):]
@@ -82,6 +91,7 @@ def main(argv=None):
         lines.append(f"| {k} | {fmt_pm(acc(t_runs, i))} | {fmt_pm(acc(s_runs, i))} | "
                      f"{PAPER_TEACHER_MASKED[k]} / {PAPER_STUDENT_MASKED[k]} |")
         rows.append([k, *mean_std(acc(t_runs, i)), *mean_std(acc(s_runs, i))])
+    lines += ["", embedded.claims_sentence(data)]
     (out / "ablation_student.md").write_text("\n".join(lines) + "\n")
     with open(out / "ablation_student.csv", "w", newline="") as f:
         w = csv.writer(f)

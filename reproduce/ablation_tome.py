@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import full
-from embedded import mode_of, parse_or_full, parser, plan, student_run
+import embedded
+from embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
 
 import maskedkd as mkd
 from maskedkd.experiments import MODELS
@@ -72,6 +73,11 @@ def main(argv=None):
     merged = [student_run(mode, s, None, teacher_tome_r=r) for r in rs for s in seeds]
     sums = run_all(masked + merged, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh,
                    desc="ToMe vs masking")
+    cfgs = masked + merged
+    labels = {row_id(c): (f"ToMe teacher, r={c.teacher_tome_r} per block" if c.teacher_tome_r else
+                          f"MaskedKD teacher, {c.num_keep} of 64") for c in cfgs}
+    data = embedded.record("ablation_tome", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(cfgs, sums)],
+                           labels, Path(args.out), paper_column="paper (see the ToMe section)")
     n = len(seeds)
     blk = lambda xs, i: xs[i * n:(i + 1) * n]  # noqa: E731
     m_runs, t_runs = sums[:len(masked)], sums[len(masked):]
@@ -101,6 +107,7 @@ def main(argv=None):
               + ", ".join(f"{g}: {a}" for g, a in PAPER_TOME.items()) + "."]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    lines += ["", embedded.claims_sentence(data)]
     (out / "ablation_tome.md").write_text("\n".join(lines) + "\n")
     with open(out / "ablation_tome.csv", "w", newline="") as f:
         w = csv.writer(f)

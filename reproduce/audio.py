@@ -16,7 +16,8 @@ import csv
 import time
 from pathlib import Path
 
-from embedded import mode_of, parser, plan, student_run
+import embedded
+from embedded import mode_of, parser, plan, row_id, student_run
 
 from maskedkd.experiments import MODELS, get_config
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
@@ -64,6 +65,9 @@ def main(argv=None):
     flat = [c for _, cs in rows for c in cs]
     sums = run_all(flat, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh, desc="audio")
     by = {label: sums[i * len(seeds):(i + 1) * len(seeds)] for i, (label, _) in enumerate(rows)}
+    data = embedded.record("audio", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(flat, sums)],
+                           {row_id(cs[0]): label for label, cs in rows}, Path(args.out),
+                           paper_column="paper (ESC-50: not transcribed)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = [machine_header("Audio: MaskedKD on AST (embedded synthetic sound events)", seeds=seeds,
@@ -75,6 +79,7 @@ def main(argv=None):
         t = [s["history"][-1].get("teacher_acc_masked") for s in ss]
         lines.append(f"| {label} | {fmt_pm(acc)} | {'–' if t[0] is None else fmt_pm(t)} | not transcribed |")
         table.append([label, *mean_std(acc), None if t[0] is None else mean_std(t)[0]])
+    lines += ["", embedded.claims_sentence(data)]
     (out / "audio.md").write_text("\n".join(lines) + "\n")
     with open(out / "audio.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import full
-from embedded import mode_of, parse_or_full, parser, plan, student_run
+import embedded
+from embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
 
 from maskedkd.experiments import MODELS
 from maskedkd.harness import fmt_pm, machine_header, run_all, run_dir, run_macs
@@ -74,6 +75,10 @@ def main(argv=None):
     sums = run_all([c for _, cs in rows for c in cs], root=Path(args.out) / "runs", jobs=args.jobs,
                    fresh=args.fresh, desc="beyond the paper")
     import maskedkd as mkd
+    flat = [(label, c) for label, cs in rows for c in cs]
+    data = embedded.record("beyond", mode, seeds, [(row_id(c), c.seed, c, s) for (_, c), s in zip(flat, sums)],
+                           {row_id(c): label for label, c in flat}, Path(args.out),
+                           paper_column="paper (not in the paper)")
     t_cfg = MODELS["digits_teacher"]
     lines = [machine_header("Beyond the paper: keep-count schedule", seeds=seeds, wall_s=time.time() - t0,
                             extra=f"mode: {mode}"),
@@ -91,6 +96,7 @@ def main(argv=None):
         lines.append(f"| {label} | {fmt_pm([s['final_acc'] for s in ss])} | {rel:.3f} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    lines += ["", embedded.claims_sentence(data)]
     (out / "beyond.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

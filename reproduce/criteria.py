@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import full
-from embedded import mode_of, parse_or_full, parser, plan, student_run
+import embedded
+from embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
 
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
 
@@ -79,6 +80,11 @@ def main(argv=None):
     sums = run_all([c for _, c in plan_] + base, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh,
                    desc="criteria")
     nokd = sums[len(plan_):]
+    cfgs = [c for _, c in plan_] + base
+    data = embedded.record("criteria", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(cfgs, sums)],
+                           {**{row_id(c): label for label, c in plan_}, "nokd": "No distillation"}, Path(args.out),
+                           paper={row_id(c): "gap %s, teacher %s" % PAPER[label] for label, c in plan_},
+                           paper_column="paper (ImageNet, DeiT-B -> DeiT-S: final gap to vanilla, masked teacher)")
     by: dict[str, list[dict]] = {}
     for (label, _), s in zip(plan_, sums):
         by.setdefault(label, []).append(s)
@@ -117,6 +123,7 @@ def main(argv=None):
         lines.append(f"| {label} | {fmt_pm(acc)} | {gap:+.1f} | {fmt_pm(first)} | {fmt_pm(last)} | "
                      f"{' / '.join(PAPER[label])} |")
         rows.append([label, *mean_std(acc), gap, mean_std(first)[0], mean_std(last)[0]])
+    lines += ["", embedded.claims_sentence(data)]
     (out / "criteria.md").write_text("\n".join(lines) + "\n")
     with open(out / "criteria.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -10,7 +10,8 @@ import csv
 import time
 from pathlib import Path
 
-from embedded import mode_of, parser, plan, student_run
+import embedded
+from embedded import mode_of, parser, plan, row_id, student_run
 
 from maskedkd import paper
 from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
@@ -28,6 +29,9 @@ def main(argv=None):
     cfgs = [student_run(mode, s, k) for k in keeps for s in seeds]
     nokd = [student_run(mode, s, None, teacher=False) for s in seeds]
     sums = run_all(cfgs + nokd, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh, desc="figure 2 sweep")
+    labels = {row_id(c): (f"{c.num_keep} of 64" if c.num_keep else "64 of 64 (logit KD)") for c in cfgs}
+    data = embedded.record("figure2", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(cfgs + nokd, sums)],
+                           {**labels, "nokd": "No distillation"}, Path(args.out), paper_column="paper (not a row)")
     by_k = {k: sums[i * len(seeds):(i + 1) * len(seeds)] for i, k in enumerate(keeps)}
     base = [s["final_acc"] for s in sums[len(cfgs):]]
     stud = {k: [s["final_acc"] for s in v] for k, v in by_k.items()}
@@ -69,6 +73,7 @@ def main(argv=None):
                             wall_s=time.time() - t0, extra=f"mode: {mode}; no-KD student: {fmt_pm(base)}%"),
              "| patches kept (of 64) | student acc (%) | masked-teacher acc (%) |", "|---|---|---|"]
     lines += [f"| {k} | {fmt_pm(stud[k])} | {fmt_pm(teach[k])} |" for k in keeps]
+    lines += ["", embedded.claims_sentence(data)]
     lines += ["", "Paper (ImageNet, DeiT-S -> DeiT-Ti, read from the plot, digest 2.3):", "",
               "| patches kept (of 196) | " + " | ".join(map(str, paper.FIG2_PATCHES)) + " |",
               "|---" * (len(paper.FIG2_PATCHES) + 1) + "|",

@@ -32,12 +32,14 @@ from maskedkd.bench import bench_teacher
 from maskedkd.experiments import MODELS, TrainConfig, get_config
 from maskedkd.experiments import config_hash
 from maskedkd.harness import machine_header, mean_std, run_all, run_dir
-from maskedkd.select import keep_count, keep_schedule
+from maskedkd.select import keep_count
 
 import claims
 
 import full
-from embedded import mode_of, parse_or_full, parser, plan, student_run, teacher_config, warmup_epochs, warmup_run
+import embedded
+from embedded import (describe, mode_of, parse_or_full, parser, plan, student_run, teacher_config,
+                      warmup_epochs, warmup_run)
 
 KEPT = (75, 50, 40, 25)
 
@@ -102,7 +104,6 @@ PAPER_TI = {"nokd": "72.0", "kd": "75.0", "keep75": "– (no logit row; 75.2 wit
 def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False) -> dict:
     """Train (or reuse) every student run; returns the runs file's content (results/table1_runs.json): the rows
     (id, label, kept patches, teacher MACs saved, paper number), each run's summary, the claims evaluated."""
-    from maskedkd.harness import run_macs
     seeds, kw = plan(mode)
     tcfg = teacher_config(mode)
     t0 = time.time()
@@ -119,26 +120,17 @@ def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False
     with torch.no_grad():
         t_acc = (mkd.forward(t_params, x, MODELS[tcfg.model]).argmax(-1) == y).float().mean().item()
     t_cfg = MODELS[tcfg.model]
-    first = student_rows(mode, seeds[0], feature_kd)
-    full = run_macs(next(c for rid, _, c in first if rid == "kd"))["teacher"]
     rows = []
-    for rid, label, c in first:
-        k = c.num_keep or None
-        sched = [x for x in (keep_schedule(c.keep_schedule, t_cfg.num_patches, c.epochs) if c.keep_schedule else ())]
-        kept = ("–" if not c.teacher else
-                " → ".join(f"{n or t_cfg.num_patches}" for n in dict.fromkeys(sched)) + f" / {t_cfg.num_patches}"
-                if sched else f"{k or t_cfg.num_patches} / {t_cfg.num_patches}")
-        saved = "–" if not c.teacher else f"{100 * (1 - run_macs(c)['teacher'] / full):.0f}%"
+    for rid, label, c in student_rows(mode, seeds[0], feature_kd):
+        kept, saved = describe(c)
         rows.append({"id": rid, "label": label, "kept": kept, "saved": saved, "paper": PAPER_TI[rid]})
-    result = {"mode": mode, "seeds": seeds, "teacher": str(teacher_path), "teacher_acc": t_acc,
+    result = {"script": "table1", "mode": mode, "seeds": seeds, "teacher": str(teacher_path), "teacher_acc": t_acc,
               "teacher_s": teacher_s, "num_patches": t_cfg.num_patches, "trained_now": len(runs) - done_before,
               "margin": claims.MARGIN, "rows": rows,
               "runs": [{"row": rid, "seed": seed, "name": s["name"], "config_hash": config_hash(c),
                         "final_acc": s["final_acc"], "history": s["history"], "wall_s": s.get("wall_s")}
                        for (seed, rid, c), s in zip(runs, summaries)]}
-    accs = claims.row_accs(result)
-    result["claims"] = [claims.evaluate(cl, accs) for cl in claims.CLAIMS
-                        if cl.script == "table1" and cl.a in accs and cl.b in accs]
+    result["claims"] = claims.evaluate_script(result) + claims.evaluate_script({**result, "script": "feature_kd"})
     return result
 
 
@@ -237,39 +229,46 @@ def reading(res: dict) -> str:
             "whatever it is.")
 
 
-REFERENCE = Path(__file__).resolve().parent / "reference"
-REFERENCE_FILES = ("table1.md", "table1.csv", "claims.md", "table1_runs.json")
+REFERENCE_FILES = ("table1.md", "table1.csv", "table1_runs.json")
+FEATURE_ROWS = ("manifold", "manifold75", "attention", "attention50")
 
 
-def update_reference(out: Path, reference: Path = REFERENCE, readme: Path = REFERENCE.parent / "README.md") -> None:
-    """Copy a default run's small outputs into reproduce/reference/ and regenerate the table-1 block of
-    reproduce/README.md from them (tests/test_claims.py checks both against the default plan)."""
-    data = json.loads((out / "table1_runs.json").read_text())
-    if data["mode"] != "default" or {r["id"] for r in data["rows"]} != {r for r, _, _ in student_rows("default", 0)}:
-        raise SystemExit(f"--update-reference takes the default run's outputs (mode {data['mode']!r}, rows "
-                         f"{[r['id'] for r in data['rows']]}): run `bash reproduce/table1.sh` without --quick, "
-                         "--smoke or --feature-kd first")
-    reference.mkdir(parents=True, exist_ok=True)
-    for name in REFERENCE_FILES:
-        shutil.copyfile(out / name, reference / name)
-    readme.write_text(claims.replace_block(readme.read_text(), claims.readme_block(data)))
-    print(f"reference updated: {reference} ({', '.join(REFERENCE_FILES)}) and the table-1 block of {readme}",
-          file=sys.stderr)
+def split(res: dict) -> tuple[dict, dict | None]:
+    """The runs of one invocation as table1_runs.json (the table-1 rows) and, with --feature-kd,
+    feature_kd_runs.json (the feature-KD rows), each with its own claims."""
+    def part(script, keep):
+        rows = [r for r in res["rows"] if keep(r["id"])]
+        d = {**res, "script": script, "rows": rows, "runs": [r for r in res["runs"] if keep(r["row"])]}
+        if script == "feature_kd":
+            d["paper_column"] = "paper (ImageNet, DeiT-S -> DeiT-Ti; manifold / attention rows of table 1)"
+        d["claims"] = claims.evaluate_script(d)
+        return d
+    main_part = part("table1", lambda rid: rid not in FEATURE_ROWS)
+    feature = part("feature_kd", lambda rid: rid in FEATURE_ROWS)
+    return main_part, (feature if feature["rows"] else None)
+
+
+def update_reference(out: Path, reference: Path = embedded.REFERENCE, readme: Path = embedded.README,
+                     feature_kd: bool = False) -> None:
+    """Copy a default run's small outputs into reproduce/reference/ and regenerate the table-1 (or feature-KD)
+    block of reproduce/README.md and its claims summary (tests/test_claims.py checks them against the plan)."""
+    if feature_kd:
+        embedded.update_reference("feature_kd", out, ("feature_kd_runs.json",), reference, readme, set(FEATURE_ROWS))
+    else:
+        embedded.update_reference("table1", out, REFERENCE_FILES, reference, readme,
+                                  {r for r, _, _ in student_rows("default", 0)})
 
 
 def main(argv=None):
     ap = parser(__doc__)  # --quick --smoke --fresh (here: the teacher too) --jobs --out
     ap.add_argument("--feature-kd", action="store_true",
                     help="also the Manifold / Attention KD rows with and without masking (~+20 min)")
-    ap.add_argument("--update-reference", action="store_true",
-                    help="after the (default) run, copy its small outputs to reproduce/reference/ and regenerate "
-                         "the table-1 block of reproduce/README.md")
     args = parse_or_full(ap, argv, full.main)
     if args is None:
         return
     mode = mode_of(args)
-    if args.update_reference and (mode != "default" or args.feature_kd):
-        ap.error("--update-reference records the default run: drop --quick, --smoke and --feature-kd")
+    if args.update_reference and mode != "default":
+        ap.error("--update-reference records the default run: drop --quick and --smoke")
     t0 = time.time()
     if args.fresh:
         from maskedkd.teachers import cache_dir
@@ -285,15 +284,16 @@ def main(argv=None):
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    labels = {r["id"]: r["label"] for r in res["rows"]}
-    (out / "claims.md").write_text(claims.claims_md({"table1": res["claims"]}, labels, header=(
-        f"# The paper's claims at embedded scale\n\nFrom `bash reproduce/table1.sh` ({mode} mode, seeds "
-        f"{res['seeds']}); the other scripts' claims are listed with the command that will evaluate them.")))
-    (out / "table1_runs.json").write_text(json.dumps(res, indent=1) + "\n")
+    table, feature = split(res)
+    (out / "table1_runs.json").write_text(json.dumps(table, indent=1) + "\n")
+    if feature:
+        (out / "feature_kd_runs.json").write_text(json.dumps(feature, indent=1) + "\n")
+    embedded.write_claims_page(out)
     print(md)
-    print(f"\nwritten: {', '.join(str(out / n) for n in REFERENCE_FILES)}", file=sys.stderr)
+    print(f"\nwritten: {', '.join(str(out / n) for n in REFERENCE_FILES)}, {out / 'claims.md'}"
+          + (f", {out / 'feature_kd_runs.json'}" if feature else ""), file=sys.stderr)
     if args.update_reference:
-        update_reference(out)
+        update_reference(out, feature_kd=args.feature_kd)
 
 
 if __name__ == "__main__":

@@ -90,12 +90,61 @@ def test_claims_are_written_down_once():
     for c in claims.CLAIMS:
         assert c.digest and c.command.startswith("bash reproduce/"), c
         assert (c.kind is None) == (c.a is None) == (c.b is None), c
+        assert c.metric in claims.METRICS, c
         if c.kind:
-            assert c.kind in ("beats", "below", "matches") and c.script == "table1"
+            assert c.kind in ("beats", "below", "matches") and c.script in SCRIPTS, c
     evaluated = {c.key for c in claims.CLAIMS if c.kind}
     assert {"kd_beats_nokd", "m50_matches_kd", "m75_matches_kd", "m40_matches_kd", "m25_below_kd"} <= evaluated
-    others = {c.script.split()[0] for c in claims.CLAIMS if not c.kind}
-    assert {"criteria", "ablation_student", "ablation_tome", "audio", "figure2"} <= others
+    assert {c.script for c in claims.CLAIMS if c.kind} == set(SCRIPTS)  # every script settles at least one claim
+
+
+class _Planned(Exception):
+    pass
+
+
+def default_plan(script: str) -> dict[tuple[str, int], tuple[str, str]]:
+    """(row id, seed) -> (run name, config hash) of a script's default invocation, read off the configs its main()
+    hands to run_all (nothing trains); feature_kd is table1 --feature-kd's feature rows."""
+    import importlib
+
+    import embedded
+    from maskedkd.experiments import config_hash
+    if script in ("table1", "feature_kd"):
+        import table1
+        from embedded import plan
+        rows = {(rid, seed): c for seed in plan("default")[0]
+                for rid, _, c in table1.student_rows("default", seed, feature_kd=script == "feature_kd")}
+        keep = (lambda rid: rid in table1.FEATURE_ROWS) if script == "feature_kd" else (lambda rid: True)
+        return {k: (c.name, config_hash(c)) for k, c in rows.items() if keep(k[0])}
+    mod = importlib.import_module(script)
+    got = []
+
+    def fake_run_all(cfgs, **kw):
+        got.extend(cfgs)
+        raise _Planned
+
+    old = mod.run_all
+    mod.run_all = fake_run_all
+    try:
+        mod.main(["--out", "/nonexistent/never-written"])
+    except _Planned:
+        pass
+    finally:
+        mod.run_all = old
+    assert got, script
+    return {(embedded.row_id(c), c.seed): (c.name, config_hash(c)) for c in got}
+
+
+SCRIPTS = ("table1", "feature_kd", "figure2", "criteria", "ablation_student", "ablation_tome", "beyond", "audio")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_claim_names_rows_of_its_scripts_default_plan(script):
+    """A claim whose row id is not in the plan would silently never be evaluated."""
+    planned = {rid for rid, _ in default_plan(script)}
+    for c in claims.CLAIMS:
+        if c.kind and c.script == script:
+            assert {c.a, c.b} <= planned, (c.key, sorted(planned))
 
 
 def _run(row, seed, first_teacher, sched=False):
@@ -159,66 +208,118 @@ def test_same_seed_same_start_and_same_batches_in_every_row():
     assert not torch.equal(other[0][0], a[0][0])
 
 
-def _reference():
-    if not (REF / "table1_runs.json").is_file():
+def _references() -> dict[str, dict]:
+    import embedded
+    refs = embedded.runs_files(REF)
+    if "table1" not in refs:
         pytest.skip("no committed reference yet: run `bash reproduce/table1.sh --update-reference` (default mode)")
-    return json.loads((REF / "table1_runs.json").read_text())
+    return refs
 
 
-def test_default_plan_matches_committed_reference():
+def test_default_plans_match_the_committed_references():
+    """Each committed runs file is the default plan of its script as the code stands (same runs, same config
+    hashes), so a changed recipe cannot leave stale reference numbers behind."""
     import table1
     from embedded import plan
-    from maskedkd.experiments import config_hash
-    ref = _reference()
-    seeds, _ = plan("default")
-    assert ref["seeds"] == seeds and ref["mode"] == "default"
-    planned = {(seed, rid): (c.name, config_hash(c)) for seed in seeds for rid, _, c in table1.student_rows("default", seed)}
-    recorded = {(r["seed"], r["row"]): (r["name"], r["config_hash"]) for r in ref["runs"]}
-    assert recorded == planned
+    refs = _references()
+    assert set(refs) <= set(SCRIPTS), sorted(refs)
+    for script, ref in refs.items():
+        assert ref["mode"] == "default" and ref.get("script", "table1") == script
+        assert ref["seeds"] == plan("default", "sounds" if script == "audio" else "digits")[0]
+        recorded = {(r["row"], r["seed"]): (r["name"], r["config_hash"]) for r in ref["runs"]}
+        assert recorded == default_plan(script), script
     for f in table1.REFERENCE_FILES:
         assert (REF / f).is_file(), f
 
 
 def test_readme_and_reference_numbers_agree():
-    ref = _reference()
-    block = claims.readme_block(ref)
+    import embedded
+    refs = _references()
     readme = (ROOT / "reproduce" / "README.md").read_text()
-    assert claims.current_block(readme) == block, "regenerate: bash reproduce/table1.sh --update-reference"
+    for script, ref in refs.items():
+        assert claims.current_block(readme, script) == claims.readme_block(ref), (
+            f"regenerate: bash reproduce/{script}.sh --update-reference")
+        # the claims in the reference are those the data give now (rules and margin unchanged since)
+        again = claims.evaluate_script(ref)
+        assert [(r["key"], r["verdict"], r["low"], r["high"]) for r in again] == [
+            (r["key"], r["verdict"], r["low"], r["high"]) for r in ref["claims"]], script
+    assert claims.current_block(readme, "*") == claims.summary_block(refs)
     header = next(line for line in readme.splitlines() if line.startswith("## Table 1 at embedded scale"))
     wall = re.search(r"wall time ([0-9.]+) min", (REF / "table1.md").read_text()).group(1)
     assert f"{wall} min from an empty" in header  # the section's one typed number: the reference run's wall time
+    ref = refs["table1"]
     labels = {r["id"]: r["label"] for r in ref["rows"]}
     md = (REF / "table1.md").read_text()
     assert "\n".join(claims.claim_lines(ref["claims"], labels)) in md
     assert "\n".join(claims.rows_table(ref)) in md
-    # the claims in the reference are those the data give now (rules and margin unchanged since)
-    accs = claims.row_accs(ref)
-    again = [claims.evaluate(c, accs) for c in claims.CLAIMS if c.script == "table1" and c.a in accs]
-    assert [r["verdict"] for r in again] == [r["verdict"] for r in ref["claims"]]
     cl = (REF / "claims.md").read_text()
+    assert cl == claims.claims_md(refs, header=cl.split("\n\nPaired")[0])  # regenerated from the runs files
     assert all(c.text in cl for c in claims.CLAIMS)
 
 
-def test_update_reference_copies_outputs_and_rewrites_the_readme_block(tmp_path):
+def test_update_reference_copies_outputs_and_rewrites_the_readme_blocks(tmp_path):
     import table1
     out, ref, readme = tmp_path / "results", tmp_path / "reference", tmp_path / "README.md"
     out.mkdir()
     ids = [rid for rid, _, _ in table1.student_rows("default", 0)]
-    data = {"mode": "default", "seeds": [0, 1], "teacher_acc": 0.9, "num_patches": 64,
+    data = {"script": "table1", "mode": "default", "seeds": [0, 1], "teacher_acc": 0.9, "num_patches": 64,
             "rows": [{"id": i, "label": i, "kept": "32 / 64", "saved": "51%", "paper": "–"} for i in ids],
             "runs": [_run(i, s, 0.5) for i in ids for s in (0, 1)]}
-    data["claims"] = [claims.evaluate(c, claims.row_accs(data)) for c in claims.CLAIMS if c.kind]
+    data["claims"] = claims.evaluate_script(data)
+    assert {r["key"] for r in data["claims"]} == {c.key for c in claims.CLAIMS if c.script == "table1" and c.kind}
     (out / "table1_runs.json").write_text(json.dumps(data))
     for f in table1.REFERENCE_FILES[:-1]:
         (out / f).write_text(f"{f}\n")
-    readme.write_text(f"# x\n{claims.BEGIN}\nold\n{claims.END}\n## next\n")
+    readme.write_text(f"# x\n{claims.begin('*')}\nold\n{claims.END}\n## t1\n{claims.BEGIN}\nold\n{claims.END}\n"
+                      "## next\n")
     table1.update_reference(out, ref, readme)
-    assert sorted(p.name for p in ref.iterdir()) == sorted(table1.REFERENCE_FILES)
-    assert claims.current_block(readme.read_text()) == claims.readme_block(data)
+    assert sorted(p.name for p in ref.iterdir()) == sorted(table1.REFERENCE_FILES + ("claims.md",))
+    text = readme.read_text()
+    assert claims.current_block(text) == claims.readme_block(data)
+    assert claims.current_block(text, "*") == claims.summary_block({"table1": data})
+    assert "| **inconclusive** | 14 |" in claims.current_block(text, "*")  # 14 runs of 60 s: 14 run-minutes
+    assert text.startswith("# x\n") and text.endswith("## next\n")
     data["mode"] = "quick"
     (out / "table1_runs.json").write_text(json.dumps(data))
     with pytest.raises(SystemExit, match="default run"):
         table1.update_reference(out, ref, readme)
+
+
+def test_claim_metrics_read_the_masked_teacher_first_and_last():
+    run = _run("keep50", 0, 0.11, sched=True)
+    assert claims.metric_of(run) == 0.5
+    assert claims.metric_of(run, "teacher_first") == 0.11  # the full-view epoch of the schedule does not count
+    assert claims.metric_of(run, "teacher_last") == 0.9
+    assert claims.metric_of({"final_acc": 0.4, "history": [{"epoch": 0, "acc": 0.4}]}, "teacher_first") is None
+    with pytest.raises(ValueError, match="unknown claim metric 'loss'"):
+        claims.metric_of(run, "loss")
+    c = next(c for c in claims.CLAIMS if c.key == "curriculum_early")
+    data = {"script": "criteria", "rows": [{"id": c.a}, {"id": c.b}],
+            "runs": [{**_run(c.a, s, 0.10 + s / 100), "row": c.a} for s in range(3)]
+            + [{**_run(c.b, s, 0.60), "row": c.b} for s in range(3)]}
+    (r,) = [x for x in claims.evaluate_script(data) if x["key"] == c.key]
+    assert r["diffs"] == pytest.approx([-50.0, -49.0, -48.0]) and r["verdict"] == "holds"
+    late = next(x for x in claims.evaluate_script(data) if x["key"] == "curriculum_late")
+    assert late["diffs"] == pytest.approx([0.0, 0.0, 0.0])  # both end at 0.9
+
+
+def test_record_writes_a_runs_file_rows_and_claims(tmp_path):
+    """embedded.record: rows in order, a run listed twice kept once, kept / saved read off the configs, the
+    script's claims evaluated, and results/claims.md regenerated from every runs file there."""
+    import embedded
+    from embedded import row_id, student_run
+    cfgs = [student_run("smoke", s, k, **kw) for k, kw in ((None, {}), (32, {}), (None, {"student_keep": 32}))
+            for s in (0, 1)]
+    runs = [(row_id(c), c.seed, c, {"name": c.name, "final_acc": 0.5 + 0.1 * (i % 2) + 0.01 * i,
+                                    "history": [{"epoch": 0, "acc": 0.5, "teacher_acc_masked": 0.8}], "wall_s": 30.0})
+            for i, c in enumerate(cfgs)]
+    data = embedded.record("ablation_student", "smoke", [0, 1], runs + runs[:1], {"kd": "KD"}, tmp_path)
+    assert [r["id"] for r in data["rows"]] == ["kd", "keep32", "studentkeep32"]
+    assert [(r["kept"], r["saved"]) for r in data["rows"]] == [("64 / 64", "0%"), ("32 / 64", "51%"),
+                                                               ("64 / 64, student sees 32", "0%")]
+    assert [r["label"] for r in data["rows"]] == ["KD", "keep32", "studentkeep32"] and len(data["runs"]) == 6
+    assert json.loads((tmp_path / "ablation_student_runs.json").read_text()) == data
+    assert "ablation_student_runs.json (seeds [0, 1] (smoke mode))" in (tmp_path / "claims.md").read_text()
 
 
 def test_profile_reference_markdown_is_rendered_from_its_json():

@@ -38,8 +38,8 @@ FAILED_TEACHER = 0.20  # a masked teacher below this at its first masked evaluat
 @dataclass(frozen=True)
 class Claim:
     """One claim of the paper (or ours, source="ours"): `text` in words, `digest` its section, `kind` one of
-    beats / below / matches for an evaluated claim (row `a` against row `b`, ids of the script's rows), and
-    `script` + `command` that evaluate it."""
+    beats / below / matches for an evaluated claim (row `a` against row `b`, ids of the script's rows, compared on
+    `metric`: see METRICS), and `script` (the runs file, results/SCRIPT_runs.json) + `command` that evaluate it."""
     key: str
     text: str
     digest: str
@@ -50,9 +50,18 @@ class Claim:
     b: str | None = None
     paper: str = ""
     source: str = "paper"
+    metric: str = "student"
 
 
-T1 = "bash reproduce/table1.sh"
+# what a claim compares, read off each run's summary: the student's final test accuracy, or the masked teacher's
+# test accuracy on the patches the student picked, at its first masked evaluation or at the last evaluation
+METRICS = {"student": "student acc", "teacher_first": "masked teacher, first masked eval",
+           "teacher_last": "masked teacher, last eval"}
+
+
+T1, FK, F2 = "bash reproduce/table1.sh", "bash reproduce/table1.sh --feature-kd", "bash reproduce/figure2.sh"
+CR, AS, AT = "bash reproduce/criteria.sh", "bash reproduce/ablation_student.sh", "bash reproduce/ablation_tome.sh"
+BY, AU = "bash reproduce/beyond.sh", "bash reproduce/audio.sh"
 CLAIMS: tuple[Claim, ...] = (
     # table 1, accuracy column (part 2): evaluated here
     Claim("kd_beats_nokd", "Distillation beats no distillation (logit KD vs no KD)", "2.1", "table1", T1,
@@ -67,29 +76,59 @@ CLAIMS: tuple[Claim, ...] = (
           "below", "keep25", "kd", "figure 2: 74.3 at 50 of 196 patches vs 74.9 (main table, DeiT3-S: 74.8 vs 75.1)"),
     Claim("warmup_matches_kd", "Full KD for 3 epochs, then MaskedKD 50%, matches full KD (ours, not the paper's)",
           "–", "table1", T1, "matches", "warmup", "kd", "not in the paper", source="ours"),
-    # the other scripts' claims: not yet evaluated here by these rules
-    Claim("feature_kd", "MaskedKD matches its full-teacher row with feature KD too (Manifold 75%, Attention 50%)",
-          "2.1, 2.8", "table1 --feature-kd", "bash reproduce/table1.sh --feature-kd",
-          paper="Manifold 75.2 vs 75.0, Attention 75.3 vs 75.3"),
+    # paper table 1's feature-KD rows (bash reproduce/table1.sh --feature-kd: results/feature_kd_runs.json)
+    Claim("manifold75_matches", "MaskedKD 75% matches its full teacher with Manifold feature KD", "2.1, 2.8",
+          "feature_kd", FK, "matches", "manifold75", "manifold", "75.2 vs 75.0"),
+    Claim("attention50_matches", "MaskedKD 50% matches its full teacher with attention-map KD", "2.1, 2.8",
+          "feature_kd", FK, "matches", "attention50", "attention", "75.3 vs 75.3"),
+    # figure 2 (right): the accuracy-vs-#patches curve
+    Claim("fig2_teacher_falls", "The masked teacher's own accuracy falls with fewer patches (40% kept vs all)",
+          "2.3", "figure2", F2, "below", "keep26", "kd", "teacher ~73.8 at 80 of 196 vs ~79.8 at 196",
+          metric="teacher_last"),
+    Claim("fig2_student_falls_at_12", "The student falls below full KD when the teacher sees ~12% of the patches",
+          "2.3", "figure2", F2, "below", "keep8", "kd", "73.0 at 30 of 196 vs 74.9"),
+    # masking criteria and the curriculum
+    Claim("crit_beats_random", "Student-attention masking beats random masking", "2.4", "criteria", CR,
+          "beats", "keep32", "keep32-random", "final gap to vanilla ~1.05 vs ~0.7"),
+    Claim("crit_beats_teacher", "Student-attention masking beats the teacher's own attention", "2.4", "criteria",
+          CR, "beats", "keep32", "keep32-by-teacher", "final gap to vanilla ~1.05 vs ~0.7-0.85"),
+    Claim("crit_beats_fixed", "Student-attention masking beats a fixed model's attention (DINO; ours: a no-KD "
+          "student)", "2.4", "criteria", CR, "beats", "keep32", "keep32-by-digits_student_nokd",
+          "final gap to vanilla ~1.05 vs ~0.7-0.85"),
+    Claim("curriculum_early", "Curriculum: early in training the MaskedKD teacher is less accurate than a "
+          "randomly masked one", "2.4", "criteria", CR, "below", "keep32", "keep32-random",
+          "~71.8 (epoch 3) vs ~76.9", metric="teacher_first"),
+    Claim("curriculum_late", "Curriculum: at the end the MaskedKD teacher is more accurate than a randomly masked "
+          "one", "2.4", "criteria", CR, "beats", "keep32", "keep32-random", "~79 vs ~76.9 (epoch 300)",
+          metric="teacher_last"),
+    # ablations
+    Claim("student_masking_75", "Masking the student (75% kept) ends below masking the teacher (75% kept)", "2.5",
+          "ablation_student", AS, "below", "studentkeep48", "keep48", "73.4 vs 75.1 (140 of 196)"),
+    Claim("student_masking_19", "Masking the student (19% kept) ends far below masking the teacher (19% kept)",
+          "2.5", "ablation_student", AS, "below", "studentkeep12", "keep12", "55.0 vs 73.0 (30 of 196)"),
+    Claim("tome_aggressive", "At aggressive reduction (25% kept) a MaskedKD teacher supervises better than a ToMe "
+          "teacher of about equal MACs", "2.5", "ablation_tome", AT, "beats", "keep16", "tome32",
+          "74.3 vs 72.9 at 1.17 GFLOPs"),
+    Claim("tome_teacher_quality", "At mild reduction (75% kept) a ToMe teacher keeps more of its own accuracy than "
+          "a masked one", "2.5", "ablation_tome", AT, "beats", "tome8", "keep48", "teacher ~79 vs ~78",
+          metric="teacher_last"),
+    # beyond the paper (ours)
+    Claim("warmup_beats_keep40", "Full KD 3 epochs then 50% beats a fixed 40 of 64 at about the same teacher MACs "
+          "(ours)", "–", "beyond", BY, "beats", "sched100x3-50", "keep40", "not in the paper", source="ours"),
+    Claim("rising_beats_fixed", "A kept fraction rising 25% -> 75% beats a fixed 50% (same mean; ours)", "–",
+          "beyond", BY, "beats", "sched25to75", "keep32", "not in the paper", source="ours"),
+    # audio
+    Claim("audio_kd_beats_nokd", "Audio (AST): distillation beats no distillation", "2.6", "audio", AU,
+          "beats", "kd", "nokd", "ESC-50 numbers not transcribed"),
+    Claim("audio_m50_matches_kd", "Audio (AST): MaskedKD at 50% matches full KD", "2.6", "audio", AU,
+          "matches", "keep54", "kd", "ESC-50 numbers not transcribed"),
+    # cost: arithmetic and timing, not accuracy
     Claim("flops_saving", "Keeping 50% cuts teacher FLOPs by ~51% and total training FLOPs by ~28%", "2.1, 2.7",
           "table1 (part 1), figure1", "bash reproduce/table1.sh; bash reproduce/figure1.sh",
           paper="866 vs 1770 PFLOPs (-51%); 0.281 of training FLOPs"),
     Claim("speedup", "The masked teacher's throughput rises with the FLOPs saving (x2.0-2.1 at 50%, x3.8-3.9 at 25%)",
           "2.1, 2.9", "table1 (part 1), gpu_check", "bash reproduce/table1.sh; bash reproduce/gpu_check.sh",
           paper="3702 vs 1790 img/s (x2.1)"),
-    Claim("teacher_curve", "The student holds while the masked teacher's own accuracy falls with fewer patches",
-          "2.3", "figure2", "bash reproduce/figure2.sh", paper="student 74.9-75.1 down to 80 patches; teacher 79.8 -> 73.8"),
-    Claim("criteria", "Student-attention masking is the only criterion that maintains or improves on logit KD "
-          "(vs random, teacher attention, DINO)", "2.4", "criteria", "bash reproduce/criteria.sh",
-          paper="final gap to vanilla 1.05 vs 0.7-0.85"),
-    Claim("curriculum", "The MaskedKD teacher is least accurate early and becomes the most accurate masked teacher",
-          "2.4", "criteria", "bash reproduce/criteria.sh", paper="74.3 -> 71.8 (epoch 3) -> 79 (epoch 300)"),
-    Claim("student_masking", "Masking the student degrades its accuracy; masking the teacher does not", "2.5",
-          "ablation_student", "bash reproduce/ablation_student.sh", paper="55.0 vs 73.0 at 30 of 196 patches"),
-    Claim("tome", "At aggressive reduction a MaskedKD teacher supervises better than a ToMe teacher of equal FLOPs",
-          "2.5", "ablation_tome", "bash reproduce/ablation_tome.sh", paper="74.3 vs 72.9 at 1.17 GFLOPs"),
-    Claim("audio", "MaskedKD carries over to audio spectrogram transformers", "2.6", "audio",
-          "bash reproduce/audio.sh", paper="ESC-50 numbers not transcribed"),
 )
 
 
@@ -186,14 +225,26 @@ def masked_failures(runs: list[dict], threshold: float = FAILED_TEACHER) -> tupl
     kept count below the full view for a keep schedule (full-view epochs are logit KD)."""
     bad = total = 0
     for s in runs:
-        evals = [h for h in s.get("history", []) if h.get("teacher_acc_masked") is not None]
-        if "num_keep" in (evals[0] if evals else {}):
-            evals = [h for h in evals if h.get("num_keep")]
+        evals = first_masked_evals(s)
         if not evals:
             continue
         total += 1
         bad += evals[0]["teacher_acc_masked"] < threshold
     return bad, total
+
+
+def first_masked_evals(run: dict) -> list[dict]:
+    """A run's evaluations with a masked teacher, without a keep schedule's full-view ones (which are logit KD)."""
+    evals = [h for h in run.get("history", []) if h.get("teacher_acc_masked") is not None]
+    if "num_keep" in (evals[0] if evals else {}):
+        evals = [h for h in evals if h.get("num_keep")]
+    return evals
+
+
+def ab_words(c: Claim, labels: dict[str, str]) -> str:
+    """'A label vs B label', with the metric when it is not the student's accuracy."""
+    ab = f"{labels[c.a]} vs {labels[c.b]}"
+    return ab if c.metric == "student" else f"{ab} ({METRICS[c.metric]})"
 
 
 def claim_lines(results: list[dict], labels: dict[str, str], margin: float = MARGIN) -> list[str]:
@@ -205,26 +256,40 @@ def claim_lines(results: list[dict], labels: dict[str, str], margin: float = MAR
         c = by_key[r["key"]]
         per = ", ".join(f"{d:+.1f}" for d in r["diffs"])
         v = r["verdict"] + (f": {settle_words(r)}" if settle_words(r) else "")
-        lines.append(f"| {c.text} ({c.digest}) | {labels[c.a]} vs {labels[c.b]} | {per} | {fmt_ci(r)} | "
+        lines.append(f"| {c.text} ({c.digest}) | {ab_words(c, labels)} | {per} | {fmt_ci(r)} | "
                      f"{kind_words(c.kind, margin)} | **{v}** |")
     return lines
 
 
-def claims_md(results: dict[str, list[dict]], labels: dict[str, str], header: str = "",
-              margin: float = MARGIN) -> str:
-    """results/claims.md: every claim, the evaluated ones (script -> results) with their numbers, the others
-    'not yet evaluated' with the command that will evaluate them."""
-    done = {r["key"]: r for rs in results.values() for r in rs}
+def _evaluated(datas: dict[str, dict]) -> dict[str, tuple[dict, dict]]:
+    """Claim key -> (its result, the runs file it comes from), over runs files keyed by script."""
+    return {r["key"]: (r, d) for d in datas.values() for r in d.get("claims", [])}
+
+
+def _labels(d: dict) -> dict[str, str]:
+    return {r["id"]: r["label"] for r in d["rows"]}
+
+
+def _mode_note(d: dict) -> str:
+    return "" if d.get("mode", "default") == "default" else f" ({d['mode']} mode)"
+
+
+def claims_md(datas: dict[str, dict], header: str = "", margin: float = MARGIN) -> str:
+    """results/claims.md: every claim; the evaluated ones (from the runs files `datas`, script -> content) with
+    their numbers, the others 'not yet evaluated' with the command that will evaluate them."""
+    done = _evaluated(datas)
     lines = [header or "# The paper's claims at embedded scale", "",
              f"Paired differences over seeds (same seed: same student initialisation and data order), 95% Student-t "
              f"intervals, equivalence margin {margin:g} points for \"matches\"; the rules are in "
-             f"`reproduce/lib/claims.py`. Paper numbers are ImageNet's, for orientation only.", "",
+             f"`reproduce/lib/claims.py`. Paper numbers are ImageNet's, for orientation only. Runs files: "
+             + (", ".join(f"{k}_runs.json (seeds {d['seeds']}{_mode_note(d)})" for k, d in sorted(datas.items()))
+                or "none") + ".", "",
              "| claim | digest | paper (ImageNet) | evaluated by | A - B, mean [95% CI] (points) | verdict |",
              "|---|---|---|---|---|---|"]
     for c in CLAIMS:
         if c.key in done:
-            r = done[c.key]
-            num = f"{labels[c.a]} vs {labels[c.b]}: {fmt_ci(r)}, n = {len(r['seeds'])}"
+            r, d = done[c.key]
+            num = f"{ab_words(c, _labels(d))}: {fmt_ci(r)}, n = {len(r['seeds'])}"
             v = r["verdict"] + (f" ({settle_words(r)})" if settle_words(r) else "")
         else:
             num, v = "–", "not yet evaluated here"
@@ -232,14 +297,60 @@ def claims_md(results: dict[str, list[dict]], labels: dict[str, str], header: st
     return "\n".join(lines) + "\n"
 
 
+def summary_block(datas: dict[str, dict], margin: float = MARGIN) -> str:
+    """The short table at the top of reproduce/README.md, from the committed runs files: one line per claim with
+    its command, the paper's number, ours (A - B with its interval), the verdict and the run-minutes behind it."""
+    done = _evaluated(datas)
+    lines = ["| claim (digest) | command | paper (ImageNet) | ours: A - B, mean [95% CI], n seeds | verdict | "
+             "run-minutes |", "|---|---|---|---|---|---|"]
+    for c in CLAIMS:
+        if c.key in done:
+            r, d = done[c.key]
+            ours, v = f"{fmt_ci(r)}, n = {len(r['seeds'])}", f"**{r['verdict']}**"
+            mins = f"{run_minutes(d):.0f}"
+        else:
+            ours, v, mins = "–", "not yet evaluated", "–"
+        lines.append(f"| {c.text} ({c.digest}) | `{c.command}` | {c.paper} | {ours} | {v} | {mins} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_minutes(data: dict) -> float:
+    """Minutes of training behind a runs file: the sum of its runs' wall times (1 thread each; a 2-core machine runs
+    two at a time)."""
+    return sum(r.get("wall_s") or 0 for r in data["runs"]) / 60
+
+
 # --- a script's runs as data (results/NAME_runs.json) and the markdown made from them ---------------------------
 
-def row_accs(data: dict) -> dict[str, dict[int, float]]:
-    """Row id -> {seed: final accuracy} from a runs file."""
+def metric_of(run: dict, metric: str = "student") -> float | None:
+    """One run's value of a claim's metric (METRICS); None where the run has no masked teacher."""
+    if metric == "student":
+        return run["final_acc"]
+    evals = first_masked_evals(run)
+    if metric == "teacher_first":
+        return evals[0]["teacher_acc_masked"] if evals else None
+    if metric == "teacher_last":
+        return run["history"][-1].get("teacher_acc_masked") if run.get("history") else None
+    raise ValueError(f"unknown claim metric {metric!r}: one of {sorted(METRICS)}")
+
+
+def row_accs(data: dict, metric: str = "student") -> dict[str, dict[int, float]]:
+    """Row id -> {seed: the metric's value} from a runs file (seeds without a value left out)."""
     out: dict[str, dict[int, float]] = {r["id"]: {} for r in data["rows"]}
     for run in data["runs"]:
-        out[run["row"]][run["seed"]] = run["final_acc"]
+        v = metric_of(run, metric)
+        if v is not None:
+            out[run["row"]][run["seed"]] = v
     return out
+
+
+def evaluate_script(data: dict, margin: float = MARGIN) -> list[dict]:
+    """Every claim of the runs file's script (data["script"], "table1" for files from before the key) whose two
+    rows it holds, evaluated on the claim's metric."""
+    script = data.get("script", "table1")
+    ids = {r["id"] for r in data["rows"]}
+    return [evaluate(c, row_accs(data, c.metric), margin) for c in CLAIMS
+            if c.script == script and c.kind and c.a in ids and c.b in ids]
 
 
 def _pm(xs: list[float]) -> str:
@@ -252,7 +363,8 @@ def rows_table(data: dict) -> list[str]:
     evaluation, how many runs' masked teacher saw no digit at its first masked evaluation, teacher MACs saved."""
     lines = [f"| method | patches kept | student acc (%), mean ± SD | per seed {data['seeds']} | masked teacher, "
              f"last eval (%) | masked teacher < {100 * FAILED_TEACHER:.0f}% at its first masked eval | "
-             "teacher MACs saved | paper (ImageNet, DeiT-S -> DeiT-Ti) |", "|---|---|---|---|---|---|---|---|"]
+             f"teacher MACs saved | {data.get('paper_column', 'paper (ImageNet, DeiT-S -> DeiT-Ti)')} |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in data["rows"]:
         runs = sorted((r for r in data["runs"] if r["row"] == row["id"]), key=lambda r: r["seed"])
         if not runs:
@@ -269,27 +381,39 @@ def rows_table(data: dict) -> list[str]:
 
 
 def readme_block(data: dict, margin: float = MARGIN) -> str:
-    """The generated part of reproduce/README.md's table-1 section, from reproduce/reference/table1_runs.json:
+    """The generated part of a script's section of reproduce/README.md, from reproduce/reference/SCRIPT_runs.json:
     the rows table and the claims table (tests/test_claims.py checks the README against it)."""
-    labels = {r["id"]: r["label"] for r in data["rows"]}
+    labels = _labels(data)
+    teacher = f"teacher test accuracy {100 * data['teacher_acc']:.1f}%; " if data.get("teacher_acc") else ""
     return "\n".join([
-        f"Seeds {data['seeds']}; teacher test accuracy {100 * data['teacher_acc']:.1f}%; {len(data['runs'])} runs, "
-        f"{sum(r.get('wall_s', 0) for r in data['runs']) / 60:.0f} run-minutes of training (1 thread each).", "",
+        f"Seeds {data['seeds']}; {teacher}{len(data['runs'])} runs, "
+        f"{run_minutes(data):.0f} run-minutes of training (1 thread each).", "",
         *rows_table(data), "",
         f"Claims (paired by seed, 95% Student-t interval, equivalence margin {margin:g} points; rules in "
         "`reproduce/lib/claims.py`, every claim of the paper in `reproduce/reference/claims.md`):", "",
         *claim_lines(data["claims"], labels, margin)]) + "\n"
 
 
-BEGIN, END = "<!-- generated from reproduce/reference/table1_runs.json: begin -->", "<!-- generated: end -->"
+END = "<!-- generated: end -->"
 
 
-def replace_block(text: str, block: str) -> str:
-    """text with the part between the BEGIN and END markers replaced by block."""
-    i, j = text.index(BEGIN) + len(BEGIN), text.index(END)
+def begin(key: str = "table1") -> str:
+    """The marker opening the README block generated from reproduce/reference/KEY_runs.json ('*' for the summary
+    of every runs file)."""
+    return f"<!-- generated from reproduce/reference/{key}_runs.json: begin -->"
+
+
+BEGIN = begin()
+
+
+def replace_block(text: str, block: str, key: str = "table1") -> str:
+    """text with the part between begin(key) and the next END marker replaced by block."""
+    i = text.index(begin(key)) + len(begin(key))
+    j = text.index(END, i)
     return text[:i] + "\n" + block + text[j:]
 
 
-def current_block(text: str) -> str:
-    """The part of text between the BEGIN and END markers."""
-    return text[text.index(BEGIN) + len(BEGIN) + 1: text.index(END)]
+def current_block(text: str, key: str = "table1") -> str:
+    """The part of text between begin(key) and the next END marker."""
+    i = text.index(begin(key)) + len(begin(key)) + 1
+    return text[i: text.index(END, i)]

@@ -3,8 +3,15 @@ by what it is, so every script that needs the same run finds it finished in resu
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
 
-from maskedkd.experiments import MODELS, TrainConfig, get_config
+from maskedkd.experiments import MODELS, TrainConfig, config_hash, get_config
+
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"  # reproduce/reference: the default runs' outputs
+README = REFERENCE.parent / "README.md"
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -15,6 +22,9 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--fresh", action="store_true", help="rerun instead of reusing finished runs")
     ap.add_argument("--jobs", type=int, default=2, help="parallel runs, one thread each")
     ap.add_argument("--out", default="results")
+    ap.add_argument("--update-reference", action="store_true",
+                    help="after the default run, copy its small outputs to reproduce/reference/ and regenerate the "
+                         "script's block and the claims summary of reproduce/README.md")
     return ap
 
 
@@ -104,3 +114,102 @@ def run_name(c: TrainConfig, task: str = "digits") -> str:
             "" if c.scorer == "student" else f"-by-{c.scorer.replace('cache:', '')}")
         what = f"keep{c.num_keep}{tag}{kind}"
     return f"{task}_student_{what}-s{c.seed}"
+
+
+# --- a script's runs as data: results/SCRIPT_runs.json, the claims it settles, and the committed reference -------
+
+def row_id(c: TrainConfig) -> str:
+    """A run's row: its name without the task prefix and the seed ('keep32-random', 'tome8', 'nokd')."""
+    return c.name.split("_student_", 1)[1].rsplit("-s", 1)[0]
+
+
+def describe(c: TrainConfig) -> tuple[str, str]:
+    """(what the teacher sees, the teacher MACs saved against a full teacher, scorer passes counted) of a run."""
+    from maskedkd.flops import macs
+    from maskedkd.harness import run_macs
+    from maskedkd.select import keep_schedule
+    if not c.teacher:
+        return "–", "–"
+    t = MODELS[c.teacher_model]
+    n = t.num_patches
+    cost = run_macs(c)
+    saved = f"{100 * (1 - (cost['teacher'] + cost['scorer']) / macs(t)):.0f}%"
+    if c.teacher_tome_r:
+        return f"{n} / {n}, ToMe r={c.teacher_tome_r}", saved
+    if c.keep_schedule:
+        counts = list(dict.fromkeys(k or n for k in keep_schedule(c.keep_schedule, n, c.epochs)))
+        shown = counts if len(counts) <= 3 else [counts[0], "…", counts[-1]]
+        return " → ".join(map(str, shown)) + f" / {n}", saved
+    if c.adaptive_mass:
+        return f"≤ {c.num_keep} / {n}, {100 * c.adaptive_mass:.0f}% of attention", saved
+    kept = f"{c.num_keep or n} / {n}"
+    return (kept + f", student sees {c.student_keep}" if c.student_keep else kept), saved
+
+
+def record(script: str, mode: str, seeds: list[int], runs: list[tuple[str, int, TrainConfig, dict]],
+           labels: dict[str, str], out: Path, *, paper: dict[str, str] | None = None, **extra) -> dict:
+    """Write results/SCRIPT_runs.json: the rows (id, label, kept, saved, paper) in order of first appearance, each
+    run (row, seed, name, config hash, final accuracy, evaluation history, wall time) and the script's claims of
+    reproduce/lib/claims.py evaluated on them; then results/claims.md from every runs file in `out`. `runs` holds
+    (row id, seed, config, summary); `extra` adds top-level fields (e.g. paper_column, teacher_acc)."""
+    import claims
+    runs = list({(rid, seed): (rid, seed, c, s) for rid, seed, c, s in runs}.values())  # a run listed twice: once
+    rows, seen = [], set()
+    for rid, _, c, _ in runs:
+        if rid not in seen:
+            seen.add(rid)
+            kept, saved = describe(c)
+            rows.append({"id": rid, "label": labels.get(rid, rid), "kept": kept, "saved": saved,
+                         "paper": (paper or {}).get(rid, "–")})
+    data = {"script": script, "mode": mode, "seeds": seeds, "num_patches": next(
+        (MODELS[c.teacher_model].num_patches for *_, c, _ in runs if c.teacher), MODELS[runs[0][2].model].num_patches),
+        "margin": claims.MARGIN, **extra, "rows": rows,
+        "runs": [{"row": rid, "seed": seed, "name": s["name"], "config_hash": config_hash(c), "final_acc": s["final_acc"],
+                  "history": s["history"], "wall_s": s.get("wall_s")} for rid, seed, c, s in runs]}
+    data["claims"] = claims.evaluate_script(data)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{script}_runs.json").write_text(json.dumps(data, indent=1) + "\n")
+    write_claims_page(out)
+    return data
+
+
+def runs_files(folder: Path) -> dict[str, dict]:
+    """Script -> content of every SCRIPT_runs.json in folder."""
+    return {p.name[:-len("_runs.json")]: json.loads(p.read_text()) for p in sorted(folder.glob("*_runs.json"))}
+
+
+def write_claims_page(folder: Path) -> None:
+    """folder/claims.md: every claim of the paper, settled from the runs files in folder where they are there."""
+    import claims
+    datas = runs_files(folder)
+    (folder / "claims.md").write_text(claims.claims_md(datas, header=(
+        "# The paper's claims at embedded scale\n\nGenerated by reproduce/lib/embedded.py from the runs files "
+        f"in `{folder.name}/`; a claim whose script has not run is listed with the command that evaluates it.")))
+
+
+def claims_sentence(data: dict) -> str:
+    """One line for a script's markdown: how many of its claims hold, fail, or stay inconclusive."""
+    n = {v: sum(r["verdict"] == v for r in data["claims"]) for v in ("holds", "does not hold", "inconclusive")}
+    return (f"Claims settled by these runs (paired by seed, 95% interval; results/claims.md): "
+            + (", ".join(f"{k} {v}" for v, k in n.items() if k) or "none") + ".")
+
+
+def update_reference(script: str, out: Path, files: tuple[str, ...], reference: Path = REFERENCE,
+                     readme: Path = README, rows: set[str] | None = None) -> None:
+    """Copy a default run's small outputs (`files`, SCRIPT_runs.json among them) into reproduce/reference/, then
+    regenerate reference/claims.md, the script's block of reproduce/README.md and the claims summary at its top
+    from the committed runs files (tests/test_claims.py checks them against the default plans)."""
+    import claims
+    data = json.loads((out / f"{script}_runs.json").read_text())
+    if data["mode"] != "default" or (rows is not None and {r["id"] for r in data["rows"]} != rows):
+        raise SystemExit(f"--update-reference takes the default run's outputs (mode {data['mode']!r}, rows "
+                         f"{[r['id'] for r in data['rows']]}): run `bash reproduce/{script}.sh` without --quick or "
+                         "--smoke first")
+    reference.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        shutil.copyfile(out / name, reference / name)
+    write_claims_page(reference)
+    text = claims.replace_block(readme.read_text(), claims.readme_block(data), script)
+    readme.write_text(claims.replace_block(text, claims.summary_block(runs_files(reference)), "*"))
+    print(f"reference updated: {reference} ({', '.join(files)}, claims.md), the {script} block and the claims "
+          f"summary of {readme}", file=sys.stderr)
