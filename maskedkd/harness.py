@@ -135,7 +135,8 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
         else:  # a run listed twice (keep 64 of 64 is full KD) trains once, not twice into one directory at once
             todo.setdefault(d, []).append(i)
     prepare_cached_models([cfgs[ix[0]] for ix in todo.values()])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    from .reproducible import pinned_env
+    env = {**pinned_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one kernel branch, one thread
     plugins = plugin_modules([cfgs[ix[0]] for ix in todo.values()])
     if plugins:
         env["MASKEDKD_PLUGINS"] = ",".join(plugins)

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import load_init, save_checkpoint, save_params
+from .reproducible import kernels
 from .data.loaders import build_data
 from .experiments import NOT_HASHED, TrainConfig, apply_overrides, config_hash, get_config, model_config
 from .model import forward, init_params, student_forward
@@ -247,7 +248,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     summary = {"name": cfg.name, "config_hash": config_hash(cfg), "final_acc": history[-1]["acc"] if history else None,
                "history": history, "num_keep": v.num_keep if v is not None else None, "steps": global_step,
                "world_size": world, "wall_s": round(time.time() - t_start, 1), "student": s_model.name,
-               "teacher": view.cfg.name if view else None}
+               "teacher": view.cfg.name if view else None, "kernels": kernels()}
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         save_params(params, out / "params.safetensors", metadata={"config_hash": config_hash(cfg)})
