@@ -3,6 +3,7 @@
     bash reproduce/table1.sh            # default: embedded scale, 5 seeds (see reproduce/README.md for its time)
     bash reproduce/table1.sh --update-reference   # the default, then its small outputs -> reproduce/reference/
     bash reproduce/table1.sh --quick    # 1 seed, 4 of the 12 epochs: a first look
+    bash reproduce/table1.sh --speedups # also part 1's teacher speed-ups measured on this CPU (~5 min more)
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers [--rows 1,2] [--dry-run]
 
 Part 1, exact: the cost columns of every paper row (teacher GMAC/img, PFLOPs and their change, beside the
@@ -64,8 +65,9 @@ def warmup_label(mode: str) -> str:
     return f"Full KD {w} epoch{'s' * (w > 1)}, then MaskedKD 50% (ours)"
 
 
-def part1(mode: str) -> list[dict]:
-    """Cost columns of every paper row, plus the measured teacher-forward speed-up."""
+def part1(mode: str, speedups: bool = False) -> list[dict]:
+    """Cost columns of every paper row, plus (with `speedups`; one architecture in smoke mode) the measured
+    teacher-forward speed-up: about 5 of the default run's minutes on 2 cores, most of them DeiT3-L and -H."""
     from tqdm.auto import tqdm
     rows, speed = [], {}
     with tqdm(paper.TABLE1, desc="table 1 costs", dynamic_ncols=True) as bar:
@@ -80,6 +82,10 @@ def part1(mode: str) -> list[dict]:
             cfg = paper.teacher_config(r.teacher)
             if r.kept:
                 key = (cfg.name, r.kept)
+                if not speedups and mode != "smoke":
+                    d["speedup_note"] = "`--speedups`"
+                    rows.append(d)
+                    continue
                 if mode == "smoke" and speed and key not in speed:
                     d["speedup_note"] = "smoke: not measured"
                     rows.append(d)
@@ -143,7 +149,7 @@ def render(mode, p1, res: dict, wall_s) -> tuple[str, list[dict]]:
     lines += ["## Part 1: the cost columns of every paper row (exact arithmetic; speed-up measured here)", "",
               "Teacher GMAC/img and PFLOPs by the digest 2.7 FLOPs model; `diff` is ours vs the paper's PFLOPs. "
               "The speed-up is the teacher forward time unmasked / masked on this CPU (random weights, batch 2; 1 in "
-              "--quick), "
+              "--quick), measured with `--speedups` (about 5 min on 2 cores), "
               "beside the paper's img/s ratio (GPU).", "",
               "| student | teacher | method | paper acc | GMAC/img | PFLOPs ours | PFLOPs paper | diff | change ours | "
               "speed-up here | paper img/s (ratio) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -261,6 +267,8 @@ def update_reference(out: Path, reference: Path = embedded.REFERENCE, readme: Pa
 
 def main(argv=None):
     ap = parser(__doc__)  # --quick --smoke --fresh (here: the teacher too) --jobs --out
+    ap.add_argument("--speedups", action="store_true",
+                    help="also measure part 1's teacher-forward speed-ups on this CPU (random weights; ~5 min)")
     ap.add_argument("--feature-kd", action="store_true",
                     help="also the Manifold / Attention KD rows with and without masking (~+20 min)")
     args = parse_or_full(ap, argv, full.main)
@@ -274,7 +282,7 @@ def main(argv=None):
         from maskedkd.teachers import cache_dir
         shutil.rmtree(cache_dir() / "teachers", ignore_errors=True)
     out = Path(args.out)
-    p1 = part1(mode)
+    p1 = part1(mode, args.speedups)
     res = part2(mode, args.jobs, args.fresh, out, args.feature_kd)
     md, rows = render(mode, p1, res, time.time() - t0)
     out.mkdir(parents=True, exist_ok=True)

@@ -331,3 +331,11 @@ def test_profile_reference_markdown_is_rendered_from_its_json():
     ref = ROOT / "reproduce" / "reference"
     assert (ref / "profile_embedded.md").read_text() == profile_embedded.render(
         json.loads((ref / "profile_embedded.json").read_text()))
+
+
+def test_flops_claim_is_settled_by_the_flops_model():
+    """1 - 865 / 1768 PFLOPs (DeiT-S teacher, 300 epochs) and 1 - (3 S + T_50%) / (3 S + T) for DeiT-S -> DeiT-Ti:
+    the paper's -51% and 0.281 (digest 2.7)."""
+    r = claims.flops_result()
+    assert r["verdict"] == "holds"
+    assert "865 vs 1768 PFLOPs (-51.1%)" in r["ours"] and "training -28.1%" in r["ours"]

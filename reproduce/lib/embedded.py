@@ -208,8 +208,19 @@ def update_reference(script: str, out: Path, files: tuple[str, ...], reference: 
     reference.mkdir(parents=True, exist_ok=True)
     for name in files:
         shutil.copyfile(out / name, reference / name)
-    write_claims_page(reference)
-    text = claims.replace_block(readme.read_text(), claims.readme_block(data), script)
-    readme.write_text(claims.replace_block(text, claims.summary_block(runs_files(reference)), "*"))
+    regenerate(reference, readme)
     print(f"reference updated: {reference} ({', '.join(files)}, claims.md), the {script} block and the claims "
           f"summary of {readme}", file=sys.stderr)
+
+
+def regenerate(reference: Path = REFERENCE, readme: Path = README) -> None:
+    """reference/claims.md, every script's block of reproduce/README.md and the claims summary at its top, from the
+    committed runs files (a script without a block in the README gets none: add its markers to show it)."""
+    import claims
+    write_claims_page(reference)
+    datas = runs_files(reference)
+    text = readme.read_text()
+    for script, data in datas.items():
+        if claims.begin(script) in text:
+            text = claims.replace_block(text, claims.readme_block(data), script)
+    readme.write_text(claims.replace_block(text, claims.summary_block(datas), "*"))
