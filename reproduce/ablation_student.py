@@ -99,6 +99,7 @@ def main(argv=None):
                     "student_masked_std"])
         w.writerows(rows)
     print("\n".join(lines))
+    embedded.finish(args, "ablation_student", ("ablation_student.md", "ablation_student.csv"))
 
 
 if __name__ == "__main__":

@@ -126,6 +126,7 @@ def main(argv=None):
     fig.tight_layout()
     fig.savefig(out / "ablation_tome.png", dpi=120)
     print("\n".join(lines))
+    embedded.finish(args, "ablation_tome", ("ablation_tome.md", "ablation_tome.csv"))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def main(argv=None):
     plt.gca().invert_xaxis(), plt.xlabel("patches the teacher hears (of 108)"), plt.ylabel("student acc (%)")
     plt.legend(), plt.tight_layout(), plt.savefig(out / "audio.png", dpi=120)
     print("\n".join(lines))
+    embedded.finish(args, "audio", ("audio.md", "audio.csv"))
 
 
 if __name__ == "__main__":

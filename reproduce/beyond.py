@@ -99,6 +99,7 @@ def main(argv=None):
     lines += ["", embedded.claims_sentence(data)]
     (out / "beyond.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    embedded.finish(args, "beyond", ("beyond.md",))
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ def main(argv=None):
         w.writerow(["criterion", "acc_mean", "acc_std", "gap_points", "teacher_first", "teacher_last"])
         w.writerows(rows)
     print("\n".join(lines))
+    embedded.finish(args, "criteria", ("criteria.md", "criteria.csv"))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ def main(argv=None):
         for k in keeps:
             w.writerow([k, *mean_std(stud[k]), *mean_std(teach[k])])
     print("\n".join(lines))
+    embedded.finish(args, "figure2", ("figure2.md", "figure2.csv"))
 
 
 if __name__ == "__main__":

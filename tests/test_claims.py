@@ -339,3 +339,13 @@ def test_flops_claim_is_settled_by_the_flops_model():
     r = claims.flops_result()
     assert r["verdict"] == "holds"
     assert "865 vs 1768 PFLOPs (-51.1%)" in r["ours"] and "training -28.1%" in r["ours"]
+
+
+def test_update_reference_refuses_quick_and_smoke_runs():
+    import argparse
+
+    import embedded
+    args = argparse.Namespace(smoke=False, quick=True, update_reference=True)
+    with pytest.raises(SystemExit, match="records the default run"):
+        embedded.mode_of(args)
+    assert embedded.mode_of(argparse.Namespace(smoke=False, quick=False, update_reference=True)) == "default"

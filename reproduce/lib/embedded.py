@@ -42,7 +42,17 @@ def parse_or_full(ap: argparse.ArgumentParser, argv, full_main):
 
 
 def mode_of(args) -> str:
-    return "smoke" if args.smoke else "quick" if args.quick else "default"
+    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    if getattr(args, "update_reference", False) and mode != "default":
+        raise SystemExit("--update-reference records the default run: drop --quick and --smoke")
+    return mode
+
+
+def finish(args, script: str, files: tuple[str, ...]) -> None:
+    """After a script's outputs are written to args.out: with --update-reference, record them (its runs file and
+    `files`) in reproduce/reference/ and regenerate the README blocks."""
+    if args.update_reference:
+        update_reference(script, Path(args.out), (f"{script}_runs.json", *files))
 
 
 def plan(mode: str, task: str = "digits") -> tuple[list[int], dict]:
