@@ -132,7 +132,40 @@ def default_plan(script: str) -> dict[tuple[str, int], tuple[str, str]]:
     finally:
         mod.run_all = old
     assert got, script
-    return {(embedded.row_id(c), c.seed): (c.name, config_hash(c)) for c in got}
+    plan_ = {}
+    for c in got:  # a run listed twice must be the same run
+        key = (embedded.row_id(c), c.seed)
+        assert plan_.setdefault(key, (c.name, config_hash(c))) == (c.name, config_hash(c)), (script, key)
+    return plan_
+
+
+def default_configs(script: str):
+    """(row id, seed) -> config of a script's default plan (as default_plan, with the configs)."""
+    import importlib
+
+    import embedded
+    if script in ("table1", "feature_kd"):
+        import table1
+        from embedded import plan
+        return {(rid, seed): c for seed in plan("default")[0]
+                for rid, _, c in table1.student_rows("default", seed, feature_kd=script == "feature_kd")
+                if script == "table1" or rid in table1.FEATURE_ROWS}
+    mod = importlib.import_module(script)
+    got = []
+
+    def fake_run_all(cfgs, **kw):
+        got.extend(cfgs)
+        raise _Planned
+
+    old = mod.run_all
+    mod.run_all = fake_run_all
+    try:
+        mod.main(["--out", "/nonexistent/never-written"])
+    except _Planned:
+        pass
+    finally:
+        mod.run_all = old
+    return {(embedded.row_id(c), c.seed): c for c in got}
 
 
 SCRIPTS = ("table1", "feature_kd", "figure2", "criteria", "ablation_student", "ablation_tome", "beyond", "audio")
@@ -228,6 +261,12 @@ def test_default_plans_match_the_committed_references():
         assert ref["seeds"] == plan("default", "sounds" if script == "audio" else "digits")[0]
         recorded = {(r["row"], r["seed"]): (r["name"], r["config_hash"]) for r in ref["runs"]}
         assert recorded == default_plan(script), script
+        # the rows' "what the teacher sees" and "MACs saved" columns are what the code computes now
+        import embedded
+        cfgs = default_configs(script)
+        for row in ref["rows"]:
+            c = next(c for (rid, _), c in cfgs.items() if rid == row["id"])
+            assert (row["kept"], row["saved"]) == embedded.describe(c), (script, row["id"])
     for f in table1.REFERENCE_FILES:
         assert (REF / f).is_file(), f
 
@@ -244,6 +283,8 @@ def test_readme_and_reference_numbers_agree():
         assert [(r["key"], r["verdict"], r["low"], r["high"]) for r in again] == [
             (r["key"], r["verdict"], r["low"], r["high"]) for r in ref["claims"]], script
     assert claims.current_block(readme, "*") == claims.summary_block(refs)
+    for script in set(SCRIPTS) - set(refs):  # a section without a recorded run shows no numbers
+        assert claims.current_block(readme, script) == "", script
     header = next(line for line in readme.splitlines() if line.startswith("## Table 1 at embedded scale"))
     wall = re.search(r"wall time ([0-9.]+) min", (REF / "table1.md").read_text()).group(1)
     assert f"{wall} min from an empty" in header  # the section's one typed number: the reference run's wall time
@@ -277,7 +318,7 @@ def test_update_reference_copies_outputs_and_rewrites_the_readme_blocks(tmp_path
     text = readme.read_text()
     assert claims.current_block(text) == claims.readme_block(data)
     assert claims.current_block(text, "*") == claims.summary_block({"table1": data})
-    assert "| **inconclusive** | 14 |" in claims.current_block(text, "*")  # 14 runs of 60 s: 14 run-minutes
+    assert "| **inconclusive** | 4 |" in claims.current_block(text, "*")  # its 2 rows x 2 seeds of 60 s: 4 run-minutes
     assert text.startswith("# x\n") and text.endswith("## next\n")
     data["mode"] = "quick"
     (out / "table1_runs.json").write_text(json.dumps(data))
@@ -349,3 +390,30 @@ def test_update_reference_refuses_quick_and_smoke_runs():
     with pytest.raises(SystemExit, match="records the default run"):
         embedded.mode_of(args)
     assert embedded.mode_of(argparse.Namespace(smoke=False, quick=False, update_reference=True)) == "default"
+
+
+def test_block_markers_are_checked_before_a_rewrite():
+    two = f"{claims.begin('a')}\nx\n{claims.END}\ntext\n{claims.begin('b')}\ny\n{claims.END}\n"
+    assert claims.current_block(claims.replace_block(two, "z\n", "a"), "a") == "z\n"
+    lost_end = f"{claims.begin('a')}\nx\nprose\n{claims.begin('b')}\ny\n{claims.END}\n"
+    with pytest.raises(ValueError, match="has no"):
+        claims.replace_block(lost_end, "z\n", "a")
+    with pytest.raises(ValueError, match="occurs 2 times"):
+        claims.current_block(two + two, "a")
+    with pytest.raises(ValueError, match="occurs 0 times"):
+        claims.current_block(two, "c")
+
+
+def test_a_claim_without_paired_seeds_raises_naming_it():
+    c = next(c for c in claims.CLAIMS if c.key == "curriculum_early")
+    with pytest.raises(ValueError, match="curriculum_early.*no seed has a 'teacher_first' value"):
+        claims.evaluate(c, {c.a: {0: 0.5}, c.b: {}})
+
+
+def test_record_refuses_two_different_runs_for_one_row_and_seed(tmp_path):
+    import embedded
+    from embedded import student_run
+    a, b = student_run("smoke", 0, 32), student_run("smoke", 0, 32, criterion="random")
+    s = {"name": "x", "final_acc": 0.5, "history": [], "wall_s": 1.0}
+    with pytest.raises(ValueError, match="two different runs"):
+        embedded.record("figure2", "smoke", [0], [("keep32", 0, a, s), ("keep32", 0, b, s)], {}, tmp_path)

@@ -40,7 +40,7 @@ def test_the_scripts_and_their_runs_compute_with_the_pinned_kernels(tmp_path, mo
         pytest.skip("this CPU has no kernel branch to pin (not x86 with AVX2)")
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.delenv("MKL_CBWR", raising=False)
-    sh = subprocess.run(["bash", "-c", f'cd {ROOT} && eval "$({sys.executable} maskedkd/reproducible.py)" && '
+    sh = subprocess.run(["bash", "-c", f'cd {ROOT} && eval "$({sys.executable} -I maskedkd/reproducible.py)" && '
                         'echo "$ATEN_CPU_CAPABILITY $MKL_CBWR"'], capture_output=True, text=True, check=True)
     assert sh.stdout.split() == [b, b.upper()]
     import fingerprint

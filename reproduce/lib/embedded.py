@@ -163,7 +163,12 @@ def record(script: str, mode: str, seeds: list[int], runs: list[tuple[str, int, 
     reproduce/lib/claims.py evaluated on them; then results/claims.md from every runs file in `out`. `runs` holds
     (row id, seed, config, summary); `extra` adds top-level fields (e.g. paper_column, teacher_acc)."""
     import claims
-    runs = list({(rid, seed): (rid, seed, c, s) for rid, seed, c, s in runs}.values())  # a run listed twice: once
+    unique: dict[tuple[str, int], tuple] = {}
+    for rid, seed, c, s in runs:  # a run listed twice (full KD is also "keep 64 of 64") is recorded once
+        if (rid, seed) in unique and config_hash(unique[rid, seed][2]) != config_hash(c):
+            raise ValueError(f"row {rid!r}, seed {seed}: two different runs ({unique[rid, seed][2].name}, {c.name})")
+        unique[rid, seed] = (rid, seed, c, s)
+    runs = list(unique.values())
     rows, seen = [], set()
     for rid, _, c, _ in runs:
         if rid not in seen:

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/../.."
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 export HF_HUB_OFFLINE=1 PYTHONPATH="$PWD/reproduce:$PWD/reproduce/lib${PYTHONPATH:+:$PYTHONPATH}"
 # one CPU kernel branch (maskedkd/reproducible.py): the same bits on every machine of that branch; yours win if set
-eval "$("$PY" maskedkd/reproducible.py)"  # (run as a file: it does not import torch)
+pin="$("$PY" -I maskedkd/reproducible.py)"  # -I: a file run alone (stdlib only, no torch), nothing shadowed
+eval "$pin"
 script="$1"; shift
 exec "$PY" "reproduce/$script" "$@"
