@@ -417,3 +417,11 @@ def test_record_refuses_two_different_runs_for_one_row_and_seed(tmp_path):
     s = {"name": "x", "final_acc": 0.5, "history": [], "wall_s": 1.0}
     with pytest.raises(ValueError, match="two different runs"):
         embedded.record("figure2", "smoke", [0], [("keep32", 0, a, s), ("keep32", 0, b, s)], {}, tmp_path)
+
+
+def test_settle_words_tell_a_mean_on_the_boundary_from_a_very_noisy_one():
+    c = next(c for c in claims.CLAIMS if c.key == "curriculum_early")
+    far = claims.evaluate(c, {c.a: {0: 0.1, 1: 0.9, 2: 0.1, 3: 0.9}, c.b: {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.49}})
+    assert far["settle"] is None and "more than 1000 seeds" in claims.settle_words(far)  # mean -0.25, SD ~46
+    zero = claims.evaluate(c, {c.a: {0: 0.1, 1: 0.9}, c.b: {0: 0.5, 1: 0.5}})
+    assert "no number of seeds would" in claims.settle_words(zero)

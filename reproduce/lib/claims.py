@@ -216,7 +216,10 @@ def settle_words(r: dict) -> str:
     if n < 2:
         return "needs at least 2 seeds for an interval"
     if r["settle"] is None:
-        return "no number of seeds would, at this mean"
+        bound = MARGIN if r["kind"] == "matches" else 0.0
+        on_bound = (abs(abs(r["mean"]) - bound) if r["kind"] == "matches" else abs(r["mean"])) == 0
+        return ("no number of seeds would, at this mean" if on_bound else
+                f"more than 1000 seeds if the mean and SD ({r['sd']:.1f}) stay as observed")
     return (f"about {r['settle'] - n} more seed{'s' * (r['settle'] - n != 1)} ({r['settle']} in all) if the mean "
             f"and SD ({r['sd']:.1f}) stay as observed")
 
