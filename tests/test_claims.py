@@ -102,48 +102,13 @@ class _Planned(Exception):
     pass
 
 
-def default_plan(script: str) -> dict[tuple[str, int], tuple[str, str]]:
-    """(row id, seed) -> (run name, config hash) of a script's default invocation, read off the configs its main()
-    hands to run_all (nothing trains); feature_kd is table1 --feature-kd's feature rows."""
+def default_configs(script: str) -> dict:
+    """(row id, seed) -> config of a script's default invocation, read off the configs its main() hands to run_all
+    (nothing trains); feature_kd is table1 --feature-kd's feature rows. A run listed twice must be the same run."""
     import importlib
 
     import embedded
     from maskedkd.experiments import config_hash
-    if script in ("table1", "feature_kd"):
-        import table1
-        from embedded import plan
-        rows = {(rid, seed): c for seed in plan("default")[0]
-                for rid, _, c in table1.student_rows("default", seed, feature_kd=script == "feature_kd")}
-        keep = (lambda rid: rid in table1.FEATURE_ROWS) if script == "feature_kd" else (lambda rid: True)
-        return {k: (c.name, config_hash(c)) for k, c in rows.items() if keep(k[0])}
-    mod = importlib.import_module(script)
-    got = []
-
-    def fake_run_all(cfgs, **kw):
-        got.extend(cfgs)
-        raise _Planned
-
-    old = mod.run_all
-    mod.run_all = fake_run_all
-    try:
-        mod.main(["--out", "/nonexistent/never-written"])
-    except _Planned:
-        pass
-    finally:
-        mod.run_all = old
-    assert got, script
-    plan_ = {}
-    for c in got:  # a run listed twice must be the same run
-        key = (embedded.row_id(c), c.seed)
-        assert plan_.setdefault(key, (c.name, config_hash(c))) == (c.name, config_hash(c)), (script, key)
-    return plan_
-
-
-def default_configs(script: str):
-    """(row id, seed) -> config of a script's default plan (as default_plan, with the configs)."""
-    import importlib
-
-    import embedded
     if script in ("table1", "feature_kd"):
         import table1
         from embedded import plan
@@ -165,7 +130,18 @@ def default_configs(script: str):
         pass
     finally:
         mod.run_all = old
-    return {(embedded.row_id(c), c.seed): c for c in got}
+    assert got, script
+    out = {}
+    for c in got:
+        key = (embedded.row_id(c), c.seed)
+        assert config_hash(out.setdefault(key, c)) == config_hash(c), (script, key)
+    return out
+
+
+def default_plan(script: str) -> dict[tuple[str, int], tuple[str, str]]:
+    """(row id, seed) -> (run name, config hash) of a script's default invocation."""
+    from maskedkd.experiments import config_hash
+    return {k: (c.name, config_hash(c)) for k, c in default_configs(script).items()}
 
 
 SCRIPTS = ("table1", "feature_kd", "figure2", "criteria", "ablation_student", "ablation_tome", "beyond", "audio")
