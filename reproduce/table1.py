@@ -3,7 +3,7 @@
     bash reproduce/table1.sh            # default: embedded scale, 5 seeds (see reproduce/README.md for its time)
     bash reproduce/table1.sh --update-reference   # the default, then its small outputs -> reproduce/reference/
     bash reproduce/table1.sh --quick    # 1 seed, 4 of the 12 epochs: a first look
-    bash reproduce/table1.sh --speedups # also part 1's teacher speed-ups measured on this CPU (~5 min more)
+    bash reproduce/table1.sh --speedups # also part 1's teacher speed-ups measured on this CPU (minutes more)
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers [--rows 1,2] [--dry-run]
 
 Part 1, exact: the cost columns of every paper row (teacher GMAC/img, PFLOPs and their change, beside the
@@ -149,7 +149,7 @@ def render(mode, p1, res: dict, wall_s) -> tuple[str, list[dict]]:
     lines += ["## Part 1: the cost columns of every paper row (exact arithmetic; speed-up measured here)", "",
               "Teacher GMAC/img and PFLOPs by the digest 2.7 FLOPs model; `diff` is ours vs the paper's PFLOPs. "
               "The speed-up is the teacher forward time unmasked / masked on this CPU (random weights, batch 2; 1 in "
-              "--quick), measured with `--speedups` (about 5 min on 2 cores), "
+              "--quick), measured with `--speedups` (minutes on 2 cores), "
               "beside the paper's img/s ratio (GPU).", "",
               "| student | teacher | method | paper acc | GMAC/img | PFLOPs ours | PFLOPs paper | diff | change ours | "
               "speed-up here | paper img/s (ratio) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -268,7 +268,7 @@ def update_reference(out: Path, reference: Path = embedded.REFERENCE, readme: Pa
 def main(argv=None):
     ap = parser(__doc__)  # --quick --smoke --fresh (here: the teacher too) --jobs --out
     ap.add_argument("--speedups", action="store_true",
-                    help="also measure part 1's teacher-forward speed-ups on this CPU (random weights; ~5 min)")
+                    help="also measure part 1's teacher-forward speed-ups on this CPU (random weights; minutes)")
     ap.add_argument("--feature-kd", action="store_true",
                     help="also the Manifold / Attention KD rows with and without masking (~+20 min)")
     args = parse_or_full(ap, argv, full.main)

@@ -2,7 +2,7 @@
 64 patches, one thread, the kernel branch pinned as the reproduce scripts pin it: maskedkd/reproducible.py),
 fingerprinted by its logged losses and the SHA-256 of its final weights, against reproduce/reference/fingerprint.json.
 
-    bash reproduce/lib/run_py.sh lib/fingerprint.py            # prints MATCH or DIFFER (exit 1), ~10 s
+    bash reproduce/lib/run_py.sh lib/fingerprint.py            # prints MATCH or DIFFER (exit 1), in seconds
     bash reproduce/lib/run_py.sh lib/fingerprint.py --write    # record this machine's fingerprint as the reference
     bash reproduce/lib/run_py.sh lib/fingerprint.py --cost     # time the run pinned / unpinned / pinned to AVX2
 
