@@ -198,5 +198,6 @@ def machine_header(title: str, *, seeds, wall_s: float, extra: str = "") -> str:
         + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
         f"- versions: python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
         f"einops {einops.__version__}",
-        f"- seeds: {list(seeds)}; wall time {wall_s / 60:.1f} min; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- seeds: {list(seeds)}; wall time {wall_s / 60:.1f} min (this invocation: runs reused from an earlier one "
+        f"add none); written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         *( [f"- {extra}"] if extra else []), ""])

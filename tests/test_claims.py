@@ -401,3 +401,17 @@ def test_settle_words_tell_a_mean_on_the_boundary_from_a_very_noisy_one():
     assert far["settle"] is None and "more than 1000 seeds" in claims.settle_words(far)  # mean -0.25, SD ~46
     zero = claims.evaluate(c, {c.a: {0: 0.1, 1: 0.9}, c.b: {0: 0.5, 1: 0.5}})
     assert "no number of seeds would" in claims.settle_words(zero)
+
+
+def test_claims_page_says_why_a_run_without_a_claims_rows_settles_nothing():
+    ref = json.loads((REF / "table1_runs.json").read_text())
+    smoke = {**ref, "mode": "smoke", "rows": [r for r in ref["rows"] if r["id"] != "keep40"],
+             "runs": [r for r in ref["runs"] if r["row"] != "keep40"]}
+    smoke["claims"] = claims.evaluate_script(smoke)
+    page = claims.claims_md({"table1": smoke})
+    line = next(x for x in page.splitlines() if x.startswith("| Accuracy holds down to ~40% kept"))
+    assert line.endswith("| – | not evaluated: the smoke run in table1_runs.json has no row keep40 |")
+    other = next(x for x in page.splitlines() if x.startswith("| MaskedKD at 50% matches full KD"))
+    assert "n = 5" in other  # the claims whose rows are there are evaluated as before
+    beyond = next(x for x in page.splitlines() if x.startswith("| A kept fraction rising"))
+    assert beyond.endswith("| – | not yet evaluated here |")  # no runs file for its script at all

@@ -320,6 +320,10 @@ def claims_md(datas: dict[str, dict], header: str = "", margin: float = MARGIN) 
             v = r["verdict"] + (f" ({settle_words(r)})" if settle_words(r) else "")
         else:
             num, v = "–", "not yet evaluated here"
+            d = datas.get(c.script)
+            missing = [] if d is None or not c.kind else [r for r in (c.a, c.b) if r not in {x["id"] for x in d["rows"]}]
+            if missing:  # e.g. a smoke run, which trains one keep count: say why, not just "not yet"
+                v = f"not evaluated: the {d['mode']} run in {c.script}_runs.json has no row {', '.join(missing)}"
         lines.append(f"| {c.text} | {c.digest} | {c.paper} | `{c.command}` | {num} | {v} |")
     return "\n".join(lines) + "\n"
 
