@@ -18,7 +18,7 @@ from .config import ViTConfig
 from .losses import kd_loss_terms
 from .model import forward_tokens, gather_patches, head, head_pair
 from .select import select_tokens
-from .view import TeacherView
+from .view import TeacherOut, TeacherView
 
 NO_DECAY = ("pos_embed", "cls_token", "dist_token")
 
@@ -152,8 +152,9 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
     view = view and view.for_student(student_cfg)
     features = check_options(student_cfg, view, kind, student_keep, precision)
     n_s = student_cfg.num_prefix_tokens
+    takes_logits = view is not None and view.mode == "full" and features is None
 
-    def loss_fn(params: Params, x: torch.Tensor, y: torch.Tensor):
+    def loss_fn(params: Params, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None = None):
         with _autocast(x.device.type, precision):
             keep_s = None if student_keep is None else select_tokens(
                 torch.empty(x.shape[0], student_cfg.num_patches, device=x.device), student_keep, "random")
@@ -163,7 +164,17 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
             logits, d_logits = (head_pair(params, s_tokens) if student_cfg.head == "token_dist" else
                                 (head(params, s_tokens, student_cfg), None))
             t, feats = None, None
-            if view is not None:
+            if teacher_logits is not None:  # a full view's logits of these samples, computed before (train.py)
+                if not takes_logits:
+                    raise ValueError(f"teacher_logits replace a full view's forward; this loss has "
+                                     f"{'no teacher' if view is None else f'a {view.mode!r} view'}"
+                                     f"{f' and a {kind!r} feature term' if features else ''}")
+                if teacher_logits.shape != (x.shape[0], view.cfg.num_classes):
+                    raise ValueError(f"teacher_logits of shape {tuple(teacher_logits.shape)}, expected "
+                                     f"{(x.shape[0], view.cfg.num_classes)}")
+                t = TeacherOut(teacher_logits, None, None, None,
+                               torch.full((x.shape[0],), float(view.cfg.num_patches), device=x.device))
+            elif view is not None:
                 with torch.no_grad():
                     t = view(x, None if scores is None else scores.detach(), features=features)
                 if kind == "manifold":
@@ -190,6 +201,7 @@ def make_loss_fn(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, t
             metrics["teacher_acc"] = (t_pred == target).float().mean()
         return terms["loss"], metrics
 
+    loss_fn.takes_teacher_logits = takes_logits
     return loss_fn
 
 
@@ -206,7 +218,7 @@ def allow_compiled_graphs(count: int) -> None:
 def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None,
                     *, compile: bool | str = True, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None,
                     **loss_options) -> Callable:
-    """A step `(params, optimizer, x, y) -> metrics dict` (loss, ce, kd, feat, kept_tokens, student_acc, agreement,
+    """A step `(params, optimizer, x, y[, teacher_logits]) -> metrics dict` (loss, ce, kd, feat, kept_tokens, student_acc, agreement,
     teacher_acc; 0-d tensors, no host sync). loss_options go to make_loss_fn (num_keep, view, kd_weight, ...).
     The gradient function is torch.compile-d once for a static kept count (compile may name a torch.compile backend;
     see allow_compiled_graphs for schedules); bf16 autocast on CUDA (selection
@@ -218,8 +230,9 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
     if compile:
         grad_fn = torch.compile(grad_fn, **({"backend": compile} if isinstance(compile, str) else {}))
 
-    def step(params: Params, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
-        grads, (loss, metrics) = grad_fn({k: p.detach() for k, p in params.items()}, x, y)
+    def step(params: Params, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+             teacher_logits: torch.Tensor | None = None):
+        grads, (loss, metrics) = grad_fn({k: p.detach() for k, p in params.items()}, x, y, teacher_logits)
         if grad_sync is not None:
             grad_sync(grads)
         for k, p in params.items():
@@ -229,4 +242,5 @@ def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None
         return {"loss": loss.detach(), **metrics}
 
     step.loss_fn = loss_fn
+    step.takes_teacher_logits = loss_fn.takes_teacher_logits
     return step

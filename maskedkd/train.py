@@ -89,6 +89,23 @@ def evaluate(params, s_model, batches, device, view=None, *, precision: str = "a
     return out
 
 
+MEMO_FULL_TEACHER = True  # off only to test that the memo changes no number (tests/test_train.py)
+
+
+def pool_logits(view, x: torch.Tensor, batch: int, device, precision: str) -> torch.Tensor:
+    """A full view's logits for every row of an in-memory training pool, computed once per pool instead of once per
+    step and epoch. Every call is one full training batch (the last overlaps the one before), so each row comes out
+    of kernels of the step's own shapes: the same bits as the step's teacher forward, since a row of a batched GEMM
+    or attention does not depend on the other rows (a smaller last batch took other kernels and other bits here).
+    tests/test_train.py checks whole runs bitwise with and without it."""
+    n = len(x)
+    if n < batch:
+        raise ValueError(f"a pool of {n} rows has no training batch of {batch}")
+    with torch.no_grad(), _autocast(device.type, precision):  # every call a full batch: the last one overlaps
+        return torch.cat([view(x[min(i, n - batch): min(i, n - batch) + batch].to(device)).logits[i - min(i, n - batch):]
+                          for i in range(0, n, batch)])
+
+
 def check_resume(state: dict, cfg: TrainConfig, world: int, path: Path) -> None:
     """A checkpoint resumes only the run that wrote it: the same number of processes (each restores its own RNG
     state and data shard) and the same config, paths, logging, threads and max_steps aside."""
@@ -200,17 +217,25 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     # epochs of steps, evaluation every eval_every epochs (and after the last), a checkpoint after each epoch
     t_start = time.time()
     eval_memo: dict = {}  # a student-independent teacher's eval count, computed once (evaluate)
+    logit_memo: dict = {}  # pool key -> a full view's logits over an in-memory pool (pool_logits)
     stop = False
     v = view and view.at_epoch(min(epoch, cfg.epochs - 1))  # the summary's view if a finished run is resumed
     while epoch < cfg.epochs and not stop:
         v = view and view.at_epoch(epoch)
         step_fn = step_for(v)
+        rows = None  # an epoch whose full teacher sees an un-augmented in-memory pool: its logits once, then rows
+        if MEMO_FULL_TEACHER and step_fn.takes_teacher_logits and hasattr(data, "train_pool"):
+            key, pool = data.train_pool(epoch)
+            if key not in logit_memo:
+                logit_memo.clear()
+                logit_memo[key] = pool_logits(v, pool, cfg.batch_size // world, device, cfg.precision)
+            rows = (logit_memo[key][idx.to(device)] for idx in data.train_indices(epoch, start=in_epoch))
         for x, y in data.train_batches(epoch, start=in_epoch):
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(global_step, total_steps=total, base_lr=base_lr, min_lr=cfg.min_lr,
                                     warmup_lr=cfg.warmup_lr, warmup_steps=int(cfg.warmup_epochs * steps_per_epoch)
                                     ) * g.get("lr_scale", 1.0)  # MAE's layer-wise decay; exact no-op without it
-            m = step_fn(params, opt, *data.to_device(x, y, device))
+            m = step_fn(params, opt, *data.to_device(x, y, device), *(() if rows is None else (next(rows),)))
             global_step += 1
             in_epoch += 1
             if bar is not None:

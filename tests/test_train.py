@@ -413,3 +413,66 @@ def test_a_student_independent_teacher_is_evaluated_once(tmp_path, monkeypatch):
     calls.clear()
     run(base.replace(num_keep=8, out_dir=str(tmp_path / "masked")))
     assert len(calls) == 3 * 2 + 3  # a masked view depends on the student: counted at every evaluation
+
+
+@pytest.mark.parametrize("extra", [{}, {"keep_schedule": "100*1,50"}, {"student_keep": 20}],
+                         ids=["full_kd", "warmup_schedule", "student_masked"])
+def test_full_teacher_logit_memo_changes_no_number(tmp_path, monkeypatch, extra):
+    """A full view's logits computed once per in-memory pool (train.pool_logits) give the very bits the step's own
+    teacher forward gives: same log, same evaluations, same final weights, over a clean epoch and a fixed set."""
+    import maskedkd.train as train
+    cfg = TrainConfig(**{**TINY, "epochs": 3, "clean_epochs": 1, "fresh_clutter": False}, eval_every=1,
+                      teacher=str(ROOT / "maskedkd" / "assets" / "digits_teacher.safetensors"),
+                      teacher_model="digits_teacher", **extra)
+    out, calls, pool_logits = {}, [], train.pool_logits
+    monkeypatch.setattr(train, "pool_logits", lambda *a, **k: calls.append(len(a[1])) or pool_logits(*a, **k))
+    for memo in (True, False):
+        monkeypatch.setattr(train, "MEMO_FULL_TEACHER", memo)
+        d = tmp_path / str(memo)
+        s = run(cfg.replace(out_dir=str(d)))
+        log = [l for l in (d / "log.jsonl").read_text().splitlines() if '"wall_s"' not in l]
+        out[memo] = s["history"], log, load_file(str(d / "params.safetensors"))
+    # the memo ran: once per pool while the teacher sees every patch (the clean epoch's, then the fixed set's)
+    assert calls == ([128] if extra.get("keep_schedule") else [128, 128])
+    assert out[True][0] == out[False][0] and out[True][1] == out[False][1]
+    assert out[True][2].keys() == out[False][2].keys()
+    assert all(torch.equal(out[True][2][k], out[False][2][k]) for k in out[True][2])
+
+
+def test_full_teacher_logit_memo_on_the_sound_set(tmp_path, monkeypatch):
+    import maskedkd.train as train
+    from maskedkd.model import init_params
+    teacher = tmp_path / "t.safetensors"
+    mkd.save_params(init_params(MODELS["sounds_teacher"], seed=0), teacher)
+    cfg = TrainConfig(data="sounds", model="sounds_student", train_size=100, test_size=20, batch_size=32, epochs=2,
+                      compile=False, threads=1, log_every=1, teacher=str(teacher), teacher_model="sounds_teacher")
+    got = []
+    for memo in (True, False):
+        monkeypatch.setattr(train, "MEMO_FULL_TEACHER", memo)
+        run(cfg.replace(out_dir=str(tmp_path / str(memo))))
+        got.append(load_file(str(tmp_path / str(memo) / "params.safetensors")))
+    assert all(torch.equal(got[0][k], got[1][k]) for k in got[0])
+
+
+def test_teacher_logits_only_replace_a_full_views_forward():
+    from maskedkd.model import init_params
+    from maskedkd.step import make_loss_fn
+    s_cfg, t_cfg = MODELS["digits_student"], MODELS["digits_teacher"]
+    s, t = init_params(s_cfg, seed=0), init_params(t_cfg, seed=1)
+    x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 3])
+    full = make_loss_fn(s_cfg, view=mkd.TeacherView(t_cfg, t))
+    assert full.takes_teacher_logits
+    with torch.no_grad():
+        given = mkd.TeacherView(t_cfg, t)(x).logits
+    assert torch.equal(full(s, x, y, given)[0], full(s, x, y)[0])
+    with pytest.raises(ValueError, match=r"shape \(4, 3\), expected \(4, 10\)"):
+        full(s, x, y, given[:, :3])
+    masked = make_loss_fn(s_cfg, view=mkd.TeacherView(t_cfg, t, 32))
+    assert not masked.takes_teacher_logits
+    with pytest.raises(ValueError, match="a 'mask' view"):
+        masked(s, x, y, given)
+    manifold = make_loss_fn(s_cfg, view=mkd.TeacherView(t_cfg, t), kind="manifold")
+    with pytest.raises(ValueError, match="'manifold' feature term"):
+        manifold(s, x, y, given)
+    with pytest.raises(ValueError, match="no teacher"):
+        make_loss_fn(s_cfg)(s, x, y, given)

@@ -6,6 +6,9 @@ Each source gives
   CPU (x, y int64) pairs (pinned when CUDA is available);
 - `to_device(x, y, device) -> (x, y)`: the non-blocking host-to-device copy of a training batch, then, for
   ImageFolder with mixup, timm's MixUp/CutMix on the device (y becomes soft, (b C)), as DeiT's engine does;
+- optionally, for an in-memory pool without augmentation (digits, sound events): `train_pool(epoch) -> (key, x)`,
+  the epoch's whole pool (the same key: the same pool), and `train_indices(epoch, start=0)`, the pool rows of each
+  batch train_batches gives (maskedkd.train computes a full teacher's logits once per pool from them);
 - `eval_batches()`: this rank's shard of the evaluation set, (x, y int64) CPU batches; the shards of the `world`
   ranks are disjoint and cover the set exactly once (no padding), so summing correct and total counts over ranks
   gives the exact accuracy; `eval_size` is the size of the whole set.
@@ -23,13 +26,19 @@ from .images import (RepeatAugSampler, SeededItems, clean_digits, cluttered_digi
 DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
 
 
-def sharded_batches(x, y, cfg, rank: int, world: int, epoch: int, start: int, steps: int):
-    """This rank's share of each global batch of a (seed, epoch) permutation of in-memory (x, y), from `start`."""
+def sharded_indices(n: int, cfg, rank: int, world: int, epoch: int, start: int, steps: int) -> Iterator[torch.Tensor]:
+    """Rows of this rank's share of each global batch of a (seed, epoch) permutation of n in-memory rows, from
+    `start`."""
     b = cfg.batch_size
     per = b // world
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
     for s in range(start, steps):
-        idx = perm[s * b: (s + 1) * b][rank * per: (rank + 1) * per]
+        yield perm[s * b: (s + 1) * b][rank * per: (rank + 1) * per]
+
+
+def sharded_batches(x, y, cfg, rank: int, world: int, epoch: int, start: int, steps: int):
+    """(x, y) of each of sharded_indices' batches."""
+    for idx in sharded_indices(len(x), cfg, rank, world, epoch, start, steps):
         yield x[idx], y[idx]
 
 
@@ -69,6 +78,14 @@ class DigitsData:
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.epoch_data(epoch)
         return sharded_batches(x, y, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
+
+    def train_pool(self, epoch: int) -> tuple[int, torch.Tensor]:
+        """(draw, images): a fixed set's epochs share one draw."""
+        self.epoch_data(epoch)
+        return self._epoch_cache[0], self._epoch_cache[1][0]
+
+    def train_indices(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        return sharded_indices(self.cfg.train_size, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
 
     to_device = staticmethod(to_device)
 
@@ -160,6 +177,13 @@ class TensorData:
 
     def train_batches(self, epoch: int, start: int = 0):
         return sharded_batches(self.t["x_train"], self.t["y_train"], self.cfg, self.rank, self.world, epoch, start,
+                               self.steps_per_epoch)
+
+    def train_pool(self, epoch: int) -> tuple[int, torch.Tensor]:
+        return 0, self.t["x_train"]  # one pool for every epoch
+
+    def train_indices(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        return sharded_indices(len(self.t["y_train"]), self.cfg, self.rank, self.world, epoch, start,
                                self.steps_per_epoch)
 
     to_device = staticmethod(to_device)
