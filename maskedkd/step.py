@@ -218,8 +218,9 @@ def allow_compiled_graphs(count: int) -> None:
 def make_train_step(student_cfg: ViTConfig, teacher_cfg: ViTConfig | None = None, teacher: Params | None = None,
                     *, compile: bool | str = True, grad_sync: Callable[[dict[str, torch.Tensor]], None] | None = None,
                     **loss_options) -> Callable:
-    """A step `(params, optimizer, x, y[, teacher_logits]) -> metrics dict` (loss, ce, kd, feat, kept_tokens, student_acc, agreement,
-    teacher_acc; 0-d tensors, no host sync). loss_options go to make_loss_fn (num_keep, view, kd_weight, ...).
+    """A step `(params, optimizer, x, y[, teacher_logits]) -> metrics dict` (loss, ce, kd, feat, kept_tokens,
+    student_acc, agreement, teacher_acc; 0-d tensors, no host sync); teacher_logits replace a full view's forward
+    (train.pool_logits). loss_options go to make_loss_fn (num_keep, view, kd_weight, ...).
     The gradient function is torch.compile-d once for a static kept count (compile may name a torch.compile backend;
     see allow_compiled_graphs for schedules); bf16 autocast on CUDA (selection
     scores stay fp32), fp32 on CPU unless precision="bf16". `grad_sync` all-reduces the gradients for data

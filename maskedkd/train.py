@@ -101,9 +101,12 @@ def pool_logits(view, x: torch.Tensor, batch: int, device, precision: str) -> to
     n = len(x)
     if n < batch:
         raise ValueError(f"a pool of {n} rows has no training batch of {batch}")
-    with torch.no_grad(), _autocast(device.type, precision):  # every call a full batch: the last one overlaps
-        return torch.cat([view(x[min(i, n - batch): min(i, n - batch) + batch].to(device)).logits[i - min(i, n - batch):]
-                          for i in range(0, n, batch)])
+    out = []
+    with torch.no_grad(), _autocast(device.type, precision):
+        for i in range(0, n, batch):
+            s = min(i, n - batch)  # the last call starts early, overlapping the one before
+            out.append(view(x[s: s + batch].to(device)).logits[i - s:])
+    return torch.cat(out)
 
 
 def check_resume(state: dict, cfg: TrainConfig, world: int, path: Path) -> None:
@@ -217,7 +220,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     # epochs of steps, evaluation every eval_every epochs (and after the last), a checkpoint after each epoch
     t_start = time.time()
     eval_memo: dict = {}  # a student-independent teacher's eval count, computed once (evaluate)
-    logit_memo: dict = {}  # pool key -> a full view's logits over an in-memory pool (pool_logits)
+    logit_memo = None  # (pool key, a full view's logits over that in-memory pool): pool_logits
     stop = False
     v = view and view.at_epoch(min(epoch, cfg.epochs - 1))  # the summary's view if a finished run is resumed
     while epoch < cfg.epochs and not stop:
@@ -226,10 +229,9 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         rows = None  # an epoch whose full teacher sees an un-augmented in-memory pool: its logits once, then rows
         if MEMO_FULL_TEACHER and step_fn.takes_teacher_logits and hasattr(data, "train_pool"):
             key, pool = data.train_pool(epoch)
-            if key not in logit_memo:
-                logit_memo.clear()
-                logit_memo[key] = pool_logits(v, pool, cfg.batch_size // world, device, cfg.precision)
-            rows = (logit_memo[key][idx.to(device)] for idx in data.train_indices(epoch, start=in_epoch))
+            if logit_memo is None or logit_memo[0] != key:
+                logit_memo = key, pool_logits(v, pool, cfg.batch_size // world, device, cfg.precision)
+            rows = (logit_memo[1][idx.to(device)] for idx in data.train_indices(epoch, start=in_epoch))
         for x, y in data.train_batches(epoch, start=in_epoch):
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(global_step, total_steps=total, base_lr=base_lr, min_lr=cfg.min_lr,

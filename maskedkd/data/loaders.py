@@ -67,9 +67,14 @@ class DigitsData:
         self._epoch_cache: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._test = None
 
+    def draw(self, epoch: int) -> int:
+        """Which clutter draw an epoch trains on: a fixed set's epochs share one."""
+        clean = epoch < self.cfg.clean_epochs
+        return epoch if self.cfg.fresh_clutter or clean else self.cfg.clean_epochs
+
     def epoch_data(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         clean = epoch < self.cfg.clean_epochs
-        draw = epoch if self.cfg.fresh_clutter or clean else self.cfg.clean_epochs  # fixed set: one draw
+        draw = self.draw(epoch)
         if self._epoch_cache is None or self._epoch_cache[0] != draw:
             make = clean_digits if clean else cluttered_digits
             self._epoch_cache = (draw, make("train", self.cfg.train_size, self.cfg.seed * 100_003 + draw))
@@ -80,9 +85,7 @@ class DigitsData:
         return sharded_batches(x, y, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
 
     def train_pool(self, epoch: int) -> tuple[int, torch.Tensor]:
-        """(draw, images): a fixed set's epochs share one draw."""
-        self.epoch_data(epoch)
-        return self._epoch_cache[0], self._epoch_cache[1][0]
+        return self.draw(epoch), self.epoch_data(epoch)[0]
 
     def train_indices(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
         return sharded_indices(self.cfg.train_size, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)

@@ -59,7 +59,8 @@ def plan(mode: str, task: str = "digits") -> tuple[list[int], dict]:
     """Seeds and student-run settings for the default / quick / smoke modes."""
     if task == "sounds":
         return {"smoke": ([0], dict(epochs=1, train_size=128, test_size=64, batch_size=32)),
-                "quick": ([0], dict(epochs=6)), "default": ([0, 1, 2, 3, 4], dict(epochs=10))}[mode]  # 5: the claims' 4 degrees of freedom
+                "quick": ([0], dict(epochs=6)),
+                "default": ([0, 1, 2, 3, 4], dict(epochs=10))}[mode]  # 5 seeds: the claims' 4 degrees of freedom
     if mode == "smoke":
         return [0], dict(epochs=1, train_size=256, test_size=200, batch_size=32)
     if mode == "quick":  # a first look: 1 seed, 4 of the 12 epochs (1 clean + 3 cluttered)
