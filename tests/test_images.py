@@ -90,6 +90,54 @@ def test_train_transform_outputs_equal_timms_create_transform():
     assert len({o.sum().item() for o in outs}) == len(outs)  # the seeds give different augmentations
 
 
+SIGNED_OPS = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "ColorIncreasing",
+              "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing"}  # level drawn with a random sign
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (7, 5)])
+def test_every_randaugment_op_survives_its_extreme_magnitudes(hw, monkeypatch):
+    """Each of the 15 ops at magnitude 0 and 10 (the clip range of N(9, 0.5)), both signs where the sign is drawn,
+    applied for sure: a PIL image of the same size and mode comes back. Posterize keeps 4 - level bits, so at 10 it
+    keeps none: a black image (DeiT's Pillow), and at every level it equals masking the bytes by hand."""
+    import timm.data.auto_augment as aa
+    ra = deit_train_transform(64).transforms[2]
+    img = _image(*hw, seed=5)
+    for op in ra.ops:
+        for magnitude in (0.0, 10.0):
+            for draw in ((0.0, 0.9) if op.name in SIGNED_OPS else (0.0,)):
+                monkeypatch.setattr(aa.random, "random", lambda d=draw: d)  # > 0.5 negates the level
+                args = op.level_fn(magnitude, op.hparams) if op.level_fn else ()
+                out = op.aug_fn(img, *args, **op.kwargs)
+                assert isinstance(out, Image.Image) and (out.size, out.mode) == (img.size, img.mode), op.name
+    posterize = next(op for op in ra.ops if op.name == "PosterizeIncreasing")
+    arr = np.asarray(img)
+    for magnitude, bits in ((0.0, 4), (5.0, 2), (9.99, 1), (10.0, 0)):
+        (got,) = posterize.level_fn(magnitude, posterize.hparams)
+        assert got == bits
+        mask = 0xFF & ~(2 ** (8 - bits) - 1)
+        assert np.array_equal(np.asarray(posterize.aug_fn(img, bits, **posterize.kwargs)), arr & mask)
+    assert not np.asarray(posterize.aug_fn(img, 0)).any()
+
+
+def test_train_transform_survives_20000_draws():
+    """The whole train transform, 20,000 draws on small generated images from fixed seeds (the draws that keep 0
+    posterize bits, ~0.15% of images, are among them): every output finite and of the right shape."""
+    t = deit_train_transform(16)
+    zero_bit = []
+    for op in t.transforms[2].ops:
+        if op.name == "PosterizeIncreasing":
+            inner = op.aug_fn
+            op.aug_fn = lambda im, bits, f=inner, **kw: (zero_bit.append(bits == 0), f(im, bits, **kw))[1]
+    g = np.random.default_rng(0)
+    imgs = [Image.fromarray(g.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            for h, w in ((20, 24), (24, 18), (16, 16), (30, 22))]
+    _seed_all(0)
+    for i in range(20_000):
+        out = t(imgs[i % len(imgs)])
+        assert out.shape == (3, 16, 16) and torch.isfinite(out).all(), i
+    assert sum(zero_bit) >= 10  # the seed does exercise the 0-bit draw (33 of 20,000 draws at the time of writing)
+
+
 @pytest.mark.parametrize("size,hw", [(224, (300, 260)), (224, (256, 400)), (64, (70, 90)), (64, (101, 77))])
 def test_eval_transform_equals_deits_torchvision_pipeline(size, hw):
     """DeiT's datasets.py: Resize(int(size / 0.875), bicubic), CenterCrop(size), ToTensor, Normalize."""

@@ -96,16 +96,47 @@ def _timm_data():
     return timm.data
 
 
+POSTERIZE_OPS = ("Posterize", "PosterizeIncreasing", "PosterizeOriginal")  # timm's RandAugment op names
+
+
+def posterize_keeping_zero_bits(img, bits_to_keep: int, **_):
+    """timm's posterize op with the result DeiT's environment gave for 0 bits: a black image.
+
+    `rand-m9-mstd0.5-inc1` draws the magnitude from N(9, 0.5) clipped to 10, and PosterizeIncreasing keeps 4 - level
+    bits, so a draw at the top of the range (about 2% of posterize calls, ~0.15% of images) keeps 0 bits. Pillow
+    before 13 masked every pixel with ~255, giving all zeros; Pillow 13 raises ValueError instead, which kills a
+    DataLoader worker and the run. DeiT trained with the old behaviour, so we reproduce it rather than clamp to 1 bit.
+    The mask is the one Pillow applies, so 1..7 bits stay Pillow's own result."""
+    from PIL import ImageOps
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep == 0:
+        return img.point([0] * (256 * len(img.getbands())))
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _with_zero_bit_posterize(transform):
+    """Point every posterize op of the RandAugment inside a timm Compose at posterize_keeping_zero_bits."""
+    ops = [op for t in getattr(transform, "transforms", ()) for op in getattr(t, "ops", ())
+           if getattr(op, "name", None) in POSTERIZE_OPS]
+    if not ops:  # DeiT's recipe has PosterizeIncreasing: a timm whose transform hides it must not pass unpatched
+        raise RuntimeError(f"no posterize op found in timm's transform {transform}: cannot apply DeiT's 0-bit result")
+    for op in ops:
+        op.aug_fn = posterize_keeping_zero_bits
+    return transform
+
+
 def deit_train_transform(img_size: int = 224):
     """PIL image -> (3 img_size img_size) float, DeiT's training transform as timm builds it for DeiT's arguments:
     RandomResizedCropAndInterpolation (scale 0.08-1, ratio 3/4-4/3, bicubic), horizontal flip 0.5, timm
     RandAugment `rand-m9-mstd0.5-inc1` (2 of the 15 increasing-severity ops, drawn with replacement, each applied
     with p 0.5 at magnitude N(9, 0.5) clipped to [0, 10] on timm's 10-level scale; mean-pixel fill, bicubic),
     to tensor, normalise (IMAGENET_DEFAULT_MEAN / STD), RandomErasing (p 0.25, per-pixel normal values, 1 box).
-    DeiT passes colour jitter 0.3 too; timm drops it when RandAugment is on, as it does for DeiT."""
-    return _timm_data().create_transform(
+    DeiT passes colour jitter 0.3 too; timm drops it when RandAugment is on, as it does for DeiT. Posterize at
+    0 bits gives a black image, as under DeiT's Pillow (posterize_keeping_zero_bits), on any Pillow."""
+    return _with_zero_bit_posterize(_timm_data().create_transform(
         input_size=img_size, is_training=True, color_jitter=0.3, auto_augment=DEIT_AUTO_AUGMENT,
-        interpolation="bicubic", re_prob=0.25, re_mode="pixel", re_count=1)
+        interpolation="bicubic", re_prob=0.25, re_mode="pixel", re_count=1))
 
 
 def deit_eval_transform(img_size: int = 224, crop_pct: float = DEIT_CROP_PCT):
