@@ -142,7 +142,8 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
         env["MASKEDKD_PLUGINS"] = ",".join(plugins)
 
     def one(i: int) -> dict:
-        c = cfgs[i].replace(out_dir=str(run_dir(root, cfgs[i])), threads=1, resume=not fresh)
+        # an interrupted run resumes; fresh deletes its files first (overwrite, a user's flag, would contradict resume)
+        c = cfgs[i].replace(out_dir=str(run_dir(root, cfgs[i])), threads=1, resume=not fresh, overwrite=False)
         d = Path(c.out_dir)
         d.mkdir(parents=True, exist_ok=True)
         if fresh:

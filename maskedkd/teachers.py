@@ -53,7 +53,10 @@ def cached_teacher(tcfg: TrainConfig) -> Path:
             print(f"[maskedkd] training teacher {tcfg.name} once; it will be cached at {path}", file=sys.stderr)
             threads = torch.get_num_threads()
             try:
-                train.run(tcfg.replace(out_dir=str(cache_dir() / "runs" / f"{tcfg.name}-{h}")), final_params_path=path)
+                # the run directory is this config's (hash-named): a checkpoint left there by an interrupted
+                # training continues (bit-exact), and a finished one only writes the weights again
+                run_dir = cache_dir() / "runs" / f"{tcfg.name}-{h}"
+                train.run(tcfg.replace(out_dir=str(run_dir), resume=True, overwrite=False), final_params_path=path)
             finally:
                 torch.set_num_threads(threads)  # the teacher's recipe sets its own
     return path

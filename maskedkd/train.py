@@ -3,6 +3,9 @@
 Reads top to bottom: config -> distributed setup -> data -> the teacher's view (maskedkd.teachers: checkpoint or
 cached embedded teacher, kept count, schedule) -> student -> resume -> epochs of compiled steps (JSONL log, tqdm on
 rank 0, evaluation every eval_every epochs, atomic checkpoints) -> summary.json.
+A run directory that holds checkpoint.pt is never started over in silence (a crashed run lost by re-running its
+command): `resume=true` continues it, `overwrite=true` starts over there (its checkpoint, log, summary and weights
+are replaced), or give another `out_dir=`. harness.run_all and cached teachers resume their own directories.
 Data parallelism is detected from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): gloo on CPU, nccl on
 GPU. Parameters are a dict of tensors, not a Module, so instead of the nn.Module DistributedDataParallel wrapper
 the step all-reduces its gradients in one flat bucket: the same averaged update DDP makes.
@@ -131,6 +134,10 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir or f"runs/{cfg.name}")
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.is_file() and not (cfg.resume or cfg.overwrite):
+        raise ValueError(f"{ckpt_path} exists: re-running here would start that run over and overwrite it. Continue "
+                         f"it with resume=true, or start over with overwrite=true (or give another out_dir=)")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
     if cfg.init_required and not cfg.init:
@@ -148,7 +155,6 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         view = view.replace(params=cast_matmul_weights(view.params), scorer=scorer)
     s_model = model_config(cfg.model, data.num_classes, cfg.img_size or None)
     view = view and view.for_student(s_model)  # the student's score grid, for the evaluation's masked teacher too
-    ckpt_path = out / "checkpoint.pt"
     state = None
     if cfg.resume and ckpt_path.is_file():
         try:
@@ -209,6 +215,9 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     # logging
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.overwrite:  # nothing of the run it replaces is left to mix with this one
+            for f in ("checkpoint.pt", "log.jsonl", "summary.json", "params.safetensors"):
+                (out / f).unlink(missing_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     bar = None

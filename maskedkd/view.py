@@ -9,7 +9,7 @@ analysis changes one field, and the loss, the evaluation and the analyses all ca
   plug-in; "module:name" imports the module that registers it, so subprocesses find it too);
 - `scorer`: whose last-block CLS attention ranks the patches: "student" (MaskedKD), "teacher" (its own attention,
   one extra full pass) or a fixed `(cfg, params)` model (the paper's DINO stand-in) [digest 2.4]; scores on another
-  patch grid are resampled onto the teacher's;
+  patch grid (`for_student`) are resampled onto the teacher's, scores of any other shape raise;
 - `adaptive_mass`: a per-sample budget, the fewest top patches holding this share of the student's attention, at
   most `num_keep` (padded to `num_keep` with a key mask: static shapes) (beyond the paper);
 - `tome_r`: no masking: the full teacher merges `tome_r` tokens per block (the paper's ToMe comparison) [digest 2.5];
@@ -40,6 +40,17 @@ class TeacherOut(NamedTuple):
 
 
 FEATURES = (None, "tokens", "attention")
+
+
+def check_scores(scores: torch.Tensor, b: int, grid: tuple[int, int], teacher_grid: tuple[int, int]) -> None:
+    """Student scores are (b n): a row per sample of x, a score per patch of the student's grid (resampled onto the
+    teacher's afterwards when the two differ). Static shapes only: no host sync."""
+    want = (b, grid[0] * grid[1])
+    if tuple(scores.shape) != want:
+        whose, then = (("the teacher's", "") if grid == tuple(teacher_grid) else
+                       ("the student's", f" (resampled onto the teacher's {tuple(teacher_grid)} afterwards)"))
+        raise ValueError(f"scores of shape {tuple(scores.shape)}: expected {want}, a row per sample of x and a score "
+                         f"for each of the {want[1]} patches of {whose} {grid} patch grid{then}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,7 +139,8 @@ class TeacherView:
         else:
             if scores is None:
                 raise ValueError("this view ranks patches by the student's scores: pass them")
-            grid = self.score_grid or self.cfg.grid_size
+            grid = tuple(self.score_grid or self.cfg.grid_size)
+            check_scores(scores, b, grid, self.cfg.grid_size)
         if tuple(grid) != self.cfg.grid_size:
             scores = resample_scores(scores, grid, self.cfg.grid_size)
         if self.adaptive_mass:

@@ -37,7 +37,7 @@ def full(args) -> None:
             (f"+MaskedKD {int(100 * f)}%", {"teacher": args.teacher, "teacher_model": "esc50_teacher",
                                             "keep_ratio": f}) for f in FRACTIONS]:
         accs = [run(base.replace(name=f"esc50-{label}-fold{k}", fold=k, out_dir=str(Path(args.out) / "esc50" /
-                                                                                 f"{label.replace(' ', '_')}-f{k}"), **kw))["final_acc"]
+                                                                                 f"{label.replace(' ', '_')}-f{k}"), resume=True, **kw))["final_acc"]
                 for k in range(1, 6)]
         rows[label] = accs
         print(label, fmt_pm(accs))

@@ -86,6 +86,8 @@ def main(argv=None) -> dict:
     if not teacher.is_file():
         write_timm_teacher(teacher, num_classes=3)
     a, b = out / "a", out / "b"
+    for run_dir in (a, b):  # --keep keeps the data and the teacher; the runs always start over
+        shutil.rmtree(run_dir, ignore_errors=True)
     t_a = launch(a, data, teacher, args.nproc)
     t_b1 = launch(b, data, teacher, args.nproc, "max_steps=3")
     first = steps(b)

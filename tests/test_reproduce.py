@@ -104,6 +104,10 @@ def test_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
     assert [s["steps"] for _, s, _ in res] == [1, 1, 1, 1, 1]
     assert res[2][1]["num_keep"] == 8 and res[0][1]["teacher"] is None
     assert "| 3 | DeiT-Ti | DeiT-S | +MaskedKD 50% | 75.2 |" in (tmp_path / "out" / "table1_full.md").read_text()
+    capsys.readouterr()
+    full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--dry-run", "--rows", "1,3",
+               "--out", str(tmp_path / "out")])
+    assert capsys.readouterr().out.count(" resume=true") == 2  # a re-run continues its checkpoints, is never refused
 
 
 def test_analyses_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -107,7 +108,8 @@ class TrainConfig:
     threads: int = 0  # torch threads per process; 0: leave torch's default
     # bookkeeping
     out_dir: str = ""  # default runs/NAME
-    resume: bool = False
+    resume: bool = False  # continue out_dir/checkpoint.pt
+    overwrite: bool = False  # start over in an out_dir that holds a checkpoint (without resume or this: refused)
     ckpt_every: int = 0  # steps between checkpoints; 0: end of each epoch only
     log_every: int = 20
     max_steps: int = 0  # stop after this many steps in total (smoke runs); 0: no limit
@@ -116,13 +118,34 @@ class TrainConfig:
     eval_teacher_every: int = 1  # epochs between masked-teacher evaluations (at evaluation epochs, and the last)
     name: str = "run"
 
+    def __post_init__(self):
+        for key, interval, ok, meaning in RATIOS:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+                raise ValueError(f"{key}={v!r} must lie in {interval} ({meaning})")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=true and overwrite=true contradict each other: resume continues the checkpoint "
+                             "in out_dir, overwrite starts over")
+
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
 
 
+# Fractions and rates, checked when a config is made (before any data or model): (field, interval, test, meaning).
+# Further on, a value out of range is clamped, ignored or turns into NaN (keep_ratio=1.7 would train plain logit KD).
+RATIOS = (
+    ("keep_ratio", "(0, 1]", lambda v: 0 < v <= 1, "the teacher's share of the patches; 1.0: all, plain logit KD"),
+    ("kd_weight", "[0, 1]", lambda v: 0 <= v <= 1, "the distillation term's share of the loss"),
+    ("adaptive_mass", "[0, 1]", lambda v: 0 <= v <= 1, "a share of the student's CLS attention; 0: off"),
+    ("drop_path", "[0, 1)", lambda v: 0 <= v < 1, "the stochastic-depth rate of the last block"),
+    ("layer_decay", "[0, 1]", lambda v: 0 <= v <= 1, "the lr ratio of a block to the one above it; 0: off"),
+    ("temperature", "(0, inf)", lambda v: 0 < v < math.inf, "the distillation softmax temperature"),
+)
+
 # TrainConfig fields that do not change the trained weights
-NOT_HASHED = frozenset({"out_dir", "resume", "ckpt_every", "log_every", "threads", "num_workers", "compile",
-                        "eval_masked_teacher", "eval_every", "eval_teacher_every", "data_path", "init_required"})
+NOT_HASHED = frozenset({"out_dir", "resume", "overwrite", "ckpt_every", "log_every", "threads", "num_workers",
+                        "compile", "eval_masked_teacher", "eval_every", "eval_teacher_every", "data_path",
+                        "init_required"})
 
 
 def config_hash(cfg: TrainConfig) -> str:

@@ -151,6 +151,9 @@ def launch(cfg, args, what: str, base: str = "deit_tiny_nokd") -> tuple[dict | N
     --dry-run (in-process and shrunk with --tiny, for the tests); returns its summary (None on a dry run) and the
     GPU-hours."""
     cmd = launcher() + [base, *to_overrides(cfg, base)]
+    if cfg.out_dir and (Path(cfg.out_dir) / "checkpoint.pt").is_file():  # a run stopped part-way: continue it
+        cmd.append("resume=true")
+        cfg = cfg.replace(resume=True)
     if args.tiny:
         cfg = tiny(cfg)
     train_h, eval_h = gpu_hours(cfg, parts=True)
