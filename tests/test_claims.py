@@ -415,3 +415,27 @@ def test_claims_page_says_why_a_run_without_a_claims_rows_settles_nothing():
     assert "n = 5" in other  # the claims whose rows are there are evaluated as before
     beyond = next(x for x in page.splitlines() if x.startswith("| A kept fraction rising"))
     assert beyond.endswith("| – | not yet evaluated here |")  # no runs file for its script at all
+
+
+def test_speedup_claim_rules_on_made_up_runs(tmp_path):
+    """holds: every teacher faster at each step down and each paper ratio met within 10%; holds in part: faster, a
+    ratio short; does not hold: a teacher slower with fewer patches; no run: not evaluated."""
+    import json
+
+    def run(rates, name="2026-01-01_x.json"):
+        rows = [{"teacher": "DeiT-S", "kept_pct": p, "img_s_eager": v, "ratio_eager": v / rates[0],
+                 "paper_ratio": {50: 2.1}.get(p)} for p, v in zip((100, 75, 50, 40, 25), rates)]
+        (tmp_path / name).write_text(json.dumps({"machine": {"gpu": "G"}, "teachers": {"rows": rows}}))
+        return claims.speedup_result(tmp_path)
+
+    assert claims.speedup_result(tmp_path) is None
+    assert run([100, 130, 200, 240, 330])["verdict"] == "holds"  # x2.0 vs x2.1: within 10%
+    r = run([100, 130, 180, 240, 330])  # x1.8 vs x2.1: 14% short
+    assert (r["verdict"], r["met"], r["of"]) == ("holds in part", 0, 1)
+    assert run([100, 130, 200, 190, 330])["verdict"] == "does not hold"
+    assert run([100, 130, 200, 240, 330], "2026-02-01_y.json")["verdict"] == "holds"  # the newest run counts
+
+
+def test_speedup_claim_reads_the_committed_gpu_run():
+    r = claims.speedup_result()
+    assert r is not None and r["rises"] and r["verdict"] in ("holds", "holds in part")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 MARGIN = 2.0  # points; see the module docstring
 LEVEL = 0.95
@@ -290,6 +291,44 @@ def flops_result() -> dict:
                     "(arithmetic, no run)"}
 
 
+GPU_RUNS = Path(__file__).resolve().parents[1] / "reference" / "gpu"  # reproduce/gpu_check.sh runs, committed
+SPEEDUP_TOLERANCE = 0.10  # a measured img/s ratio "is" the paper's when within 10% of it
+
+
+def speedup_result(gpu_runs: Path = GPU_RUNS) -> dict | None:
+    """The throughput claim from the newest committed GPU run (section [4] of reproduce/gpu_check.py), eager rows
+    (the paper's code ran its teachers eagerly): "rises" when every teacher's img/s grows at each step down in kept
+    fraction; each paper ratio (table 1) is met when ours is within SPEEDUP_TOLERANCE of it. holds: rises and
+    every paper ratio met; holds in part: rises, some ratios short; does not hold: a teacher does not speed up.
+    These rules were written after the first GPU run was seen (it was not pre-registered). None without a run."""
+    import json
+    runs = sorted(gpu_runs.glob("*.json"))
+    if not runs:
+        return None
+    r = json.loads(runs[-1].read_text())
+    rows = [x for x in r.get("teachers", {}).get("rows", []) if "img_s_eager" in x]
+    if not rows:
+        return None
+    by_teacher: dict[str, list[dict]] = {}
+    for x in rows:
+        by_teacher.setdefault(x["teacher"], []).append(x)
+    rises = all(all(a["img_s_eager"] < b["img_s_eager"] for a, b in zip(xs, xs[1:]))
+                for xs in (sorted(v, key=lambda x: -x["kept_pct"]) for v in by_teacher.values()))
+    paper = [x for x in rows if x["paper_ratio"]]
+    met = [x for x in paper if abs(x["ratio_eager"] / x["paper_ratio"] - 1) <= SPEEDUP_TOLERANCE]
+    verdict = ("holds" if rises and len(met) == len(paper) else "holds in part" if rises else "does not hold")
+
+    def span(pct, key):
+        v = [x[key] for x in rows if x["kept_pct"] == pct and key in x]
+        return f"x{min(v):.2f}-{max(v):.2f}" if v else "–"
+
+    ours = (f"{r['machine']['gpu']}, {len(by_teacher)} teachers, bf16 eager: {span(50, 'ratio_eager')} at 50%, "
+            f"{span(25, 'ratio_eager')} at 25% (compiled {span(50, 'ratio_compiled')}, {span(25, 'ratio_compiled')}); "
+            f"{len(met)} of {len(paper)} paper ratios within {100 * SPEEDUP_TOLERANCE:.0f}% "
+            f"(reproduce/reference/gpu/{runs[-1].name})")
+    return {"key": "speedup", "verdict": verdict, "ours": ours, "rises": rises, "met": len(met), "of": len(paper)}
+
+
 def _labels(d: dict) -> dict[str, str]:
     return {r["id"]: r["label"] for r in d["rows"]}
 
@@ -310,10 +349,12 @@ def claims_md(datas: dict[str, dict], header: str = "", margin: float = MARGIN) 
                 or "none") + ".", "",
              "| claim | digest | paper (ImageNet) | evaluated by | A - B, mean [95% CI] (points) | verdict |",
              "|---|---|---|---|---|---|"]
-    flops = flops_result()
+    flops, speed = flops_result(), speedup_result()
     for c in CLAIMS:
         if c.key == flops["key"]:
             num, v = flops["ours"], flops["verdict"]
+        elif speed and c.key == speed["key"]:
+            num, v = speed["ours"], speed["verdict"]
         elif c.key in done:
             r, d = done[c.key]
             num = f"{ab_words(c, _labels(d))}: {fmt_ci(r)}, n = {len(r['seeds'])}"
@@ -335,10 +376,12 @@ def summary_block(datas: dict[str, dict], margin: float = MARGIN) -> str:
     done = _evaluated(datas)
     lines = ["| claim (digest) | command | paper (ImageNet) | ours: A - B, mean [95% CI], n seeds | verdict | "
              "run-minutes |", "|---|---|---|---|---|---|"]
-    flops = flops_result()
+    flops, speed = flops_result(), speedup_result()
     for c in CLAIMS:
         if c.key == flops["key"]:
             ours, v, mins = flops["ours"], f"**{flops['verdict']}**", "0"
+        elif speed and c.key == speed["key"]:
+            ours, v, mins = speed["ours"], f"**{speed['verdict']}**", "–"
         elif c.key in done:
             r, d = done[c.key]
             ours, v = f"{fmt_ci(r)}, n = {len(r['seeds'])}", f"**{r['verdict']}**"
