@@ -6,7 +6,10 @@ Everything returns AST input, float32 (time, freq) per clip / (N, time, freq) pe
 from __future__ import annotations
 
 import csv
+import math
 import os
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,9 @@ def _as_mono(waveform) -> torch.Tensor:
         raise ValueError(f"waveform must be mono, (n,) or (1, n); got shape {tuple(w.shape)} (stereo? mix it down)")
     if w.numel() == 0:
         raise ValueError("waveform is empty (0 samples)")
+    if not w.is_floating_point():  # int16 PCM as is would be 32768x too loud: +2.3 in AudioSet-normalised log-mel
+        raise ValueError(f"waveform has dtype {w.dtype}: fbank takes float samples in [-1, 1] (scale integer PCM "
+                         f"first, as read_wav does)")
     if not torch.isfinite(w).all():
         raise ValueError("waveform contains NaN or inf")
     return w.float()
@@ -53,7 +59,11 @@ def fbank(waveform, sample_rate: int, *, num_mel_bins: int = 128, max_length: in
     fb = torchaudio.compliance.kaldi.fbank(
         w[None], htk_compat=True, sample_frequency=SAMPLE_RATE, use_energy=False, window_type="hanning",
         num_mel_bins=num_mel_bins, dither=0.0, frame_shift=10)
-    fb = torch.nn.functional.pad(fb[:max_length], (0, 0, 0, max(0, max_length - fb.shape[0])))
+    fb = fb[:max_length]
+    if not torch.isfinite(fb).all():  # finite samples far outside [-1, 1] overflow float32 (power spectrum, cast)
+        raise ValueError(f"fbank overflowed float32 (largest |sample| {w.abs().max().item():.3g}): fbank takes "
+                         f"samples in [-1, 1]")
+    fb = torch.nn.functional.pad(fb, (0, 0, 0, max(0, max_length - fb.shape[0])))
     return (fb - mean) / (2 * std)
 
 
@@ -80,9 +90,31 @@ class SpecAugment:
 
 
 def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """WAV file -> (mono float32 waveform (n,) in [-1, 1], sample rate); channels are averaged."""
+    """WAV file -> (mono float32 waveform (n,) in [-1, 1], sample rate); channels are averaged. 8-bit unsigned,
+    16/24/32/64-bit integer and float PCM. A file scipy cannot parse, one cut short (fewer samples than its header
+    announces: scipy would return the rest with a warning), one with sample rate 0, no samples, or NaN / inf samples
+    raises ValueError naming the file."""
     from scipy.io import wavfile
-    sr, a = wavfile.read(str(path))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
+            sr, a = wavfile.read(str(path))
+    except OSError:
+        raise  # missing, unreadable: the OS error names the file
+    except (struct.error, EOFError) as e:  # scipy parsing a header that stops short
+        raise ValueError(f"{path}: not a readable WAV file (header cut short or corrupt: {e})") from e
+    except ValueError as e:  # scipy: not RIFF, unsupported encoding (A-law, ...), inconsistent header
+        raise ValueError(f"{path}: not a readable WAV file ({e})") from e
+    for note in caught:
+        if "EOF" in str(note.message):
+            raise ValueError(f"{path}: truncated WAV file ({note.message})")
+        warnings.warn(note.message, stacklevel=2)  # other notes (a skipped chunk): scipy's own warning
+    if sr <= 0:
+        raise ValueError(f"{path}: WAV header gives sample rate {sr} Hz")
+    if a.size == 0:
+        raise ValueError(f"{path}: WAV file has no samples")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"{path}: WAV file has NaN or inf samples")
     if a.dtype.kind == "i":
         a = a / float(2 ** (8 * a.dtype.itemsize - 1))
     elif a.dtype.kind == "u":
@@ -145,7 +177,9 @@ def _event(c: str, rng, n: int) -> np.ndarray:
         x = np.zeros(n)
         period = int(SAMPLE_RATE / rng.uniform(15, 60))
         click = rng.standard_normal(48) * np.exp(-np.arange(48) / 8)
-        for s in range(int(rng.integers(0, period)), n - 48, period):
+        # the first click within the period, and within the event: a 0.1 s clip's event (480+ samples) can be
+        # shorter than a period (up to 1066); the same draw as before whenever the period fits (clips >= 0.3 s)
+        for s in range(int(rng.integers(0, min(period, n - 48))), n - 48, period):
             x[s:s + 48] += click
         return x / (x.std() + 1e-12)
     if c == "noise_burst":
@@ -207,14 +241,22 @@ def synthetic_sound_events(*, n_train: int = 1000, n_test: int = 500, seed: int 
     return out
 
 
-def _fbanks(waves, n: int, *, max_length: int, num_mel_bins: int, mean: float, std: float) -> torch.Tensor:
-    """16 kHz waveforms -> (n, max_length, bins). Runs single-threaded: per-clip fbank ops are tiny, and on 2
-    cores 2 threads took 50x longer (2 ms -> 100 ms a clip, measured) whenever another process held a core."""
+def _fbanks(waves, n: int, *, max_length: int, num_mel_bins: int, mean: float, std: float,
+            names=None) -> torch.Tensor:
+    """16 kHz waveforms -> (n, max_length, bins); names[i] (a file) is named in the error wave i raises. Runs
+    single-threaded: per-clip fbank ops are tiny, and on 2 cores 2 threads took 50x longer (2 ms -> 100 ms a
+    clip, measured) whenever another process held a core."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        xs = [fbank(w, SAMPLE_RATE, num_mel_bins=num_mel_bins, max_length=max_length, mean=mean, std=std)
-              for w in waves]
+        xs = []
+        for i, w in enumerate(waves):
+            try:
+                xs.append(fbank(w, SAMPLE_RATE, num_mel_bins=num_mel_bins, max_length=max_length, mean=mean, std=std))
+            except ValueError as e:
+                if names is None:
+                    raise
+                raise ValueError(f"{names[i]}: {e}") from e
     finally:
         torch.set_num_threads(old)
     return torch.stack(xs) if xs else torch.empty(0, max_length, num_mel_bins)
@@ -247,18 +289,28 @@ def load_esc50(root: str | os.PathLike, *, test_fold: int, max_length: int = ESC
     rows = [r for r in read_esc50_meta(root) if r["esc10"] or not esc10]
     out = {}
     for split, keep in (("train", lambda r: r["fold"] != test_fold), ("test", lambda r: r["fold"] == test_fold)):
-        sel = [r for r in rows if keep(r)]
-        waves = (_resampled(Path(root) / "audio" / r["filename"]) for r in sel)
-        out[f"x_{split}"] = _fbanks(waves, len(sel), max_length=max_length, num_mel_bins=num_mel_bins,
-                                    mean=mean, std=std)
-        out[f"y_{split}"] = torch.tensor([r["target"] for r in sel], dtype=torch.long)
+        paths = [Path(root) / "audio" / r["filename"] for r in rows if keep(r)]
+        out[f"x_{split}"] = _fbanks((_resampled(p) for p in paths), len(paths), max_length=max_length,
+                                    num_mel_bins=num_mel_bins, mean=mean, std=std, names=paths)
+        out[f"y_{split}"] = torch.tensor([r["target"] for r in rows if keep(r)], dtype=torch.long)
     return out
 
 
+MAX_RESAMPLE_KERNEL = 1 << 24  # torchaudio's sinc kernel size (new / g) * (orig / g) that we let it build
+
+
 def _resampled(path: Path) -> torch.Tensor:
-    """WAV -> mono 16 kHz (torchaudio's sinc resampler; AST converted ESC-50's 44.1 kHz files with sox)."""
+    """WAV -> mono 16 kHz (torchaudio's sinc resampler; AST converted ESC-50's 44.1 kHz files with sox). The
+    resampler builds a (16000 / g) x (rate / g) kernel, g = gcd(rate, 16000): 160 x 441 for 44.1 kHz, but
+    16000 x 32001 (33 s, 8.8 GB for one clip, measured) for 32001 Hz; such rates are refused by file name."""
     w, sr = read_wav(path)
-    return w if sr == SAMPLE_RATE else torchaudio.functional.resample(w, sr, SAMPLE_RATE)
+    if sr == SAMPLE_RATE:
+        return w
+    g = math.gcd(sr, SAMPLE_RATE)
+    if (sr // g) * (SAMPLE_RATE // g) > MAX_RESAMPLE_KERNEL:
+        raise ValueError(f"{path}: sample rate {sr} Hz: resampling to {SAMPLE_RATE} Hz needs a {SAMPLE_RATE // g} x "
+                         f"{sr // g} sinc kernel (GBs); convert the file to a common rate (e.g. 44100 Hz) first")
+    return torchaudio.functional.resample(w, sr, SAMPLE_RATE)
 
 
 def write_esc50_fixture(root: str | os.PathLike, *, classes: tuple[int, ...] = (0, 1, 2), clips_per_fold: int = 1,

@@ -147,15 +147,32 @@ def deit_eval_transform(img_size: int = 224, crop_pct: float = DEIT_CROP_PCT):
                                          interpolation="bicubic")
 
 
+def load_rgb(path: str):
+    """An image file as an RGB PIL image: torchvision's default loader (open, convert to RGB: what DeiT's ImageFolder
+    does), except that 16-bit greyscale (PNG mode I;16), which that conversion clips at 255 (a mid grey turns white),
+    keeps its brightness (the top 8 bits), and an unreadable file raises naming it (a DataLoader worker's error
+    otherwise names no file)."""
+    from PIL import Image
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            if img.mode in ("I;16", "I;16L", "I;16B"):
+                img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as e:
+        raise OSError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+
+
 def image_folder(root: str | Path, split: str, img_size: int = 224):
-    """torchvision ImageFolder at root/split (train or val) with the DeiT train or eval transform."""
+    """torchvision ImageFolder at root/split (train or val) with the DeiT train or eval transform (files read by
+    load_rgb)."""
     from torchvision.datasets import ImageFolder
     path = Path(root) / split
     if not path.is_dir():
         raise FileNotFoundError(f"data folder not found: {path} (expected {root}/train and {root}/val)")
     try:
         ds = ImageFolder(str(path), transform=deit_train_transform(img_size) if split == "train"
-                         else deit_eval_transform(img_size))
+                         else deit_eval_transform(img_size), loader=load_rgb)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no images in data folder {path}: {e}") from e
     if len(ds) == 0:
