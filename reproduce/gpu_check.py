@@ -25,8 +25,8 @@ Random weights, synthetic batches made on the device, bf16 autocast, nothing dow
 Sections that do not fit `--budget-s` (counted from the start) are skipped and say so; the JSON is rewritten after each
 section, so a run stopped from outside still leaves what it measured. Exit status: 0 when the checks ([1] top-1
 agreement, [2]) pass, 1 when one fails, 2 without a CUDA device.
---cpu-smoke: 2-block ViTs on 32x32 images (16 patches), batch 4, 2 teacher architectures, 16 tiny JPEGs, the default
-inductor cache (warm after the first run).
+--cpu-smoke: 2-block ViTs on 32x32 images (16 patches), batch 4, 2 teacher architectures (the second eager only), the
+timm tasks eager and no bf16-teacher row (fewer CPU compiles), tiny JPEGs, the default inductor cache.
 """
 from __future__ import annotations
 
@@ -242,10 +242,11 @@ def timm_modules(s_cfg: mkd.ViTConfig, t_cfg: mkd.ViTConfig, device):
     return make(s_cfg, 0), make(t_cfg, 1)
 
 
-def task_runner(kind: str, s_cfg, t_cfg, num_keep, x, y, device) -> dict:
+def task_runner(kind: str, s_cfg, t_cfg, num_keep, x, y, device, compile: bool = True) -> dict:
     """timm's training step around a task: bf16 autocast forward, backward, AdamW (our make_optimizer: the same
     fused update and groups as our steps), zero_grad. kind: "timm" (LogitDistillationTask) or "ours"
-    (MaskedLogitDistillationTask at num_keep). Compiled with task.compile(), timm's way."""
+    (MaskedLogitDistillationTask at num_keep). Compiled with task.compile(), timm's way (compile=False: eager, the
+    CPU smoke's shortcut)."""
     from timm.task import LogitDistillationTask
     from maskedkd.timm_task import MaskedLogitDistillationTask
     s_mod, t_mod = timm_modules(s_cfg, t_cfg, device)
@@ -256,7 +257,8 @@ def task_runner(kind: str, s_cfg, t_cfg, num_keep, x, y, device) -> dict:
                                            verbose=False)
     task.train()
     opt = make_optimizer(dict(task.get_trainable_module().named_parameters()), lr=1e-5)
-    task.compile()
+    if compile:
+        task.compile()
 
     def call():
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -269,7 +271,7 @@ def task_runner(kind: str, s_cfg, t_cfg, num_keep, x, y, device) -> dict:
     t0 = time.perf_counter()
     call()
     sync(device)
-    return {"call": call, "compile_s": time.perf_counter() - t0}
+    return {"call": call, "compile_s": time.perf_counter() - t0, "compiled": compile}
 
 
 def peak_gib(fn, device) -> float | None:
@@ -293,16 +295,20 @@ STEP_ROWS = {  # key: (label, masked?)
 
 
 def step_section(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, y, masked_runner, precision, device, iters,
-                 clock: Clock, peak: float | None) -> dict:
+                 clock: Clock, peak: float | None, smoke: bool = False) -> dict:
     """[3]: every runner compiled, then timed interleaved. Optional rows (timm peer, our task, bf16 teacher) are
-    skipped, with a note, when their compiles would not fit the budget or fail (the error is kept)."""
+    skipped, with a note, when their compiles would not fit the budget or fail (the error is kept). smoke: the two
+    timm tasks run eager and the bf16-teacher row is left out (fewer CPU compiles in the test suite)."""
     runners = {"vanilla_kd": compiled_runner(s_cfg, t_cfg, teacher, None, x, y, precision, device),
                "maskedkd": masked_runner}
     notes = {}
-    optional = {"timm_logit_task": lambda: task_runner("timm", s_cfg, t_cfg, None, x, y, device),
-                "ours_masked_task": lambda: task_runner("ours", s_cfg, t_cfg, num_keep, x, y, device),
+    optional = {"timm_logit_task": lambda: task_runner("timm", s_cfg, t_cfg, None, x, y, device, not smoke),
+                "ours_masked_task": lambda: task_runner("ours", s_cfg, t_cfg, num_keep, x, y, device, not smoke),
                 "maskedkd_bf16_teacher": lambda: compiled_runner(s_cfg, t_cfg, teacher_bf16, num_keep, x, y,
                                                                  precision, device)}
+    if smoke:
+        del optional["maskedkd_bf16_teacher"]
+        notes["maskedkd_bf16_teacher"] = "not run in --cpu-smoke"
     per_compile = max(r["compile_s"] for r in runners.values())
     for k, make in optional.items():
         if clock.left() < per_compile + 180:  # leave the loader and the eager teachers their minutes
@@ -323,7 +329,8 @@ def step_section(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, y, masked_run
         flops = step_flops(s_cfg, t_cfg, num_keep if masked else None, batch)
         rows[k] = {"label": label, "num_keep": num_keep if masked else s_cfg.num_patches, "ms": 1e3 * sec[k],
                    "img_s": batch / sec[k], "gflop_per_step": flops / 1e9, "mfu": mfu(flops, sec[k], peak),
-                   "compile_s": runners[k]["compile_s"], "peak_gib": peaks[k]}
+                   "compile_s": runners[k]["compile_s"], "compiled": runners[k].get("compiled", True),
+                   "peak_gib": peaks[k]}
     led = mkd.training_ledger(s_cfg, t_cfg, num_keep)
 
     def ratio(a, b):
@@ -377,9 +384,10 @@ def teacher_fn(params, cfg, masked: bool, compiled: bool):
 
 
 def teacher_section(names, cfgs, batches, device, iters, clock: Clock, min_left_s: float, out: dict,
-                    save_fn=lambda: None) -> dict:
+                    save_fn=lambda: None, compiled_names=None) -> dict:
     """[4]: img/s of each teacher at every kept fraction, random kept patches per sample, ratios to the same mode's
-    unmasked teacher. Eager for every teacher first, then compiled teacher by teacher while the budget lasts; `out`
+    unmasked teacher. Eager for every teacher first, then compiled teacher by teacher (those of `compiled_names`, all
+    by default) while the budget lasts; `out`
     is filled in place and `save_fn` called after each teacher, so a stopped run keeps what it measured."""
     paper = paper_ratios()
     out.update({"iters": iters, "kept_pct": list(KEPT_PCT), "rows": [], "notes": {}})
@@ -394,7 +402,7 @@ def teacher_section(names, cfgs, batches, device, iters, clock: Clock, min_left_
                              "paper_ratio": paper.get((name, p))}
     out["rows"] = list(rows.values())  # the same dicts, filled below
     for mode in ("eager", "compiled"):
-        for name in names:
+        for name in (names if mode == "eager" or compiled_names is None else compiled_names):
             cfg, batch = cfgs[name], batches[name]
             if clock.left() < min_left_s:
                 out["notes"][f"{name} {mode}"] = f"skipped: {clock.left():.0f} s of the budget left"
@@ -541,9 +549,9 @@ def render(r: dict) -> str:
             if "img_s" not in row:
                 out.append(f"| {row['label']} | – | {row['note']} | | | | |")
                 continue
-            out.append(f"| {row['label']} | {row['num_keep']} | {row['img_s']:.0f} | {row['ms']:.1f} | "
-                       f"{_fmt(row['mfu'] and 100 * row['mfu'], '.1f')}% | {_fmt(row['peak_gib'], '.2f')} | "
-                       f"{row['compile_s']:.0f} |")
+            out.append(f"| {row['label']}{'' if row.get('compiled', True) else ' (eager)'} | {row['num_keep']} | "
+                       f"{row['img_s']:.0f} | {row['ms']:.1f} | {_fmt(row['mfu'] and 100 * row['mfu'], '.1f')}% | "
+                       f"{_fmt(row['peak_gib'], '.2f')} | {row['compile_s']:.0f} |")
         g = s["goals"]
         out += ["", f"MaskedKD / vanilla speed-up x{_fmt(s['maskedkd_speedup'], '.3f')} (FLOPs ledger's ideal "
                 f"x{s['ledger_speedup']:.3f}); ours / timm's task at equal work (vanilla KD): "
@@ -719,7 +727,7 @@ def main(argv=None) -> dict:
     if masked is not None:
         try:
             r["step"] = step_section(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, y, masked, precision,
-                                     device, args.iters, clock, peak)
+                                     device, args.iters, clock, peak, smoke=args.cpu_smoke)
         except Exception:
             import traceback
             r["skipped"]["[3] step"] = "failed: " + traceback.format_exc()[-3000:]
@@ -762,7 +770,8 @@ def main(argv=None) -> dict:
         cfgs, batches = {k: teacher_config(k) for k in names}, TEACHER_BATCH
     r["teachers"] = {}
     teacher_section(names, cfgs, batches, device, max(3, args.iters // 3), clock,
-                    min_left_s=5 if args.cpu_smoke else 45, out=r["teachers"], save_fn=lambda: save(r, args.out))
+                    min_left_s=5 if args.cpu_smoke else 45, out=r["teachers"], save_fn=lambda: save(r, args.out),
+                    compiled_names=names[:1] if args.cpu_smoke else None)  # smoke: CaiT eager only
     r["wall_s"] = clock.elapsed()
     r["markdown"] = render(r)
     save(r, args.out)

@@ -51,7 +51,8 @@ def test_without_a_gpu_the_script_exits_non_zero_saying_so():
 
 @pytest.mark.slow
 def test_cpu_smoke_runs_the_whole_script_and_its_tables_come_from_its_json(tmp_path):
-    """Every section on tiny models: ~3 min with a cold inductor cache on 2 cores (9 compiled graphs), less warm."""
+    """Every section on tiny models (4 compiled steps or teachers; the timm tasks eager): about 2 min with a cold
+    inductor cache on 2 cores."""
     out = tmp_path / "gpu_check.json"
     p = subprocess.run(["bash", "reproduce/gpu_check.sh", "--cpu-smoke", "--peak-tflops", "1", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=900,
@@ -69,7 +70,10 @@ def test_cpu_smoke_runs_the_whole_script_and_its_tables_come_from_its_json(tmp_p
     assert tb["max_abs_logit_diff"] == 0.0 and tb["top1_agreement"] == 1.0
 
     s = r["step"]
-    assert list(s["rows"]) == list(gpu_check.STEP_ROWS)  # ours, timm's task, our timm task, bf16 teacher: all ran
+    assert list(s["rows"]) == list(gpu_check.STEP_ROWS)
+    assert s["rows"].pop("maskedkd_bf16_teacher") == {"label": gpu_check.STEP_ROWS["maskedkd_bf16_teacher"][0],
+                                                       "note": "not run in --cpu-smoke"}
+    assert [k for k, v in s["rows"].items() if not v["compiled"]] == ["timm_logit_task", "ours_masked_task"]
     for k, row in s["rows"].items():
         masked = gpu_check.STEP_ROWS[k][1]
         assert row["num_keep"] == (8 if masked else 16), k
@@ -86,7 +90,7 @@ def test_cpu_smoke_runs_the_whole_script_and_its_tables_come_from_its_json(tmp_p
     assert [(x["teacher"], x["kept_pct"]) for x in t["rows"]] == [
         (n, k) for n in ("DeiT-S", "CaiT-S24") for k in gpu_check.KEPT_PCT]
     for x in t["rows"]:
-        for mode in ("eager", "compiled"):
+        for mode in ("eager", "compiled") if x["teacher"] == "DeiT-S" else ("eager",):  # smoke: CaiT eager only
             assert x[f"img_s_{mode}"] > 0
             if x["kept_pct"] == 100:
                 assert x[f"ratio_{mode}"] == 1.0
