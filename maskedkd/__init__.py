@@ -22,7 +22,9 @@ from .model import (embed, forward, forward_tokens, gather_patches, head_pair, i
 from .patchify import patch_embed, patchify
 from .select import (CRITERIA, adaptive_budget, keep_count, keep_schedule, register_criterion, resample_scores,
                      select_tokens)
-from .step import cosine_lr, layer_id, make_loss_fn, make_optimizer, make_train_step, param_groups
+from .optim import cosine_lr, layer_id, make_optimizer, param_groups
+from .precision import cast_matmul_weights
+from .step import make_loss_fn, make_train_step
 from .view import TeacherOut, TeacherView
 from .tome import bipartite_merge, tome_forward, tome_macs
 
@@ -36,5 +38,5 @@ __all__ = [
     "adapt_pos_embed", "ast_from_deit", "make_train_step", "TeacherView", "TeacherOut", "forward_tokens",
     "adaptive_budget", "manifold_loss", "attention_loss", "tome_forward", "tome_macs", "bipartite_merge", "make_loss_fn", "make_optimizer", "cosine_lr",
     "config_from_timm", "params_from_timm", "drop_path_from_timm",
-    "MAE_PRESETS", "load_init", "head_pair", "layer_id", "param_groups",
+    "MAE_PRESETS", "load_init", "head_pair", "layer_id", "param_groups", "cast_matmul_weights",
 ]

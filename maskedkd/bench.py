@@ -22,7 +22,9 @@ import torch
 from .config import vit_config
 from .flops import macs, training_ledger
 from .model import init_params, teacher_forward
-from .step import make_optimizer, make_train_step
+from .optim import make_optimizer
+from .step import make_train_step
+from .view import TeacherView
 
 
 def _sync(device):
@@ -62,7 +64,7 @@ def bench_step(student: str, teacher: str, num_keep: int, batch: int, iters: int
     def runner(keep, compile):
         params = {k: v.to(device) for k, v in init_params(s_cfg, seed=0).items()}
         opt = make_optimizer(params, lr=1e-5)
-        step = make_train_step(s_cfg, t_cfg, t_params, num_keep=keep, compile=compile, drop_path=0.1)
+        step = make_train_step(s_cfg, view=TeacherView(t_cfg, t_params, keep), compile=compile, drop_path=0.1)
         return lambda: step(params, opt, x, y)
 
     fns = {"vanilla_kd": runner(None, True), "maskedkd": runner(num_keep, True)}

@@ -28,8 +28,9 @@ from .reproducible import kernels
 from .data.loaders import build_data
 from .experiments import NOT_HASHED, TrainConfig, apply_overrides, config_hash, get_config, model_config
 from .model import forward, init_params, student_forward
-from .step import (_autocast, allow_compiled_graphs, cast_matmul_weights, cosine_lr, make_optimizer, make_train_step,
-                   uses_bf16)
+from .optim import cosine_lr, make_optimizer
+from .precision import allow_compiled_graphs, autocast, cast_matmul_weights, uses_bf16
+from .step import make_train_step
 from .teachers import teacher_view
 
 
@@ -69,7 +70,7 @@ def evaluate(params, s_model, batches, device, view=None, *, precision: str = "a
     fixed = view is not None and view.mode in ("full", "tome")  # the teacher sees the same whatever the student
     reuse = fixed and memo is not None and "fixed_teacher_correct" in memo
     counts = torch.zeros(3, dtype=torch.int64, device=device)  # correct, teacher correct, total
-    with torch.no_grad(), _autocast(device.type, precision):
+    with torch.no_grad(), autocast(device.type, precision):
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if view is not None and not reuse:
@@ -105,7 +106,7 @@ def pool_logits(view, x: torch.Tensor, batch: int, device, precision: str) -> to
     if n < batch:
         raise ValueError(f"a pool of {n} rows has no training batch of {batch}")
     out = []
-    with torch.no_grad(), _autocast(device.type, precision):
+    with torch.no_grad(), autocast(device.type, precision):
         for i in range(0, n, batch):
             s = min(i, n - batch)  # the last call starts early, overlapping the one before
             out.append(view(x[s: s + batch].to(device)).logits[i - s:])

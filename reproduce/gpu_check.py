@@ -46,7 +46,9 @@ import torch
 
 import maskedkd as mkd
 from maskedkd.bench import interleaved
-from maskedkd.step import cast_matmul_weights, make_optimizer, make_train_step
+from maskedkd.optim import make_optimizer
+from maskedkd.precision import cast_matmul_weights, uses_bf16
+from maskedkd.step import make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "reproduce" / "reference" / "gpu"  # committed runs, rendered into docs/benchmarks.md
@@ -189,8 +191,8 @@ def loss_check(s_cfg, t_cfg, teacher, num_keep, data, steps, precision, device) 
     for mode in ("compiled", "eager"):
         params = student(s_cfg, device)
         opt = make_optimizer(params, lr=CHECK_LR)
-        step = make_train_step(s_cfg, t_cfg, teacher, num_keep=num_keep, compile=mode == "compiled",
-                               precision=precision)
+        step = make_train_step(s_cfg, view=mkd.TeacherView(t_cfg, teacher, num_keep),
+                               compile=mode == "compiled", precision=precision)
         losses[mode] = []
         for i in range(steps):
             t0 = time.perf_counter()
@@ -198,8 +200,7 @@ def loss_check(s_cfg, t_cfg, teacher, num_keep, data, steps, precision, device) 
             if mode == "compiled" and i == 0:
                 runner = {"step": step, "params": params, "opt": opt, "compile_s": time.perf_counter() - t0}
     diff = max(abs(a - b) for a, b in zip(losses["compiled"], losses["eager"]))
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")  # as step.make_loss_fn
-    tol = TOLERANCE["bf16" if bf16 else "fp32"]
+    tol = TOLERANCE["bf16" if uses_bf16(device.type, precision) else "fp32"]
     check = {"steps": steps, "max_abs_loss_diff": diff, "tolerance": tol,
              "losses_compiled": losses["compiled"], "losses_eager": losses["eager"],
              "finite": all(math.isfinite(v) for v in losses["compiled"] + losses["eager"]),
@@ -214,7 +215,8 @@ def compiled_runner(s_cfg, t_cfg, teacher, num_keep, x, y, precision, device) ->
     """A compiled KD step on a fixed batch, and the wall clock of its first call (the compile)."""
     params = student(s_cfg, device)
     opt = make_optimizer(params, lr=1e-5)
-    step = make_train_step(s_cfg, t_cfg, teacher, num_keep=num_keep, compile=True, precision=precision)
+    step = make_train_step(s_cfg, view=mkd.TeacherView(t_cfg, teacher, num_keep), compile=True,
+                           precision=precision)
     t0 = time.perf_counter()
     step(params, opt, x, y)
     sync(device)
@@ -693,7 +695,7 @@ def main(argv=None) -> dict:
     save(r, args.out)
 
     teacher = {k: v.to(device) for k, v in mkd.init_params(t_cfg, seed=1).items()}
-    # the training program's cast (step.cast_matmul_weights: matmul weights bf16, norms/biases/embeddings fp32), which
+    # the training program's cast (precision.cast_matmul_weights: matmul weights bf16, norms/biases/embeddings fp32), which
     # autocast makes bit-identical to fp32 weights; casting every tensor would also make the residual stream bf16
     teacher_bf16 = cast_matmul_weights(teacher)
     data = synthetic_data(s_cfg, args.batch, device)

@@ -57,7 +57,7 @@ def test_the_train_step_still_passes_its_student_scores():
     """The loss passes the student's own scores (same grid and resampled): nothing refused, one kept count."""
     x, y = _x(), torch.randint(0, 5, (4,))
     for t in (T, T_FINE):
-        loss, m = mkd.make_loss_fn(S, t, mkd.init_params(t), num_keep=8)(mkd.init_params(S), x, y)
+        loss, m = mkd.make_loss_fn(S, view=mkd.TeacherView(t, mkd.init_params(t), 8))(mkd.init_params(S), x, y)
         assert torch.isfinite(loss) and float(m["kept_tokens"]) == 8
 
 

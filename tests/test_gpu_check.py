@@ -66,7 +66,7 @@ def test_cpu_smoke_runs_the_whole_script_and_its_tables_come_from_its_json(tmp_p
     assert c["passed"] and c["finite"] and c["teacher_grads_none"] and c["teacher_unchanged"]
     assert len(c["losses_compiled"]) == len(c["losses_eager"]) == c["steps"] == 3
     assert 0 <= c["max_abs_loss_diff"] <= c["tolerance"] == 5e-2
-    tb = r["teacher_bf16"]  # step.cast_matmul_weights casts exactly what autocast casts: the same logits to the bit
+    tb = r["teacher_bf16"]  # precision.cast_matmul_weights casts exactly what autocast casts: the same logits to the bit
     assert tb["max_abs_logit_diff"] == 0.0 and tb["top1_agreement"] == 1.0
 
     s = r["step"]

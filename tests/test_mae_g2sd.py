@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from helpers import timm_model
 
 import maskedkd as mkd
-from maskedkd.step import make_loss_fn, make_optimizer, make_train_step, param_groups
+from maskedkd import TeacherView
+from maskedkd.optim import make_optimizer, param_groups
+from maskedkd.step import make_loss_fn, make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "reproduce"), str(ROOT / "reproduce" / "lib")]
@@ -171,7 +173,7 @@ def test_g2sd_loss_by_hand(soft_targets):
     y = torch.tensor([0, 1, 2, 3])
     if soft_targets:  # mixup / smoothing targets
         y = torch.softmax(torch.randn(4, 5, generator=torch.Generator().manual_seed(3)), -1)
-    loss_fn = make_loss_fn(SD, T, teacher, num_keep=9, kind="hard", kd_weight=0.5, precision="fp32")
+    loss_fn = make_loss_fn(SD, view=TeacherView(T, teacher, 9), kind="hard", kd_weight=0.5, precision="fp32")
     loss, m = loss_fn(student, x, y)
     with torch.no_grad():
         tokens, scores = mkd.forward_tokens(student, x, SD, want_scores=True)
@@ -186,9 +188,9 @@ def test_g2sd_loss_by_hand(soft_targets):
     pred = ((cls + dist) / 2).argmax(-1)
     assert m["agreement"] == (pred == t.argmax(-1)).float().mean()  # predictions as evaluated: both heads' mean
     # only that objective: no silent averaged-head training
-    for args in (dict(kind="soft"), dict(kind="manifold"), dict(kind="hard", student_keep=4, num_keep=None)):
+    for keep, args in ((9, dict(kind="soft")), (9, dict(kind="manifold")), (None, dict(kind="hard", student_keep=4))):
         with pytest.raises(ValueError, match="distillation token"):
-            make_loss_fn(SD, T, teacher, **{"num_keep": 9, **args})
+            make_loss_fn(SD, view=TeacherView(T, teacher, keep), **args)
     with pytest.raises(ValueError, match="distillation token.*no teacher"):
         make_loss_fn(SD, kind="hard")
 
@@ -330,7 +332,7 @@ def test_compiled_step_equals_eager(student, teacher_patch, kind):
         torch._dynamo.reset()
         params = mkd.init_params(s_cfg, seed=0)
         opt = make_optimizer(params, lr=1e-2, layer_decay=0.75)
-        step = make_train_step(s_cfg, t_cfg, teacher, num_keep=6 * (4 // teacher_patch) ** 2, kind=kind,
+        step = make_train_step(s_cfg, view=TeacherView(t_cfg, teacher, 6 * (4 // teacher_patch) ** 2), kind=kind,
                                compile=compiled, precision="fp32")
         results[compiled] = (params, [step(params, opt, x, y), step(params, opt, x.flip(0), y)])
     (pe, me), (pc, mc) = results[False], results[True]

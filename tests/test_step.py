@@ -3,7 +3,9 @@ import pytest
 import torch
 
 import maskedkd as mkd
-from maskedkd.step import cosine_lr, make_loss_fn, make_optimizer, make_train_step
+from maskedkd import TeacherView
+from maskedkd.optim import cosine_lr, make_optimizer
+from maskedkd.step import make_loss_fn, make_train_step
 
 S = mkd.ViTConfig(img_size=16, patch_size=4, in_chans=1, num_classes=5, embed_dim=32, depth=2, num_heads=2)
 T = S.replace(embed_dim=48, depth=2, num_heads=3)
@@ -27,7 +29,7 @@ def test_compiled_equals_eager_for_two_steps_with_one_graph():
         torch._dynamo.reset()
         params = mkd.init_params(S, seed=0)
         opt = make_optimizer(params, lr=1e-2)
-        step = make_train_step(S, T, teacher, num_keep=8, compile=compiled)
+        step = make_train_step(S, view=TeacherView(T, teacher, 8), compile=compiled)
         ms = [step(params, opt, *_batch(0))]
         with torch._dynamo.config.patch(error_on_recompile=True):  # new data and lr: still the same graph
             opt.param_groups[0]["lr"] = 5e-3
@@ -46,9 +48,9 @@ def test_compiled_equals_eager_for_two_steps_with_one_graph():
 def test_keep_all_equals_vanilla_kd_and_masking_changes_it():
     teacher, params = _teacher(), mkd.init_params(S, seed=0)
     x, y = _batch()
-    vanilla, _ = make_loss_fn(S, T, teacher)(params, x, y)
-    keep_all, _ = make_loss_fn(S, T, teacher, num_keep=S.num_patches)(params, x, y)
-    masked, _ = make_loss_fn(S, T, teacher, num_keep=4)(params, x, y)
+    vanilla, _ = make_loss_fn(S, view=TeacherView(T, teacher, None))(params, x, y)
+    keep_all, _ = make_loss_fn(S, view=TeacherView(T, teacher, S.num_patches))(params, x, y)
+    masked, _ = make_loss_fn(S, view=TeacherView(T, teacher, 4))(params, x, y)
     torch.testing.assert_close(keep_all, vanilla, atol=1e-6, rtol=1e-5)
     assert abs(float(masked - vanilla)) > 1e-4
 
@@ -66,7 +68,7 @@ def test_steps_reduce_the_loss_and_leave_the_teacher_alone():
     before = {k: v.clone() for k, v in teacher.items()}
     params = mkd.init_params(S, seed=0)
     opt = make_optimizer(params, lr=3e-3)
-    step = make_train_step(S, T, teacher, num_keep=8, compile=False, drop_path=0.1)
+    step = make_train_step(S, view=TeacherView(T, teacher, 8), compile=False, drop_path=0.1)
     x, y = _batch(3, b=16)
     losses = [float(step(params, opt, x, y)["loss"]) for _ in range(15)]
     assert losses[-1] < 0.7 * losses[0]
@@ -75,10 +77,10 @@ def test_steps_reduce_the_loss_and_leave_the_teacher_alone():
 
 def test_step_rejects_inconsistent_setups():
     with pytest.raises(ValueError, match="num_keep=17 is out of range 1..16"):
-        make_loss_fn(S, T, _teacher(), num_keep=17)
+        make_loss_fn(S, view=TeacherView(T, _teacher(), 17))
     with pytest.raises(ValueError, match="teacher has 7 classes, student 5"):
-        make_loss_fn(S, T.replace(num_classes=7), mkd.init_params(T.replace(num_classes=7)))
-    with pytest.raises(ValueError, match="num_keep needs a teacher"):
+        make_loss_fn(S, view=TeacherView(T.replace(num_classes=7), mkd.init_params(T.replace(num_classes=7)), None))
+    with pytest.raises(TypeError, match="num_keep"):  # a kept count belongs to a TeacherView
         make_loss_fn(S, num_keep=4)
 
 
@@ -115,14 +117,14 @@ def test_student_masking_ablation_trains_the_student_on_kept_patches():
     teacher, params = _teacher(), mkd.init_params(S, seed=0)
     x, y = _batch()
     torch.manual_seed(0)
-    loss, m = make_loss_fn(S, T, teacher, student_keep=6)(params, x, y)
+    loss, m = make_loss_fn(S, view=TeacherView(T, teacher, None), student_keep=6)(params, x, y)
     torch.manual_seed(0)
     keep = mkd.select_tokens(torch.empty(8, 16), 6, "random")
     want = mkd.kd_loss(mkd.teacher_forward(params, x, S, keep), mkd.teacher_forward(teacher, x, T), y)
     torch.testing.assert_close(loss, want)
     assert float(m["student_kept_tokens"]) == 6 and float(m["kept_tokens"]) == 16
     with pytest.raises(ValueError, match="not both"):
-        make_loss_fn(S, T, teacher, student_keep=6, num_keep=4)
+        make_loss_fn(S, view=TeacherView(T, teacher, 4), student_keep=6)
 
 
 @pytest.mark.parametrize("kind", ["manifold", "attention"])
@@ -132,7 +134,7 @@ def test_feature_kd_on_kept_patches(kind):
     from maskedkd.model import forward_tokens
     teacher, params = _teacher(), mkd.init_params(S, seed=0)
     x, y = _batch()
-    loss, m = make_loss_fn(S, T, teacher, num_keep=6, kind=kind, feature_weight=2.0)(params, x, y)
+    loss, m = make_loss_fn(S, view=TeacherView(T, teacher, 6), kind=kind, feature_weight=2.0)(params, x, y)
     s_tok, s_sc = forward_tokens(params, x, S, want_scores=True)
     keep = mkd.select_tokens(s_sc, 6)
     t_tok, t_sc = forward_tokens(teacher, x, T, keep, want_scores=True)
@@ -166,14 +168,14 @@ def test_view_is_the_one_teacher_path_of_loss_and_evaluation():
     alone gives the logits the loss distils from."""
     teacher, params = _teacher(), mkd.init_params(S, seed=0)
     x, y = _batch()
-    a = make_loss_fn(S, T, teacher, num_keep=6)(params, x, y)
+    a = make_loss_fn(S, view=TeacherView(T, teacher, 6))(params, x, y)
     b = make_loss_fn(S, view=mkd.TeacherView(T, teacher, 6))(params, x, y)
     assert torch.equal(a[0], b[0]) and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
     logits, scores = mkd.student_forward(params, x, S)
     t = mkd.TeacherView(T, teacher, 6)(x, scores)
     torch.testing.assert_close(a[0], mkd.kd_loss(logits, t.logits, y))
-    with pytest.raises(ValueError, match="not both"):
-        make_loss_fn(S, T, teacher, view=mkd.TeacherView(T, teacher, 6))
+    with pytest.raises(TypeError, match="view must be a TeacherView"):  # the view is the one way to pass a teacher
+        make_loss_fn(S, view=(T, teacher))
 
 
 @pytest.mark.parametrize("kind", ["manifold", "attention"])
@@ -207,7 +209,7 @@ def test_view_refuses_options_it_would_ignore():
 def test_distilled_token_student_is_refused():
     D = S.replace(num_prefix_tokens=2, head="token_dist")
     with pytest.raises(ValueError, match="distillation token"):
-        make_loss_fn(D, T, _teacher(), num_keep=4)
+        make_loss_fn(D, view=TeacherView(T, _teacher(), 4))
 
 
 @pytest.mark.slow
@@ -219,8 +221,8 @@ def test_compiled_step_accepts_parameters_that_require_grad():
     x, y = _batch()
     ref = mkd.init_params(S, seed=0)
     params = {k: v.clone().requires_grad_(True) for k, v in ref.items()}
-    step = make_train_step(S, T, teacher, num_keep=8, compile=True)
-    eager = make_train_step(S, T, teacher, num_keep=8, compile=False)
+    step = make_train_step(S, view=TeacherView(T, teacher, 8), compile=True)
+    eager = make_train_step(S, view=TeacherView(T, teacher, 8), compile=False)
     m = step(params, make_optimizer(params, lr=1e-2), x, y)
     m_ref = eager(ref, make_optimizer(ref, lr=1e-2), x, y)
     torch.testing.assert_close(m["loss"], m_ref["loss"], atol=1e-5, rtol=1e-5)
@@ -255,7 +257,7 @@ def test_every_count_of_a_keep_schedule_stays_compiled():
     one code object, and Dynamo stopped compiling after 8 (the rest ran eager, in silence). 10 counts, 10 graphs."""
     from torch._dynamo.utils import counters
 
-    from maskedkd.step import allow_compiled_graphs
+    from maskedkd.precision import allow_compiled_graphs
     teacher, x, y = _teacher(), *_batch()
     counts = mkd.keep_schedule("10:70", 16, 10)
     assert len(set(counts)) == 10
@@ -266,7 +268,7 @@ def test_every_count_of_a_keep_schedule_stays_compiled():
         allow_compiled_graphs(len(set(counts)))
         for k in counts:
             params = mkd.init_params(S, seed=0)
-            make_train_step(S, T, teacher, num_keep=k, compile="eager")(params, make_optimizer(params, lr=1e-3), x, y)
+            make_train_step(S, view=TeacherView(T, teacher, k), compile="eager")(params, make_optimizer(params, lr=1e-3), x, y)
         assert counters["stats"]["unique_graphs"] == 10
     finally:
         torch._dynamo.config.recompile_limit, torch._dynamo.config.fail_on_recompile_limit_hit = old
@@ -276,7 +278,7 @@ def test_every_count_of_a_keep_schedule_stays_compiled():
 def test_teacher_matmul_weights_cast_once_give_the_same_outputs_under_autocast():
     """Casting a teacher's matmul weights to bf16 once gives, under bf16 autocast, bit-identical logits and kept
     patches to fp32 weights that autocast casts at every call (on the CPU here; the same rule on CUDA)."""
-    from maskedkd.step import cast_matmul_weights
+    from maskedkd.precision import cast_matmul_weights
     teacher, params = _teacher(), mkd.init_params(S, seed=0)
     x, y = _batch()
     cast = cast_matmul_weights(teacher)
@@ -286,6 +288,6 @@ def test_teacher_matmul_weights_cast_once_give_the_same_outputs_under_autocast()
         a = mkd.TeacherView(T, teacher, 6)(x, scores)
         b = mkd.TeacherView(T, cast, 6)(x, scores)
     assert torch.equal(a.keep_idx, b.keep_idx) and torch.equal(a.logits, b.logits)
-    la = make_loss_fn(S, T, teacher, num_keep=6, precision="bf16")(params, x, y)[0]
-    lb = make_loss_fn(S, T, cast, num_keep=6, precision="bf16")(params, x, y)[0]
+    la = make_loss_fn(S, view=TeacherView(T, teacher, 6), precision="bf16")(params, x, y)[0]
+    lb = make_loss_fn(S, view=TeacherView(T, cast, 6), precision="bf16")(params, x, y)[0]
     assert torch.equal(la, lb)

@@ -168,7 +168,7 @@ def test_make_train_step_trains_the_module_through_its_own_parameters(student):
     before = {k: p.detach().clone() for k, p in params.items()}
     lr = 0.5
     opt = torch.optim.SGD(s.parameters(), lr=lr)
-    step = mkd.make_train_step(cfg_s, cfg_t, dict(t.named_parameters()), num_keep=6, compile=False)
+    step = mkd.make_train_step(cfg_s, view=mkd.TeacherView(cfg_t, dict(t.named_parameters()), 6), compile=False)
     x, y = _x(), _y()
     with torch.no_grad():
         out_before = s(x)
@@ -251,7 +251,7 @@ def test_masked_loss_equals_the_functional_maskedkd_loss(teacher, teacher_kw, k)
     torch.testing.assert_close(out["kd_loss"], mkd.kd_divergence(logits, t_logits, temperature=temp))
     g_task, g_hand = _grads(s, out["loss"]), _grads(s, by_hand)
     if x_t is x:  # the loss function reads one input for both models
-        loss_fn = mkd.make_loss_fn(cfg_s, cfg_t, dict(t.named_parameters()), num_keep=k, kd_weight=a,
+        loss_fn = mkd.make_loss_fn(cfg_s, view=mkd.TeacherView(cfg_t, dict(t.named_parameters()), k), kd_weight=a,
                                    temperature=temp)
         torch.testing.assert_close(out["loss"], loss_fn(params, x, y)[0], atol=1e-5, rtol=1e-5)
     for name, g in g_hand.items():

@@ -40,7 +40,9 @@ from maskedkd.checkpoint import load_checkpoint, read_state_dict  # noqa: E402
 from maskedkd.data.loaders import DigitsData  # noqa: E402
 from maskedkd.experiments import get_config, model_config  # noqa: E402
 from maskedkd.model import init_params, student_forward, teacher_forward  # noqa: E402
-from maskedkd.step import cast_matmul_weights, make_optimizer, make_train_step  # noqa: E402
+from maskedkd.optim import make_optimizer
+from maskedkd.precision import cast_matmul_weights
+from maskedkd.step import make_train_step  # noqa: E402
 from maskedkd.teachers import cached_teacher  # noqa: E402
 from maskedkd.train import evaluate  # noqa: E402
 from maskedkd.view import TeacherView  # noqa: E402
