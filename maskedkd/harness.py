@@ -81,9 +81,9 @@ def prepare_cached_models(cfgs: list[TrainConfig]) -> list[Path]:
     """Train (once, here, with the teacher config's own threads) every missing "cache:NAME" teacher or scorer the
     runs need, so that parallel runs load it instead of each training it; returns the weight paths."""
     from .experiments import get_config
-    from .teachers import cached_teacher
+    from .train import train_cached_teacher
     refs = dict.fromkeys(r for c in cfgs for r in (c.teacher, c.scorer) if r.startswith("cache:"))
-    return [cached_teacher(get_config(r[len("cache:"):])) for r in refs]
+    return [train_cached_teacher(get_config(r[len("cache:"):])) for r in refs]
 
 
 def check_cached_run(d: Path, cfg: TrainConfig) -> None:

@@ -2,14 +2,13 @@
 
 A teacher (or a fixed scorer model) is either a checkpoint file with its preset name, or "cache:NAME": an embedded
 experiment trained once by the training program and cached by its config hash (the committed artefact in
-maskedkd/assets is used when its recorded hash matches). `teacher_view(cfg, ...)` turns a TrainConfig's teacher
-fields into the one TeacherView the training program distils from and evaluates.
+maskedkd/assets is used when its recorded hash matches). This module only reads teachers; producing a missing cached
+one is the training program's job (maskedkd.train.train_cached_teacher). `teacher_view(cfg, ...)` turns a
+TrainConfig's teacher fields into the TeacherView they describe; maskedkd.train.run_view finishes it for a run.
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -27,8 +26,10 @@ def cache_dir() -> Path:
 
 
 def cached_teacher(tcfg: TrainConfig) -> Path:
-    """Path of an embedded teacher's weights: the committed artefact if its config hash matches, else the cache,
-    training it there first (same program, no distillation) if it is missing."""
+    """Path of an embedded teacher's weights: the committed artefact if its config hash matches, else the cache
+    entry (cache_dir()/teachers/NAME-HASH.safetensors). Reads only: a teacher not trained yet raises; the training
+    program trains and caches it (maskedkd.train.train_cached_teacher, which `python -m maskedkd.train` calls for a
+    run's cache:NAME teacher or scorer)."""
     h = config_hash(tcfg)
     shipped = ASSETS / f"{tcfg.name}.safetensors"
     if shipped.is_file():
@@ -36,30 +37,16 @@ def cached_teacher(tcfg: TrainConfig) -> Path:
         with safe_open(str(shipped), "pt") as f:
             if (f.metadata() or {}).get("config_hash") == h:
                 return shipped
-    path = cache_dir() / "teachers" / f"{tcfg.name}-{h}.safetensors"
-    if path.is_file():
-        return path
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        raise ValueError(f"teacher cache:{tcfg.name} is not trained yet ({path} is missing) and this is a "
-                         f"{dist.get_world_size()}-process run: train it first in one process with "
-                         f"`python -m maskedkd.train {tcfg.name}` (it is then cached), or let harness.run_all do it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # one trainer per cache entry: concurrent runs needing the same missing teacher wait for the first one
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
-            from . import train
-            print(f"[maskedkd] training teacher {tcfg.name} once; it will be cached at {path}", file=sys.stderr)
-            threads = torch.get_num_threads()
-            try:
-                # the run directory is this config's (hash-named): a checkpoint left there by an interrupted
-                # training continues (bit-exact), and a finished one only writes the weights again
-                run_dir = cache_dir() / "runs" / f"{tcfg.name}-{h}"
-                train.run(tcfg.replace(out_dir=str(run_dir), resume=True, overwrite=False), final_params_path=path)
-            finally:
-                torch.set_num_threads(threads)  # the teacher's recipe sets its own
+    path = cache_path(tcfg)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher cache:{tcfg.name} is not trained yet ({path} is missing): a training run "
+                                f"that names it trains it first, or maskedkd.train.train_cached_teacher(config)")
     return path
+
+
+def cache_path(tcfg: TrainConfig) -> Path:
+    """Where the cache keeps an embedded teacher's weights: named by its config hash."""
+    return cache_dir() / "teachers" / f"{tcfg.name}-{config_hash(tcfg)}.safetensors"
 
 
 def load_model(ref: str, model: str, num_classes: int, img_size: int | None, device: torch.device, role: str):

@@ -13,6 +13,7 @@ the step all-reduces its gradients in one flat bucket: the same averaged update 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import importlib
 import json
 import os
@@ -31,7 +32,8 @@ from .model import forward, init_params, student_forward
 from .optim import cosine_lr, make_optimizer
 from .precision import allow_compiled_graphs, autocast, cast_matmul_weights, uses_bf16
 from .step import make_train_step
-from .teachers import teacher_view
+from .teachers import cache_dir, cache_path, cached_teacher, teacher_view
+from .view import TeacherView
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -93,9 +95,6 @@ def evaluate(params, s_model, batches, device, view=None, *, precision: str = "a
     return out
 
 
-MEMO_FULL_TEACHER = True  # off only to test that the memo changes no number (tests/test_train.py)
-
-
 def pool_logits(view, x: torch.Tensor, batch: int, device, precision: str) -> torch.Tensor:
     """A full view's logits for every row of an in-memory training pool, computed once per pool instead of once per
     step and epoch. Every call is one full training batch (the last overlaps the one before), so each row comes out
@@ -128,6 +127,49 @@ def check_resume(state: dict, cfg: TrainConfig, world: int, path: Path) -> None:
                          f"resume with the same config, or move the checkpoint away to start fresh")
 
 
+def train_cached_teacher(tcfg: TrainConfig) -> Path:
+    """An embedded teacher's weights (maskedkd.teachers.cached_teacher), trained here first, once, if neither shipped
+    nor cached: this program without distillation, into a run directory named by the config hash (an interrupted
+    training continues there, bit-exact), under a lock so that concurrent runs needing it wait for the first."""
+    try:
+        return cached_teacher(tcfg)
+    except FileNotFoundError:
+        pass
+    path = cache_path(tcfg)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ValueError(f"teacher cache:{tcfg.name} is not trained yet ({path} is missing) and this is a "
+                         f"{dist.get_world_size()}-process run: train it first in one process with "
+                         f"a one-process run that names it, or maskedkd.train.train_cached_teacher(config); it is then cached")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            print(f"[maskedkd] training teacher {tcfg.name} once; it will be cached at {path}", file=sys.stderr)
+            threads = torch.get_num_threads()
+            try:
+                run_dir = cache_dir() / "runs" / f"{tcfg.name}-{config_hash(tcfg)}"
+                run(tcfg.replace(out_dir=str(run_dir), resume=True, overwrite=False), final_params_path=path)
+            finally:
+                torch.set_num_threads(threads)  # the teacher's recipe sets its own
+    return path
+
+
+def run_view(cfg: TrainConfig, num_classes: int, s_model, device: torch.device) -> TeacherView | None:
+    """The one finished view of a run (None: no distillation): its cache:NAME teacher and scorer trained if missing,
+    the view its config describes (maskedkd.teachers.teacher_view), the teacher's and scorer's matmul weights cast
+    once under bf16 (what autocast casts at every step), and scores read on the student's patch grid."""
+    for ref in (cfg.teacher, cfg.scorer):
+        if ref.startswith("cache:"):
+            train_cached_teacher(get_config(ref[len("cache:"):]))
+    view = teacher_view(cfg, num_classes, device)
+    if view is None:
+        return None
+    if uses_bf16(device.type, cfg.precision):
+        scorer = view.scorer if isinstance(view.scorer, str) else (view.scorer[0], cast_matmul_weights(view.scorer[1]))
+        view = view.replace(params=cast_matmul_weights(view.params), scorer=scorer)
+    return view.for_student(s_model)
+
+
 def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     """Train one config; returns the summary dict (also written to out_dir/summary.json)."""
     # processes and checks that need no data
@@ -150,12 +192,8 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
 
     # data, the teacher (the view it is seen through; None: no distillation), the student
     data = build_data(cfg, rank, world)
-    view = teacher_view(cfg, data.num_classes, device)
-    if view is not None and uses_bf16(device.type, cfg.precision):  # cast once what autocast casts every step
-        scorer = view.scorer if isinstance(view.scorer, str) else (view.scorer[0], cast_matmul_weights(view.scorer[1]))
-        view = view.replace(params=cast_matmul_weights(view.params), scorer=scorer)
     s_model = model_config(cfg.model, data.num_classes, cfg.img_size or None)
-    view = view and view.for_student(s_model)  # the student's score grid, for the evaluation's masked teacher too
+    view = run_view(cfg, data.num_classes, s_model, device)
     state = None
     if cfg.resume and ckpt_path.is_file():
         try:
@@ -230,18 +268,14 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     # epochs of steps, evaluation every eval_every epochs (and after the last), a checkpoint after each epoch
     t_start = time.time()
     eval_memo: dict = {}  # a student-independent teacher's eval count, computed once (evaluate)
-    logit_memo = None  # (pool key, a full view's logits over that in-memory pool): pool_logits
     stop = False
     v = view and view.at_epoch(min(epoch, cfg.epochs - 1))  # the summary's view if a finished run is resumed
     while epoch < cfg.epochs and not stop:
         v = view and view.at_epoch(epoch)
         step_fn = step_for(v)
-        rows = None  # an epoch whose full teacher sees an un-augmented in-memory pool: its logits once, then rows
-        if MEMO_FULL_TEACHER and step_fn.takes_teacher_logits and hasattr(data, "train_pool"):
-            key, pool = data.train_pool(epoch)
-            if logit_memo is None or logit_memo[0] != key:
-                logit_memo = key, pool_logits(v, pool, cfg.batch_size // world, device, cfg.precision)
-            rows = (logit_memo[1][idx.to(device)] for idx in data.train_indices(epoch, start=in_epoch))
+        # a full teacher over an un-augmented in-memory pool: its logits once per pool (kept by the data), then rows
+        rows = data.teacher_rows(epoch, in_epoch, lambda pool, v=v: pool_logits(
+            v, pool, cfg.batch_size // world, device, cfg.precision)) if step_fn.takes_teacher_logits else None
         for x, y in data.train_batches(epoch, start=in_epoch):
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(global_step, total_steps=total, base_lr=base_lr, min_lr=cfg.min_lr,

@@ -113,8 +113,8 @@ def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False
     seeds, kw = plan(mode)
     tcfg = teacher_config(mode)
     t0 = time.time()
-    from maskedkd.teachers import cached_teacher
-    teacher_path = cached_teacher(tcfg)  # trains once (minutes) if neither shipped nor cached
+    from maskedkd.train import train_cached_teacher
+    teacher_path = train_cached_teacher(tcfg)  # trains once (minutes) if neither shipped nor cached
     teacher_s = time.time() - t0
     runs = [(seed, rid, c) for seed in seeds for rid, _, c in student_rows(mode, seed, feature_kd)]
     done_before = sum((run_dir(out / "runs", c) / "summary.json").is_file() for _, _, c in runs) if not fresh else 0

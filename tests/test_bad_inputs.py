@@ -120,10 +120,10 @@ def test_overwrite_is_not_part_of_the_run():
 
 
 def test_cached_teacher_continues_its_interrupted_run(tmp_path, monkeypatch):
-    """cached_teacher trains into a run directory named by the config hash: a run interrupted there is resumed,
-    not refused."""
+    """train_cached_teacher trains into a run directory named by the config hash: a run interrupted there is
+    resumed, not refused; teachers.cached_teacher only reads (a missing teacher raises)."""
     from maskedkd import teachers
-    from maskedkd.train import run
+    from maskedkd.train import run, train_cached_teacher
     monkeypatch.setenv("MASKEDKD_CACHE", str(tmp_path / "cache"))
     tcfg = tmp_path / "tiny_teacher.py"
     tcfg.write_text("from maskedkd.experiments import TrainConfig\n"
@@ -131,8 +131,10 @@ def test_cached_teacher_continues_its_interrupted_run(tmp_path, monkeypatch):
     c = get_config(str(tcfg))
     d = teachers.cache_dir() / "runs" / f"tiny_teacher-{config_hash(c)}"
     run(c.replace(out_dir=str(d), max_steps=1))
-    path = teachers.cached_teacher(c)
-    assert path.is_file() and json.loads((d / "summary.json").read_text())["steps"] == 2
+    with pytest.raises(FileNotFoundError, match="cache:tiny_teacher is not trained yet"):
+        teachers.cached_teacher(c)
+    path = train_cached_teacher(c)
+    assert path == teachers.cached_teacher(c) and path.is_file() and json.loads((d / "summary.json").read_text())["steps"] == 2
 
 
 def test_run_all_resumes_an_interrupted_run_and_fresh_starts_over(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import maskedkd as mkd
+from maskedkd.data.loaders import DigitsData, TensorData
 from maskedkd.experiments import MODELS, TrainConfig, apply_overrides, get_config
 from maskedkd.train import run
 
@@ -264,7 +265,7 @@ def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "run", fake_run)
     tcfg = TrainConfig(**{**TINY, "model": "digits_teacher", "name": "tiny_teacher"})
     paths = []
-    threads = [threading.Thread(target=lambda: paths.append(teachers.cached_teacher(tcfg))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: paths.append(train_mod.train_cached_teacher(tcfg))) for _ in range(2)]
     threads[0].start()
     started.wait(5)
     threads[1].start()
@@ -427,7 +428,8 @@ def test_full_teacher_logit_memo_changes_no_number(tmp_path, monkeypatch, extra)
     out, calls, pool_logits = {}, [], train.pool_logits
     monkeypatch.setattr(train, "pool_logits", lambda *a, **k: calls.append(len(a[1])) or pool_logits(*a, **k))
     for memo in (True, False):
-        monkeypatch.setattr(train, "MEMO_FULL_TEACHER", memo)
+        if not memo:  # a source without a pool: the teacher's forward at every step
+            monkeypatch.setattr(DigitsData, "teacher_rows", lambda self, *a: None)
         d = tmp_path / str(memo)
         s = run(cfg.replace(out_dir=str(d)))
         log = [l for l in (d / "log.jsonl").read_text().splitlines() if '"wall_s"' not in l]
@@ -448,7 +450,8 @@ def test_full_teacher_logit_memo_on_the_sound_set(tmp_path, monkeypatch):
                       compile=False, threads=1, log_every=1, teacher=str(teacher), teacher_model="sounds_teacher")
     got = []
     for memo in (True, False):
-        monkeypatch.setattr(train, "MEMO_FULL_TEACHER", memo)
+        if not memo:
+            monkeypatch.setattr(TensorData, "teacher_rows", lambda self, *a: None)
         run(cfg.replace(out_dir=str(tmp_path / str(memo))))
         got.append(load_file(str(tmp_path / str(memo) / "params.safetensors")))
     assert all(torch.equal(got[0][k], got[1][k]) for k in got[0])

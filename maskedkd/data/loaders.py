@@ -6,9 +6,10 @@ Each source gives
   CPU (x, y int64) pairs (pinned when CUDA is available);
 - `to_device(x, y, device) -> (x, y)`: the non-blocking host-to-device copy of a training batch, then, for
   ImageFolder with mixup, timm's MixUp/CutMix on the device (y becomes soft, (b C)), as DeiT's engine does;
-- optionally, for an in-memory pool without augmentation (digits, sound events): `train_pool(epoch) -> (key, x)`,
-  the epoch's whole pool (the same key: the same pool), and `train_indices(epoch, start=0)`, the pool rows of each
-  batch train_batches gives (maskedkd.train computes a full teacher's logits once per pool from them);
+- `teacher_rows(epoch, start, logits_of)`: for a source whose training batches are rows of an in-memory pool
+  without augmentation (digits, sound events), an iterator over the rows of `logits_of(pool)` that make each batch
+  train_batches gives, `logits_of` called once per pool and kept by the source (a full teacher's logits, computed
+  once instead of at every step: maskedkd.train.pool_logits); None for a source that augments per sample;
 - `eval_batches()`: this rank's shard of the evaluation set, (x, y int64) CPU batches; the shards of the `world`
   ranks are disjoint and cover the set exactly once (no padding), so summing correct and total counts over ranks
   gives the exact accuracy; `eval_size` is the size of the whole set.
@@ -24,6 +25,20 @@ from .images import (RepeatAugSampler, SeededItems, clean_digits, cluttered_digi
                      seeded_rngs)
 
 DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
+
+
+class InMemoryPool:
+    """teacher_rows for a source with `train_pool(epoch) -> (key, x)` (the epoch's whole un-augmented pool; the same
+    key, the same pool) and `train_indices(epoch, start)` (the pool rows of each batch train_batches gives)."""
+
+    _pool_memo: tuple | None = None  # (pool key, logits_of(pool))
+
+    def teacher_rows(self, epoch: int, start: int, logits_of) -> Iterator[torch.Tensor]:
+        key, pool = self.train_pool(epoch)
+        if self._pool_memo is None or self._pool_memo[0] != key:
+            self._pool_memo = key, logits_of(pool)
+        logits = self._pool_memo[1]
+        return (logits[idx.to(logits.device)] for idx in self.train_indices(epoch, start))
 
 
 def sharded_indices(n: int, cfg, rank: int, world: int, epoch: int, start: int, steps: int) -> Iterator[torch.Tensor]:
@@ -53,7 +68,7 @@ def eval_shard(x, y, rank: int, world: int, batch: int):
     return [(x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)]
 
 
-class DigitsData:
+class DigitsData(InMemoryPool):
     """The embedded cluttered-digits set: a fresh clutter draw of train_size images every epoch (the first
     clean_epochs are clean centred digits), fixed test images from disjoint source digits."""
 
@@ -166,8 +181,11 @@ class FolderData:
     def eval_batches(self):
         return self.eval_loader
 
+    def teacher_rows(self, epoch: int, start: int, logits_of) -> None:
+        return None  # augmented per sample: no pool whose logits could be computed once
 
-class TensorData:
+
+class TensorData(InMemoryPool):
     """A fixed in-memory set (the synthetic sound events, or one ESC-50 fold split): batches drawn by a
     (seed, epoch) permutation, sharded over ranks like DigitsData."""
 

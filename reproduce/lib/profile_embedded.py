@@ -43,7 +43,7 @@ from maskedkd.model import init_params, student_forward, teacher_forward  # noqa
 from maskedkd.optim import make_optimizer
 from maskedkd.precision import cast_matmul_weights
 from maskedkd.step import make_train_step  # noqa: E402
-from maskedkd.teachers import cached_teacher  # noqa: E402
+from maskedkd.train import train_cached_teacher  # noqa: E402
 from maskedkd.train import evaluate  # noqa: E402
 from maskedkd.view import TeacherView  # noqa: E402
 
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     data = DigitsData(cfg)
     s_model = model_config(cfg.model, data.num_classes)
     t_model = model_config(tcfg.model, data.num_classes)
-    t_params = load_checkpoint(read_state_dict(cached_teacher(tcfg)), t_model)
+    t_params = load_checkpoint(read_state_dict(train_cached_teacher(tcfg)), t_model)
     full_view = TeacherView(t_model, t_params).for_student(s_model)
     keep = 32
     mask_view = TeacherView(t_model, t_params, keep).for_student(s_model)
