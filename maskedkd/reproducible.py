@@ -10,12 +10,12 @@ thread count (MKL's conditional numerical reproducibility, CNR):
     ATEN_CPU_CAPABILITY=avx2     MKL_CBWR=AVX2      on other x86 CPUs with AVX2 and FMA
 
 Both are read when torch starts, so they are set in the environment of a new process: `pinned_env()` for the
-reproduce scripts' training subprocesses (harness.run_all) and reproduce/lib/run_py.sh for the scripts
+reproduce scripts' training subprocesses (reproduce/lib/runner.py) and reproduce/lib/run_py.sh for the scripts
 themselves. A value the user has set is kept; MASKEDKD_KERNELS=native leaves both to torch and MKL. Measured on the reference machine (an AVX-512 Xeon): the AVX-512 pin
 gives the same bits as no pin at all, so the committed reference runs stand, and costs nothing measurable
-(reproduce/lib/fingerprint.py --cost prints the ratio); pinning AVX2 there, or STRICT CNR, changes the bits.
+(reproduce/fingerprint.py --cost prints the ratio); pinning AVX2 there, or STRICT CNR, changes the bits.
 Machines of different branches still differ from each other; there the seeds' intervals carry the comparison.
-reproduce/lib/fingerprint.py checks a short run against the committed fingerprint of the reference machine.
+reproduce/fingerprint.py checks a short run against the committed fingerprint of the reference machine.
 """
 from __future__ import annotations
 

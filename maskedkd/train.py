@@ -5,7 +5,8 @@ cached embedded teacher, kept count, schedule) -> student -> resume -> epochs of
 rank 0, evaluation every eval_every epochs, atomic checkpoints) -> summary.json.
 A run directory that holds checkpoint.pt is never started over in silence (a crashed run lost by re-running its
 command): `resume=true` continues it, `overwrite=true` starts over there (its checkpoint, log, summary and weights
-are replaced), or give another `out_dir=`. harness.run_all and cached teachers resume their own directories.
+are replaced), or give another `out_dir=`. The lab's runner (reproduce/lib/runner.py) and cached teachers resume
+their own directories. CONFIG is a registered name, a JSON config file (experiments.write_config) or a Python file.
 Data parallelism is detected from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): gloo on CPU, nccl on
 GPU. Parameters are a dict of tensors, not a Module, so instead of the nn.Module DistributedDataParallel wrapper
 the step all-reduces its gradients in one flat bucket: the same averaged update DDP makes.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import importlib
 import json
 import os
 import sys
@@ -27,7 +27,7 @@ import torch.distributed as dist
 from .checkpoint import load_init, save_checkpoint, save_params
 from .reproducible import kernels
 from .data.loaders import build_data
-from .experiments import NOT_HASHED, TrainConfig, apply_overrides, config_hash, get_config, model_config
+from .experiments import NOT_HASHED, TrainConfig, apply_overrides, config_diff, config_hash, get_config, model_config
 from .model import forward, init_params, student_forward
 from .optim import cosine_lr, make_optimizer
 from .precision import allow_compiled_graphs, autocast, cast_matmul_weights, uses_bf16
@@ -118,10 +118,7 @@ def check_resume(state: dict, cfg: TrainConfig, world: int, path: Path) -> None:
     if len(state["rng"]) != world:
         raise ValueError(f"checkpoint {path} was written by {len(state['rng'])} process(es); resuming it with {world} "
                          f"would change every rank's random stream and data shard")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    ran = TrainConfig(**{k: v for k, v in json.loads(state["config"]).items() if k in known})
-    diff = {f.name: (getattr(ran, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-            if f.name not in NOT_HASHED | {"max_steps"} and getattr(ran, f.name) != getattr(cfg, f.name)}
+    diff = config_diff(json.loads(state["config"]), cfg, NOT_HASHED | {"max_steps"})
     if diff:
         raise ValueError(f"checkpoint {path} was written by another config (field: (checkpoint, now)) {diff}: "
                          f"resume with the same config, or move the checkpoint away to start fresh")
@@ -340,8 +337,6 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {name}: {DOCS.get(name, '')}")
         print("keys:", ", ".join(f.name for f in dataclasses.fields(TrainConfig)))
         return {}
-    for module in filter(None, os.environ.get("MASKEDKD_PLUGINS", "").split(",")):  # see harness.plugin_modules
-        importlib.import_module(module)
     cfg = apply_overrides(get_config(argv[0]), argv[1:])
     summary = run(cfg)
     if dist.is_initialized():

@@ -15,11 +15,11 @@ import csv
 import time
 from pathlib import Path
 
-import full
-import embedded
-from embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
+from reproduce.lib import full
+from reproduce.lib import embedded
+from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
 
-from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
+from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 
 KEEPS = [64, 48, 32, 20, 12]  # of 64 patches
 # read from the paper's plot at 196 / 140 / 100 / 60 / 30 of 196 patches [digest 2.5]

@@ -15,13 +15,13 @@ import csv
 import time
 from pathlib import Path
 
-import full
-import embedded
-from embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
+from reproduce.lib import full
+from reproduce.lib import embedded
+from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
 
 import maskedkd as mkd
 from maskedkd.experiments import MODELS
-from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
+from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.tome import tome_macs
 
 KEEPS = [48, 32, 26, 16, 8]  # of 64

@@ -16,11 +16,11 @@ import csv
 import time
 from pathlib import Path
 
-import embedded
-from embedded import mode_of, parser, plan, row_id, student_run
+from reproduce.lib import embedded
+from reproduce.lib.embedded import mode_of, parser, plan, row_id, student_run
 
 from maskedkd.experiments import MODELS, get_config
-from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
+from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.select import keep_count
 
 FRACTIONS = [0.75, 0.5, 0.4, 0.25, 0.1]

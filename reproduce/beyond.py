@@ -20,12 +20,12 @@ import json
 import time
 from pathlib import Path
 
-import full
-import embedded
-from embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
+from reproduce.lib import full
+from reproduce.lib import embedded
+from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
 
 from maskedkd.experiments import MODELS
-from maskedkd.harness import fmt_pm, machine_header, run_all, run_dir, run_macs
+from reproduce.lib.runner import fmt_pm, machine_header, run_all, run_dir, run_macs
 
 
 MASSES = [0.5, 0.7]

@@ -17,11 +17,11 @@ import csv
 import time
 from pathlib import Path
 
-import full
-import embedded
-from embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
+from reproduce.lib import full
+from reproduce.lib import embedded
+from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
 
-from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
+from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 
 KEEP = 32  # of 64: the paper's comparison is at 50% [digest 2.4]
 # (label, criterion, scorer); scorer "cache:NAME" = a fixed model trained once by config NAME

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 import maskedkd as mkd
-from maskedkd import paper
+from reproduce.lib import paper
 from maskedkd.select import keep_count
 
 

@@ -10,11 +10,11 @@ import csv
 import time
 from pathlib import Path
 
-import embedded
-from embedded import mode_of, parser, plan, row_id, student_run
+from reproduce.lib import embedded
+from reproduce.lib.embedded import mode_of, parser, plan, row_id, student_run
 
-from maskedkd import paper
-from maskedkd.harness import fmt_pm, machine_header, mean_std, run_all
+from reproduce.lib import paper
+from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 
 KEEPS = [64, 56, 48, 40, 32, 26, 20, 16, 12, 8]  # of 64 patches; 64 = logit KD, the table's rows included
 

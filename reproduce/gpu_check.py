@@ -83,7 +83,7 @@ NUM_CLASSES_USED = 10  # synthetic labels come from 10 classes, so the loss fall
 # The GPU issue's goals for the step at batch 256 (DeiT-Ti <- DeiT-S, bf16, compiled).
 GOALS = {"vanilla_img_s": 10_000.0, "maskedkd_speedup": 1.35, "mfu": 0.30}
 
-# [4]: the paper's teachers (maskedkd.paper.TEACHER_ARCH names), the kept fractions of table 1, and a batch per
+# [4]: the paper's teachers (reproduce.lib.paper.TEACHER_ARCH names), the kept fractions of table 1, and a batch per
 # architecture large enough to fill an H100-class GPU (about 0.2-0.5 PFLOP per call unmasked).
 TEACHERS = ("DeiT-S", "DeiT3-S", "DeiT-B", "DeiT3-B", "CLIP-B/16", "CaiT-S24", "DeiT3-L", "DeiT3-H-1k")
 TEACHER_BATCH = {"DeiT-S": 1024, "DeiT3-S": 1024, "DeiT-B": 512, "DeiT3-B": 512, "CLIP-B/16": 512, "CaiT-S24": 512,
@@ -362,7 +362,7 @@ def step_section(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, y, masked_run
 
 def paper_ratios() -> dict[tuple[str, int], float]:
     """(teacher, kept %) -> the img/s ratio masked / unmasked the paper prints in table 1 (first row that has it)."""
-    from maskedkd.paper import TABLE1
+    from reproduce.lib.paper import TABLE1
     out = {}
     for r in TABLE1:
         if r.teacher and r.kept and r.img_s_ratio is not None:
@@ -767,7 +767,7 @@ def main(argv=None) -> dict:
         _, _, cfgs = smoke_configs()
         names, batches = list(cfgs), {k: 4 for k in cfgs}
     else:
-        from maskedkd.paper import teacher_config
+        from reproduce.lib.paper import teacher_config
         names = list(TEACHERS)
         cfgs, batches = {k: teacher_config(k) for k in names}, TEACHER_BATCH
     r["teachers"] = {}

@@ -28,18 +28,18 @@ from pathlib import Path
 import torch
 
 import maskedkd as mkd
-from maskedkd import paper
+from reproduce.lib import paper
 from maskedkd.bench import bench_teacher
 from maskedkd.experiments import MODELS, TrainConfig, get_config
 from maskedkd.experiments import config_hash
-from maskedkd.harness import machine_header, mean_std, run_all, run_dir
+from reproduce.lib.runner import machine_header, mean_std, run_all, run_dir
 from maskedkd.select import keep_count
 
-import claims
+from reproduce.lib import claims
 
-import full
-import embedded
-from embedded import (describe, mode_of, parse_or_full, parser, plan, student_run, teacher_config,
+from reproduce.lib import full
+from reproduce.lib import embedded
+from reproduce.lib.embedded import (describe, mode_of, parse_or_full, parser, plan, student_run, teacher_config,
                       warmup_epochs, warmup_run)
 
 KEPT = (75, 50, 40, 25)

@@ -140,24 +140,24 @@ def test_cached_teacher_continues_its_interrupted_run(tmp_path, monkeypatch):
 def test_run_all_resumes_an_interrupted_run_and_fresh_starts_over(tmp_path, monkeypatch):
     """run_all re-runs into its cached run directories: with resume=true (fresh=False) or after deleting the
     checkpoint (fresh=True), never refused. Its subprocess is run in-process here."""
-    import maskedkd.harness as harness
+    from reproduce.lib import runner
     from maskedkd import train
 
     def in_process(cmd, **kw):
         assert cmd[1:3] == ["-m", "maskedkd.train"]
         train.main(cmd[3:])
-        return harness.subprocess.CompletedProcess(cmd, 0)
+        return runner.subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(harness.subprocess, "run", in_process)
+    monkeypatch.setattr(runner.subprocess, "run", in_process)
     threads = torch.get_num_threads()
     cfg = TrainConfig(**TINY, name="interrupted")
-    d = harness.run_dir(tmp_path, cfg)
+    d = runner.run_dir(tmp_path, cfg)
     try:
         train.run(cfg.replace(out_dir=str(d), max_steps=1))
         (d / "summary.json").unlink()  # a crash after the checkpoint leaves no summary
-        s, = harness.run_all([cfg], root=tmp_path, jobs=1)
+        s, = runner.run_all([cfg], root=tmp_path, jobs=1)
         assert s["steps"] == 2
-        s, = harness.run_all([cfg], root=tmp_path, jobs=1, fresh=True)
+        s, = runner.run_all([cfg], root=tmp_path, jobs=1, fresh=True)
         assert s["steps"] == 2
     finally:
         torch.set_num_threads(threads)

@@ -5,7 +5,7 @@ import torch
 
 import maskedkd as mkd
 from helpers import assert_entry_points_equal
-from maskedkd import paper
+from reproduce.lib import paper
 
 SMALL = {"img_size": 32, "patch_size": 4, "num_classes": 10}  # 64 patches
 CASES = [  # (timm name, our overrides): depth-reduced; class_attn_depth is timm's depth_token_only

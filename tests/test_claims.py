@@ -11,10 +11,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "reproduce"), str(ROOT / "reproduce" / "lib")]
 REF = ROOT / "reproduce" / "reference"
 
-import claims  # noqa: E402
+from reproduce.lib import claims
 
 # two-sided 95% Student-t quantiles t_{0.975, df}, from printed tables (not from scipy)
 T975 = {2: 4.302653, 4: 2.776445, 16: 2.119905, 17: 2.109816}
@@ -107,15 +106,15 @@ def default_configs(script: str) -> dict:
     (nothing trains); feature_kd is table1 --feature-kd's feature rows. A run listed twice must be the same run."""
     import importlib
 
-    import embedded
+    from reproduce.lib import embedded
     from maskedkd.experiments import config_hash
     if script in ("table1", "feature_kd"):
-        import table1
-        from embedded import plan
+        from reproduce import table1
+        from reproduce.lib.embedded import plan
         return {(rid, seed): c for seed in plan("default")[0]
                 for rid, _, c in table1.student_rows("default", seed, feature_kd=script == "feature_kd")
                 if script == "table1" or rid in table1.FEATURE_ROWS}
-    mod = importlib.import_module(script)
+    mod = importlib.import_module(f"reproduce.{script}")
     got = []
 
     def fake_run_all(cfgs, **kw):
@@ -188,7 +187,7 @@ def test_rows_and_readme_block_render_from_data():
 
 def test_same_seed_same_start_and_same_batches_in_every_row():
     """The pairing claims.py relies on: rows of one seed differ only in what the teacher sees."""
-    import table1
+    from reproduce import table1
     from maskedkd import train
     from maskedkd.data.loaders import DigitsData
     from maskedkd.experiments import TrainConfig, model_config
@@ -218,7 +217,7 @@ def test_same_seed_same_start_and_same_batches_in_every_row():
 
 
 def _references() -> dict[str, dict]:
-    import embedded
+    from reproduce.lib import embedded
     refs = embedded.runs_files(REF)
     if "table1" not in refs:
         pytest.skip("no committed reference yet: run `bash reproduce/table1.sh --update-reference` (default mode)")
@@ -228,8 +227,8 @@ def _references() -> dict[str, dict]:
 def test_default_plans_match_the_committed_references():
     """Each committed runs file is the default plan of its script as the code stands (same runs, same config
     hashes), so a changed recipe cannot leave stale reference numbers behind."""
-    import table1
-    from embedded import plan
+    from reproduce import table1
+    from reproduce.lib.embedded import plan
     refs = _references()
     assert set(refs) <= set(SCRIPTS), sorted(refs)
     for script, ref in refs.items():
@@ -238,7 +237,7 @@ def test_default_plans_match_the_committed_references():
         recorded = {(r["row"], r["seed"]): (r["name"], r["config_hash"]) for r in ref["runs"]}
         assert recorded == default_plan(script), script
         # the rows' "what the teacher sees" and "MACs saved" columns are what the code computes now
-        import embedded
+        from reproduce.lib import embedded
         cfgs = default_configs(script)
         for row in ref["rows"]:
             c = next(c for (rid, _), c in cfgs.items() if rid == row["id"])
@@ -248,7 +247,7 @@ def test_default_plans_match_the_committed_references():
 
 
 def test_readme_and_reference_numbers_agree():
-    import embedded
+    from reproduce.lib import embedded
     refs = _references()
     readme = (ROOT / "reproduce" / "README.md").read_text()
     for script, ref in refs.items():
@@ -275,7 +274,7 @@ def test_readme_and_reference_numbers_agree():
 
 
 def test_update_reference_copies_outputs_and_rewrites_the_readme_blocks(tmp_path):
-    import table1
+    from reproduce import table1
     out, ref, readme = tmp_path / "results", tmp_path / "reference", tmp_path / "README.md"
     out.mkdir()
     ids = [rid for rid, _, _ in table1.student_rows("default", 0)]
@@ -323,8 +322,8 @@ def test_claim_metrics_read_the_masked_teacher_first_and_last():
 def test_record_writes_a_runs_file_rows_and_claims(tmp_path):
     """embedded.record: rows in order, a run listed twice kept once, kept / saved read off the configs, the
     script's claims evaluated, and results/claims.md regenerated from every runs file there."""
-    import embedded
-    from embedded import row_id, student_run
+    from reproduce.lib import embedded
+    from reproduce.lib.embedded import row_id, student_run
     cfgs = [student_run("smoke", s, k, **kw) for k, kw in ((None, {}), (32, {}), (None, {"student_keep": 32}))
             for s in (0, 1)]
     runs = [(row_id(c), c.seed, c, {"name": c.name, "final_acc": 0.5 + 0.1 * (i % 2) + 0.01 * i,
@@ -344,7 +343,7 @@ def test_profile_reference_markdown_is_rendered_from_its_json():
     is profile_embedded.render of the committed JSON, so its numbers come from one measured run."""
     import json
 
-    import profile_embedded
+    from reproduce import profile_embedded
     ref = ROOT / "reproduce" / "reference"
     assert (ref / "profile_embedded.md").read_text() == profile_embedded.render(
         json.loads((ref / "profile_embedded.json").read_text()))
@@ -361,7 +360,7 @@ def test_flops_claim_is_settled_by_the_flops_model():
 def test_update_reference_refuses_quick_and_smoke_runs():
     import argparse
 
-    import embedded
+    from reproduce.lib import embedded
     args = argparse.Namespace(smoke=False, quick=True, update_reference=True)
     with pytest.raises(SystemExit, match="records the default run"):
         embedded.mode_of(args)
@@ -387,8 +386,8 @@ def test_a_claim_without_paired_seeds_raises_naming_it():
 
 
 def test_record_refuses_two_different_runs_for_one_row_and_seed(tmp_path):
-    import embedded
-    from embedded import student_run
+    from reproduce.lib import embedded
+    from reproduce.lib.embedded import student_run
     a, b = student_run("smoke", 0, 32), student_run("smoke", 0, 32, criterion="random")
     s = {"name": "x", "final_acc": 0.5, "history": [], "wall_s": 1.0}
     with pytest.raises(ValueError, match="two different runs"):

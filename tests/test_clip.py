@@ -6,7 +6,7 @@ import torch
 from helpers import timm_model
 
 import maskedkd as mkd
-from maskedkd import paper
+from reproduce.lib import paper
 
 KW = {"img_size": 32, "patch_size": 4, "num_classes": 10, "depth": 2, "embed_dim": 64, "num_heads": 4}
 

@@ -12,8 +12,7 @@ import torch
 import maskedkd as mkd
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "reproduce"), str(ROOT / "reproduce" / "lib")]
-import gpu_check  # noqa: E402
+from reproduce import gpu_check
 
 TI, S = mkd.vit_config("deit_tiny_patch16_224"), mkd.vit_config("deit_small_patch16_224")
 

@@ -14,7 +14,6 @@ from maskedkd.optim import make_optimizer, param_groups
 from maskedkd.step import make_loss_fn, make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "reproduce"), str(ROOT / "reproduce" / "lib")]
 
 
 def _x(cfg, b=2, seed=0):
@@ -223,29 +222,33 @@ def test_mae_large_student_masks_deit3_huge_teacher_on_its_own_grid():
 
 
 def _all_files(ck):
-    import full
+    from reproduce.lib import full
     ck.mkdir(exist_ok=True)
     for names in (*full.TEACHER_FILES.values(), *full.STUDENT_FILES.values()):
         (ck / names[0]).write_bytes(b"")
 
 
 def test_full_dry_run_plans_all_46_rows(tmp_path, capsys):
-    import full
-    from maskedkd import paper
+    from reproduce.lib import full
+    from reproduce.lib import paper
     ck = tmp_path / "ck"
     _all_files(ck)
-    res = full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run"])
+    res = full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--out", str(tmp_path / "dry")])
     text = capsys.readouterr().out
     assert len(paper.TABLE1) == 46 and len(res) == 0 and "skipped" not in text
     rows = [line for line in text.splitlines() if line.startswith("row ")]
     assert len(rows) == 46 and all("GPU-h" in r for r in rows)
-    assert "row 34 DeiT-S (dist. token) / MAE-ViT-B / G2SD" in text and "g2sd_deit_small_mae_vit_base data_path" in text
+    assert "row 34 DeiT-S (dist. token) / MAE-ViT-B / G2SD" in text
+    from maskedkd.experiments import get_config
+    row34 = get_config(str(tmp_path / "dry" / "full" / "row34" / "launch.json"))  # G2SD's recipe, as the row's run
+    assert row34 == get_config("g2sd_deit_small_mae_vit_base").replace(
+        name=row34.name, data_path="/x", out_dir=row34.out_dir, teacher=row34.teacher, init=row34.init)
     assert "init=" + str(ck / "mae_pretrain_vit_huge.pth") in text and "teacher_model=deit3_huge_patch14_224" in text
     assert text.count("num_keep=128 ") == 3 and text.count("num_keep=192 ") == 3  # DeiT3-H: 50% / 75% of 256
     assert "estimated total:" in text
     # a missing student file skips its rows, said so
     (ck / "mae_pretrain_vit_large.pth").unlink()
-    full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--rows", "36,43"])
+    full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--rows", "36,43", "--out", str(tmp_path / "dry")])
     text = capsys.readouterr().out
     assert "row 36 MAE-ViT-L / None / No distillation: skipped (student file missing" in text
     assert "row 43 MAE-ViT-H / None / No distillation: ~" in text
@@ -255,7 +258,7 @@ def test_mae_and_g2sd_rows_tiny_end_to_end(tmp_path):
     """Rows 39 (MAE-L +MaskedKD 50% from DeiT3-H-1k), 43 (MAE-H, no KD) and 35 (G2SD +MaskedKD 75%) through
     full.main --tiny: real ImageFolder, real (tiny) teacher and student-start files, one step each; the layer-wise
     decay reaches the optimizer's groups."""
-    import full
+    from reproduce.lib import full
     from test_reproduce import _folder
 
     from maskedkd.experiments import MODELS

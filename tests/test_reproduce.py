@@ -12,7 +12,6 @@ import torch
 import maskedkd as mkd
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "reproduce"), str(ROOT / "reproduce" / "lib")]
 
 
 def _env(tmp_path):
@@ -20,14 +19,14 @@ def _env(tmp_path):
 
 
 def test_figure1_matches_digest_values():
-    import figure1
+    from reproduce import figure1
     for r in figure1.compute():
         for ours, plot in zip(r["ours"], r["paper"]):
             assert ours == pytest.approx(plot, abs=0.1), r  # values read off the plot, +-0.1 GFLOPs
 
 
 def test_table1_paper_rows_costs_within_0_3_percent():
-    from maskedkd import paper
+    from reproduce.lib import paper
     n = 0
     for r in paper.TABLE1:
         if r.teacher is not None and r.pflops is not None:
@@ -48,7 +47,7 @@ def test_table1_smoke_end_to_end(tmp_path):
     rows = list(csv.DictReader(open(out / "table1.csv")))
     part1 = [x for x in rows if x["part"] == "1"]
     part2 = [x for x in rows if x["part"] == "2"]
-    assert len(part1) == len(__import__("maskedkd.paper", fromlist=["TABLE1"]).TABLE1)
+    assert len(part1) == len(__import__("reproduce.lib.paper", fromlist=["TABLE1"]).TABLE1)
     assert all(abs(float(x["pflops_diff"])) < 3e-3 for x in part1 if x["pflops_diff"])
     assert [x["method"] for x in part2] == ["No distillation", "Logit KD (full teacher)", "+MaskedKD 75%",
                                             "+MaskedKD 50%", "+MaskedKD 40%", "+MaskedKD 25%",
@@ -74,22 +73,29 @@ def _folder(root, classes=3, n=2):
 
 
 def test_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
-    import full
+    from reproduce.lib import full
     from maskedkd.experiments import MODELS
     ck = tmp_path / "ck"
     ck.mkdir()
-    full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--dry-run", "--rows", "1,2,3,15"])
+    full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--dry-run", "--rows", "1,2,3,15",
+               "--out", str(tmp_path / "dry")])
     text = capsys.readouterr().out
     assert "row  2 DeiT-Ti / DeiT-S / Logit: skipped (teacher file missing" in text
     assert "row 15 DeiT-Ti / CaiT-S24 / Logit: skipped (teacher file missing: one of ('S24_224.pth'" in text
     for f in ("deit_small_patch16_224-cd65a155.pth", "S24_224.pth", "vit_base_patch16_clip_224.openai_ft_in1k.safetensors"):
         (ck / f).write_bytes(b"")
-    full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--rows", "1,3,5,8,15,19,21"])
+    full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--rows", "1,3,5,8,15,19,21",
+               "--out", str(tmp_path / "dry")])
     text = capsys.readouterr().out
     assert "teacher_model=cait_s24_224" in text and "teacher_model=vit_base_patch16_clip_224" in text
     assert "skipped" not in text  # CaiT-S24 (logit, MaskedKD 75%) and CLIP-B/16 rows run when their files exist
     assert "num_keep=98" in text and "GPU-h" in text and "teacher=" in text
-    assert "kd_kind=manifold" in text and "num_keep=98 kd_kind=attention" in text  # feature-KD rows 5 and 8
+    assert "kd_kind=manifold" in text and "kd_kind=attention" in text  # feature-KD rows 5 and 8
+    # each command runs the run's whole config, written beside it: the same config the plan built
+    from maskedkd.experiments import get_config
+    row8 = get_config(str(tmp_path / "dry" / "full" / "row8" / "launch.json"))
+    assert (row8.num_keep, row8.kd_kind, row8.teacher_model) == (98, "attention", "deit_small_patch16_224")
+    assert f"maskedkd.train {tmp_path / 'dry' / 'full' / 'row8' / 'launch.json'}" in text
     # tiny: real ImageFolder, real checkpoint file (tiny architecture), one step per row
     _folder(tmp_path / "data")
     tiny_t = mkd.vit_config("deit_small_patch16_224", img_size=32, patch_size=8, depth=1, embed_dim=32,
@@ -104,19 +110,19 @@ def test_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
     assert [s["steps"] for _, s, _ in res] == [1, 1, 1, 1, 1]
     assert res[2][1]["num_keep"] == 8 and res[0][1]["teacher"] is None
     assert "| 3 | DeiT-Ti | DeiT-S | +MaskedKD 50% | 75.2 |" in (tmp_path / "out" / "table1_full.md").read_text()
-    capsys.readouterr()
     full.main(["--data", str(tmp_path / "data"), "--checkpoints", str(ck), "--dry-run", "--rows", "1,3",
                "--out", str(tmp_path / "out")])
-    assert capsys.readouterr().out.count(" resume=true") == 2  # a re-run continues its checkpoints, is never refused
+    for row in ("row1", "row3"):  # a re-run continues its checkpoints, is never refused
+        assert get_config(str(tmp_path / "out" / "full" / row / "launch.json")).resume
 
 
 def test_analyses_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
     """criteria / ablation_student / ablation_tome / beyond --full: the ImageNet commands (dry run), then every
     run shrunk to one step on a real ImageFolder with real (tiny) DeiT-S / DeiT-B checkpoint files."""
-    import ablation_student
-    import ablation_tome
-    import beyond
-    import criteria
+    from reproduce import ablation_student
+    from reproduce import ablation_tome
+    from reproduce import beyond
+    from reproduce import criteria
     from maskedkd.experiments import MODELS
     ck, data = tmp_path / "ck", tmp_path / "data"
     ck.mkdir()
@@ -212,7 +218,7 @@ def test_analysis_scripts_smoke(script, files, tmp_path):
 def test_full_gpu_hours_include_evaluation():
     """--dry-run estimates count evaluation: the student's forward on the 50k validation images every eval_every
     epochs, the masked teacher's every eval_teacher_every (ImageNet configs: 10) and after the last epoch."""
-    import full
+    from reproduce.lib import full
     from maskedkd.experiments import get_config
     per_h = 125e12 * 3600  # ASSUMED_TFLOPS
     nokd = get_config("deit_tiny_nokd")

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from maskedkd import reproducible
-from maskedkd.harness import run_all
+from reproduce.lib.runner import run_all
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "reproduce" / "lib")]
 
 
 def test_branch_is_the_widest_the_flags_allow(monkeypatch):
@@ -43,7 +42,7 @@ def test_the_scripts_and_their_runs_compute_with_the_pinned_kernels(tmp_path, mo
     sh = subprocess.run(["bash", "-c", f'cd {ROOT} && eval "$({sys.executable} -I maskedkd/reproducible.py)" && '
                         'echo "$ATEN_CPU_CAPABILITY $MKL_CBWR"'], capture_output=True, text=True, check=True)
     assert sh.stdout.split() == [b, b.upper()]
-    import fingerprint
+    from reproduce import fingerprint
     cfg = fingerprint.config().replace(epochs=1, clean_epochs=0, train_size=64, test_size=64, eval_every=1)
     (s,) = run_all([cfg], root=tmp_path, jobs=1)
     assert s["kernels"] == f"aten {b.upper()}, MKL_CBWR {b.upper()}"
@@ -51,10 +50,10 @@ def test_the_scripts_and_their_runs_compute_with_the_pinned_kernels(tmp_path, mo
 
 def test_short_run_equals_the_committed_fingerprint(tmp_path):
     """The same bits as the reference machine: checked where the CPU is of its kind (vendor, family, model,
-    branch); elsewhere skipped with the difference named (`reproduce/lib/fingerprint.py` reports MATCH or DIFFER
+    branch); elsewhere skipped with the difference named (`reproduce/fingerprint.py` reports MATCH or DIFFER
     on any machine). A change to the training program that moves any bit of the embedded runs fails here, and
     with it every committed reference number would be stale."""
-    import fingerprint
+    from reproduce import fingerprint
     ref = json.loads(fingerprint.REFERENCE.read_text())
     info = reproducible.cpu_info()
     here = {"vendor": info["vendor"], "family": info["family"], "model": info["model"],

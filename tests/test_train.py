@@ -252,7 +252,7 @@ def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
 
     import maskedkd.teachers as teachers
     import maskedkd.train as train_mod
-    from maskedkd.harness import prepare_cached_models
+    from reproduce.lib.runner import prepare_cached_models
     monkeypatch.setenv("MASKEDKD_CACHE", str(tmp_path / "cache"))
     calls, started = [], threading.Event()
 
@@ -279,23 +279,25 @@ def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
     assert len(got) == 1 and calls == ["tiny_teacher", "digits_student_nokd"]
 
 
-def test_overrides_rebuild_every_config_from_another_base():
-    """run_all's subprocesses start from a registered config plus key=value overrides: every registered config
-    (and one asking for a TrainConfig default that the base overrides) must come back exactly."""
-    from maskedkd.experiments import CONFIGS
-    from maskedkd.harness import BASE, to_overrides
-    cfgs = [get_config(n) for n in CONFIGS] + [get_config("sounds_student_nokd").replace(eval_every=1, seed=2)]
-    for base in (BASE, "deit_tiny_nokd"):
-        for c in cfgs:
-            assert apply_overrides(get_config(base), to_overrides(c, base)) == c, (base, c.name)
-    # the bug this guards: diffs taken against TrainConfig() dropped clean_epochs=0, eval_every=1, fresh_clutter=True
-    assert {"clean_epochs=0", "eval_every=1", "fresh_clutter=True"} <= set(to_overrides(cfgs[-1], BASE))
+def test_every_config_survives_its_launch_file(tmp_path):
+    """The lab's runs start from their whole config written as JSON (experiments.write_config), read back by
+    `python -m maskedkd.train FILE`: every registered config comes back equal, with the same hash."""
+    from maskedkd.experiments import CONFIGS, config_hash, write_config
+    get_config("digits_teacher")  # loads the registry
+    assert len(CONFIGS) > 20
+    for name in CONFIGS:
+        c = get_config(name).replace(out_dir=str(tmp_path / name), seed=3)
+        back = get_config(str(write_config(c, tmp_path / f"{name}.json")))
+        assert back == c and config_hash(back) == config_hash(c), name
+    (tmp_path / "bad.json").write_text(json.dumps({**dataclasses.asdict(c), "keep_ratioo": 0.5}))
+    with pytest.raises(ValueError, match=r"unknown config fields \['keep_ratioo'\]"):
+        get_config(str(tmp_path / "bad.json"))
 
 
 def test_cached_run_with_another_config_is_refused(tmp_path):
     """run_all reuses a finished run only if its recorded config trains the same weights (paths, threads and the
     1 vs 1.0 spelling of a float aside); otherwise it names the differing fields instead of mixing results."""
-    from maskedkd.harness import check_cached_run, run_all, run_dir
+    from reproduce.lib.runner import check_cached_run, run_all, run_dir
     want = TrainConfig(**TINY, name="cached")
     d = run_dir(tmp_path, want)
     d.mkdir(parents=True)
@@ -313,28 +315,29 @@ def test_cached_run_with_another_config_is_refused(tmp_path):
 def test_run_all_trains_a_config_listed_twice_once(tmp_path, monkeypatch):
     """Two scripts' rows can be the same run (keep 64 of 64 is full KD): run_all must train it once and hand the
     summary to both rows; two jobs training into one directory at once race on its checkpoint and log."""
-    import maskedkd.harness as harness
-    monkeypatch.setattr(harness, "prepare_cached_models", lambda cfgs: {})
+    from reproduce.lib import runner
+    monkeypatch.setattr(runner, "prepare_cached_models", lambda cfgs: {})
     launched = []
 
     def fake_run(cmd, **kw):  # stands in for `python -m maskedkd.train`: records the run, writes its summary
-        out = next(a.split("=", 1)[1] for a in cmd if a.startswith("out_dir="))
+        out = get_config(cmd[-1]).out_dir
         launched.append(out)
         (Path(out) / "summary.json").write_text(json.dumps({"final_acc": 0.25, "dir": out}))
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(harness.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
     a, b = TrainConfig(**TINY, name="a"), TrainConfig(**TINY, name="b")
-    got = harness.run_all([a, b, a.replace(), a], root=tmp_path, jobs=2)
-    assert sorted(launched) == sorted({str(harness.run_dir(tmp_path, c)) for c in (a, b)})
-    assert [g["dir"] for g in got] == [str(harness.run_dir(tmp_path, c)) for c in (a, b, a, a)]
+    got = runner.run_all([a, b, a.replace(), a], root=tmp_path, jobs=2)
+    assert sorted(launched) == sorted({str(runner.run_dir(tmp_path, c)) for c in (a, b)})
+    assert [g["dir"] for g in got] == [str(runner.run_dir(tmp_path, c)) for c in (a, b, a, a)]
 
 
 @pytest.mark.slow
 def test_run_all_subprocesses_find_a_plugin_criterion(tmp_path, monkeypatch):
-    """The bug this guards: a criterion registered with register_criterion in a user's module never reached the
-    runs that run_all starts in subprocesses ("unknown criterion"). One registered in __main__ cannot: it raises."""
-    from maskedkd.harness import plugin_modules, run_all
+    """A criterion registered with register_criterion in a user's module reaches the runs that run_all starts in
+    subprocesses when it is named 'module:name' (select imports the module there); the bare name, registered only in
+    this process, is refused before anything trains, naming the spelling that works."""
+    from reproduce.lib.runner import check_criteria, run_all
     (tmp_path / "user_crit.py").write_text(
         "import torch\nfrom maskedkd.select import register_criterion\n"
         "@register_criterion('corner')\ndef corner(scores, k, generator=None):\n"
@@ -345,17 +348,17 @@ def test_run_all_subprocesses_find_a_plugin_criterion(tmp_path, monkeypatch):
     teacher = tmp_path / "t.safetensors"
     mkd.save_params(mkd.init_params(MODELS["digits_teacher"], seed=5), teacher)
     cfg = TrainConfig(**{**TINY, "train_size": 32, "test_size": 50}, teacher=str(teacher),
-                      teacher_model="digits_teacher", num_keep=8, criterion="corner", name="plugin")
-    assert plugin_modules([cfg]) == ["user_crit"]
+                      teacher_model="digits_teacher", num_keep=8, criterion="user_crit:corner", name="plugin")
     s, = run_all([cfg], root=tmp_path / "runs", jobs=1)
     assert s["num_keep"] == 8 and "teacher_acc_masked" in s["history"][-1]
+    with pytest.raises(ValueError, match="registered in user_crit: name it 'user_crit:corner'"):
+        run_all([cfg.replace(criterion="corner")], root=tmp_path / "runs", jobs=1)
     from maskedkd.select import CRITERIA, register_criterion
-    register_criterion("local")(CRITERIA["topk"])  # registered by this module: importable, so it is fine
     main_fn = lambda scores, k, generator=None: CRITERIA["topk"](scores, k)  # noqa: E731
     main_fn.__module__ = "__main__"
     register_criterion("in_main")(main_fn)
-    with pytest.raises(ValueError, match="registered in the running script"):
-        plugin_modules([cfg.replace(criterion="in_main")])
+    with pytest.raises(ValueError, match="running script"):
+        check_criteria([cfg.replace(criterion="in_main")])
 
 
 def test_recipes_that_need_a_file_refuse_to_start_without_it(tmp_path):

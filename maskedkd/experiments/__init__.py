@@ -1,191 +1,20 @@
-"""The experiment registry (training recipes by name): `python -m maskedkd.train NAME [key=value ...]` with NAME from CONFIGS, or a path to a
-.py file that defines `CONFIG = TrainConfig(...)`. Each config's docstring names its command, its expected
-result and the paper table it reproduces."""
+"""The experiment registry (training recipes by name): `python -m maskedkd.train NAME [key=value ...]` with NAME from
+CONFIGS, a JSON config file (write_config), or a .py file that defines `CONFIG = TrainConfig(...)`. Each registered
+config's doc names its command, its expected result and the paper table it reproduces (digits.py, imagenet.py)."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib.util
-import json
-import math
-from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..config import ViTConfig, vit_config
-
-# Models of the embedded cluttered-digits task (32x32, one channel, patch 4: 64 patches).
-# Sizes from the first trials in FEASIBILITY.md: the 0.8M teacher reached 85.7-93.1%, the 0.11M student ~76-80%.
-MODELS: dict[str, ViTConfig] = {
-    "digits_student": ViTConfig(name="digits_student", img_size=32, patch_size=4, in_chans=1, num_classes=10,
-                                embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0),
-    "digits_teacher": ViTConfig(name="digits_teacher", img_size=32, patch_size=4, in_chans=1, num_classes=10,
-                                embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0),
-}
-
-
-def _sounds_models():
-    from ..ast import ast_config
-    # AST students/teachers of the embedded sound set: 1.0 s clips, 100 frames x 128 bins -> 12 x 9 patches
-    kw = dict(max_length=100, num_mel_bins=128, num_classes=10, norm_eps=1e-6)
-    return {"sounds_student": ast_config(embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0, **kw).replace(
-                name="sounds_student"),
-            "sounds_teacher": ast_config(embed_dim=128, depth=4, num_heads=4, **kw).replace(name="sounds_teacher"),
-            # ESC-50 at the AST recipe's 512 frames, 50 classes: the published base384 as teacher, tiny224 student
-            "esc50_teacher": ast_config("base384", max_length=512, num_classes=50).replace(name="esc50_teacher"),
-            "esc50_student": ast_config("tiny224", max_length=512, num_classes=50).replace(name="esc50_student")}
-
-
-MODELS.update(_sounds_models())
-
-
-def model_config(name: str, num_classes: int | None = None, img_size: int | None = None) -> ViTConfig:
-    """A model by name: an embedded-task model above, or a timm-named preset (vit_config)."""
-    cfg = MODELS[name] if name in MODELS else vit_config(name)
-    kw = {}
-    if num_classes is not None and num_classes != cfg.num_classes:
-        kw["num_classes"] = num_classes
-    if img_size is not None and (img_size, img_size) != cfg.img_size:
-        kw["img_size"] = img_size
-    return cfg.replace(**kw) if kw else cfg
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Defaults are the official MaskedKD / DeiT recipe [digest 3]; embedded-set configs
-    override the sizes."""
-
-    # data: "digits" (embedded cluttered digits), "imagefolder" (data_path/train, data_path/val),
-    # "sounds" (embedded synthetic sound events) or "esc50" (data_path, test fold `fold`)
-    data: str = "digits"
-    fold: int = 1
-    data_path: str = ""
-    img_size: int = 0  # 0: the model's own
-    train_size: int = 12000  # digits: images per epoch, fresh clutter each epoch
-    test_size: int = 2000  # digits: fixed test images (disjoint source digits)
-    clean_epochs: int = 0  # digits: first epochs on clean centred digits (teacher warm-up)
-    fresh_clutter: bool = True  # digits: a new clutter draw every epoch (False: one fixed training set)
-    mixup: bool = True  # imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1
-    repeated_aug: int = 3  # imagefolder: repeated-augmentation count
-    num_workers: int = 8
-    # student
-    model: str = "deit_tiny_patch16_224"
-    drop_path: float = 0.1
-    init: str = ""  # the student's starting weights: "" (fresh, init_params) or a file for checkpoint.load_init
-    init_required: bool = False  # the recipe fine-tunes a pre-trained file: refuse to start without init
-    #                 (a pre-trained MAE encoder, G2SD's generic-distillation student: fresh head, fc_norm, ...)
-    # teacher: "" (no distillation), a checkpoint path, or "cache:NAME" (an embedded teacher config, trained
-    # once and cached; the committed artefact is used when it matches)
-    teacher: str = ""
-    teacher_model: str = ""
-    num_keep: int = 0  # patches the teacher sees; 0: from keep_ratio
-    keep_ratio: float = 1.0  # 1.0 with num_keep 0: vanilla (unmasked) KD
-    keep_schedule: str = ""  # "A:B": kept percent grows linearly from A to B; "100*3,50": phases (train.keep_schedule)
-    adaptive_mass: float = 0.0  # >0: per-sample budget reaching this share of CLS attention, at most num_keep
-    teacher_tome_r: int = 0  # >0: no masking; the teacher merges this many tokens per block (ToMe ablation)
-    criterion: str = "topk"
-    # whose CLS attention ranks the patches: "student" (MaskedKD), "teacher" (its own attention, an extra pass),
-    # or a fixed model: "cache:NAME" (an embedded config, trained once) or a checkpoint path with scorer_model
-    scorer: str = "student"
-    scorer_model: str = ""
-    student_keep: int = 0  # >0: the opposite ablation, the student trains on this many random patches
-    kd_weight: float = 0.5
-    temperature: float = 1.0
-    kd_kind: str = "soft"  # soft | hard | manifold | attention (feature terms on the kept patches)
-    feature_weight: float = 1.0
-    kl_reduction: str = "batchmean"
-    # optimisation
-    epochs: int = 300
-    batch_size: int = 1024  # global, over all processes
-    lr: float = 5e-4  # per 512 images: lr = lr * batch_size / 512
-    min_lr: float = 1e-5
-    warmup_lr: float = 1e-6
-    warmup_epochs: float = 5.0
-    weight_decay: float = 0.05
-    layer_decay: float = 0.0  # >0: MAE's layer-wise lr decay (step.param_groups); 0: off (DeiT)
-    seed: int = 0
-    compile: bool = True
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast everywhere; fp32: none
-    threads: int = 0  # torch threads per process; 0: leave torch's default
-    # bookkeeping
-    out_dir: str = ""  # default runs/NAME
-    resume: bool = False  # continue out_dir/checkpoint.pt
-    overwrite: bool = False  # start over in an out_dir that holds a checkpoint (without resume or this: refused)
-    ckpt_every: int = 0  # steps between checkpoints; 0: end of each epoch only
-    log_every: int = 20
-    max_steps: int = 0  # stop after this many steps in total (smoke runs); 0: no limit
-    eval_masked_teacher: bool = True  # also log the teacher's accuracy on the student-selected test patches
-    eval_every: int = 1  # epochs between evaluations; the last epoch is always evaluated
-    eval_teacher_every: int = 1  # epochs between masked-teacher evaluations (at evaluation epochs, and the last)
-    name: str = "run"
-
-    def __post_init__(self):
-        for key, interval, ok, meaning in RATIOS:
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
-                raise ValueError(f"{key}={v!r} must lie in {interval} ({meaning})")
-        if self.resume and self.overwrite:
-            raise ValueError("resume=true and overwrite=true contradict each other: resume continues the checkpoint "
-                             "in out_dir, overwrite starts over")
-
-    def replace(self, **kw) -> "TrainConfig":
-        return dataclasses.replace(self, **kw)
-
-
-# Fractions and rates, checked when a config is made (before any data or model): (field, interval, test, meaning).
-# Further on, a value out of range is clamped, ignored or turns into NaN (keep_ratio=1.7 would train plain logit KD).
-RATIOS = (
-    ("keep_ratio", "(0, 1]", lambda v: 0 < v <= 1, "the teacher's share of the patches; 1.0: all, plain logit KD"),
-    ("kd_weight", "[0, 1]", lambda v: 0 <= v <= 1, "the distillation term's share of the loss"),
-    ("adaptive_mass", "[0, 1]", lambda v: 0 <= v <= 1, "a share of the student's CLS attention; 0: off"),
-    ("drop_path", "[0, 1)", lambda v: 0 <= v < 1, "the stochastic-depth rate of the last block"),
-    ("layer_decay", "[0, 1]", lambda v: 0 <= v <= 1, "the lr ratio of a block to the one above it; 0: off"),
-    ("temperature", "(0, inf)", lambda v: 0 < v < math.inf, "the distillation softmax temperature"),
-)
-
-# TrainConfig fields that do not change the trained weights
-NOT_HASHED = frozenset({"out_dir", "resume", "overwrite", "ckpt_every", "log_every", "threads", "num_workers",
-                        "compile", "eval_masked_teacher", "eval_every", "eval_teacher_every", "data_path",
-                        "init_required"})
-
-
-def config_hash(cfg: TrainConfig) -> str:
-    """Hash of everything that changes the trained weights (not paths, logging or threads): names a run's directory
-    and a cached teacher. Only fields that differ from TrainConfig's defaults enter it, so adding a new field (with
-    a default) keeps old hashes valid."""
-    base = dataclasses.asdict(TrainConfig())
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED and v != base[k]}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _coerce(field, text: str):
-    t = field.type if isinstance(field.type, str) else field.type.__name__
-    if t == "bool":
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{field.name}={text!r}: expected true/false")
-        return text.lower() in ("true", "1", "yes")
-    try:
-        return {"int": int, "float": float}.get(t, str)(text)
-    except ValueError:
-        raise ValueError(f"{field.name}={text!r}: expected {'an integer' if t == 'int' else 'a number'}") from None
-
-
-def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
-    """key=value strings -> a new config; unknown keys raise ValueError listing the valid ones."""
-    by_name = {f.name: f for f in fields(TrainConfig)}
-    kw = {}
-    for it in items:
-        if "=" not in it:
-            raise ValueError(f"override {it!r} is not key=value")
-        k, v = it.split("=", 1)
-        if k not in by_name:
-            raise ValueError(f"unknown config key {k!r}; valid keys: {sorted(by_name)}")
-        kw[k] = _coerce(by_name[k], v)
-    return cfg.replace(**kw)
+from .core import (CONFIGS, DOCS, MODELS, NOT_HASHED, RATIOS, TrainConfig, apply_overrides, config_diff,
+                   config_from_json, config_hash, model_config, register, write_config)
 
 
 def get_config(name_or_path: str) -> TrainConfig:
-    """A registered config by name, or CONFIG from a Python file."""
+    """A registered config by name, a config file written as JSON (write_config), or CONFIG from a Python file."""
     from . import digits, imagenet  # noqa: F401  (registers CONFIGS)
+    if name_or_path.endswith(".json"):
+        return config_from_json(name_or_path)
     if name_or_path.endswith(".py") or Path(name_or_path).is_file():
         spec = importlib.util.spec_from_file_location("mkd_user_config", name_or_path)
         mod = importlib.util.module_from_spec(spec)
@@ -196,14 +25,3 @@ def get_config(name_or_path: str) -> TrainConfig:
     if name_or_path not in CONFIGS:
         raise ValueError(f"unknown config {name_or_path!r}; known configs: {sorted(CONFIGS)}")
     return CONFIGS[name_or_path]
-
-
-CONFIGS: dict[str, TrainConfig] = {}
-DOCS: dict[str, str] = {}  # per config: the command, the expected result, the paper table
-
-
-def register(cfg: TrainConfig, doc: str = "") -> TrainConfig:
-    """Make cfg runnable by its name; doc states its command, expected result and paper table."""
-    CONFIGS[cfg.name] = cfg
-    DOCS[cfg.name] = doc
-    return cfg

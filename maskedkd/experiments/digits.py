@@ -3,7 +3,7 @@ not ImageNet's; the table they feed is paper table 1's accuracy column [digest 2
 
 lr values are per 512 images (the DeiT rule lr * batch / 512): 8e-3 at batch 64 is an actual lr of 1e-3.
 """
-from . import TrainConfig, register
+from .core import TrainConfig, register
 
 TEACHER = register(TrainConfig(
     name="digits_teacher", data="digits", model="digits_teacher", drop_path=0.1, clean_epochs=2, epochs=22,

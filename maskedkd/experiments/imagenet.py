@@ -8,7 +8,7 @@ Below them: MAE-pretrained ViT-L/16 and ViT-H/14 students fine-tuned with MAE's 
 (`mae_vit_*`, table 1 rows 36-46) and G2SD's specific distillation (`g2sd_*`, rows 34-35); each docstring gives its
 command, expected number and row. `reproduce/table1.sh --full` runs them all.
 """
-from . import TrainConfig, register
+from .core import TrainConfig, register
 
 # The student is evaluated every epoch as DeiT does; the masked teacher (a diagnostic: the teacher's accuracy on
 # what the student shows it) every 10 epochs and after the last.

@@ -281,7 +281,7 @@ def flops_result() -> dict:
     ImageNet epochs at 50% kept vs all, and 1 - (3 S + T_masked) / (3 S + T_full) for DeiT-S -> DeiT-Ti. Holds when
     both round to the paper's figures (-51%, 0.28)."""
     import maskedkd as mkd
-    from maskedkd import paper
+    from reproduce.lib import paper
     masked, full = (mkd.pflops(paper.teacher_macs("DeiT-S", k), 300) for k in (50, None))
     led = mkd.training_ledger(mkd.vit_config("deit_tiny_patch16_224"), mkd.vit_config("deit_small_patch16_224"), 98)
     teacher, total = 1 - masked / full, 1 - led["total_masked"] / led["total_full"]

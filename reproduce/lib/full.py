@@ -13,6 +13,7 @@ results/table1_full.md. `--dry-run` prints every command and the estimated GPU-h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -22,9 +23,10 @@ from pathlib import Path
 import torch
 
 import maskedkd as mkd
-from maskedkd import paper
+from reproduce.lib import paper
 from maskedkd.experiments import MODELS, get_config
-from maskedkd.harness import run_macs, to_overrides
+from maskedkd.experiments import write_config
+from reproduce.lib.runner import run_macs
 from maskedkd.select import keep_count
 
 STUDENTS = {"DeiT-Ti": "deit_tiny_patch16_224", "DeiT-S": "deit_small_patch16_224", "DeiT-B": "deit_base_patch16_224",
@@ -104,7 +106,7 @@ IMAGENET_VAL_IMAGES = 50_000  # ImageNet-1k validation set
 
 
 def gpu_hours(cfg, *, parts: bool = False):
-    """GPU-hours of one run at ASSUMED_TFLOPS, from its MACs per image (harness.run_macs): training over ImageNet-1k
+    """GPU-hours of one run at ASSUMED_TFLOPS, from its MACs per image (runner.run_macs): training over ImageNet-1k
     train for cfg.epochs, plus evaluation over the validation set (the student's forward every eval_every epochs
     and after the last; with eval_masked_teacher, the teacher on its view every eval_teacher_every evaluations'
     epochs). parts=True returns (train, eval) hours."""
@@ -146,19 +148,20 @@ def launcher() -> list[str]:
             if ngpu else [sys.executable, "-m", "maskedkd.train"])
 
 
-def launch(cfg, args, what: str, base: str = "deit_tiny_nokd") -> tuple[dict | None, float]:
-    """Print one run's command (the registered config `base` plus overrides) and estimated GPU-hours; run it unless
-    --dry-run (in-process and shrunk with --tiny, for the tests); returns its summary (None on a dry run) and the
-    GPU-hours."""
-    cmd = launcher() + [base, *to_overrides(cfg, base)]
-    if cfg.out_dir and (Path(cfg.out_dir) / "checkpoint.pt").is_file():  # a run stopped part-way: continue it
-        cmd.append("resume=true")
+def launch(cfg, args, what: str) -> tuple[dict | None, float]:
+    """Write one run's config to out_dir/launch.json (a dry run too: the printed command runs it), print the command
+    and the estimated GPU-hours; run it unless --dry-run (in-process and shrunk with --tiny, for the tests); returns
+    its summary (None on a dry run) and the GPU-hours."""
+    if (Path(cfg.out_dir) / "checkpoint.pt").is_file():  # a run stopped part-way: continue it
         cfg = cfg.replace(resume=True)
     if args.tiny:
         cfg = tiny(cfg)
+    cmd = launcher() + [str(write_config(cfg, Path(cfg.out_dir) / "launch.json"))]
+    shown = " ".join(f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)  # for the reader only
+                     if f.name not in ("name", "out_dir", "data_path") and getattr(cfg, f.name) != f.default)
     train_h, eval_h = gpu_hours(cfg, parts=True)
     hours = train_h + eval_h
-    print(f"{what}: ~{hours:.0f} GPU-h (evaluation {eval_h:.1f})\n  {' '.join(cmd)}")
+    print(f"{what}: ~{hours:.0f} GPU-h (evaluation {eval_h:.1f})\n  {' '.join(cmd)}\n  ({shown})")
     if args.dry_run:
         return None, hours
     if args.tiny:
@@ -199,8 +202,7 @@ def main(argv=None):
             results.append((fr, None, status or s_status))
             continue
         cfg = train_config(fr, args.data, str(path) if path else None, epochs, out_root, str(init) if init else None)
-        summary, hours = launch(cfg, args, f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}",
-                                STUDENT_RECIPES.get(r.student, "deit_tiny_nokd"))
+        summary, hours = launch(cfg, args, f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}")
         total_h += hours
         if summary is not None:
             results.append((fr, summary, ""))

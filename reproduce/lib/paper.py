@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import ViTConfig, vit_config
-from .flops import macs
+from maskedkd.config import ViTConfig, vit_config
+from maskedkd.flops import macs
 
 # Teacher name in the paper -> our preset (its architecture and cost model) [digest 2.7, 3.4]
 # CLIP-B/16 is timm's CLIP ViT-B/16 image tower (GELU, 1000 classes: its ImageNet fine-tunes; which one the paper
@@ -104,7 +104,7 @@ def teacher_config(teacher: str) -> ViTConfig:
 
 def teacher_macs(teacher: str, kept_pct: int | None) -> int:
     """MACs/img of the paper's teacher at a kept-percentage label (None: all patches)."""
-    from .select import keep_count
+    from maskedkd.select import keep_count
     cfg = teacher_config(teacher)
     k = None if kept_pct is None else keep_count(cfg.num_patches, kept_pct / 100)
     return macs(cfg, k)

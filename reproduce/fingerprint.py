@@ -2,9 +2,9 @@
 64 patches, one thread, the kernel branch pinned as the reproduce scripts pin it: maskedkd/reproducible.py),
 fingerprinted by its logged losses and the SHA-256 of its final weights, against reproduce/reference/fingerprint.json.
 
-    bash reproduce/lib/run_py.sh lib/fingerprint.py            # prints MATCH or DIFFER (exit 1), in seconds
-    bash reproduce/lib/run_py.sh lib/fingerprint.py --write    # record this machine's fingerprint as the reference
-    bash reproduce/lib/run_py.sh lib/fingerprint.py --cost     # time the run pinned / unpinned / pinned to AVX2
+    bash reproduce/fingerprint.sh            # prints MATCH or DIFFER (exit 1), in seconds
+    bash reproduce/fingerprint.sh --write    # record this machine's fingerprint as the reference
+    bash reproduce/fingerprint.sh --cost     # time the run pinned / unpinned / pinned to AVX2
 
 A MATCH on a machine of the same kernel branch means the embedded tables regenerate there to the digit; a DIFFER
 means they will differ by run-to-run chaos (the intervals of reproduce/lib/claims.py are what carries across).
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "fingerprint.json"
+REFERENCE = Path(__file__).resolve().parent / "reference" / "fingerprint.json"
 OVERRIDES = dict(num_keep=32, train_size=512, test_size=200, epochs=2, eval_every=1, clean_epochs=1, log_every=1,
                  batch_size=32, seed=0)
 
@@ -33,9 +33,9 @@ def config():
 
 
 def fingerprint(root: Path, env: dict[str, str] | None = None) -> dict:
-    """Train the short run in a subprocess (harness.run_all's: pinned kernels unless `env` says otherwise, one
+    """Train the short run in a subprocess (runner.run_all's: pinned kernels unless `env` says otherwise, one
     thread) under root; its kernels, CPU, logged losses, final accuracy and weights' SHA-256."""
-    from maskedkd import harness
+    from reproduce.lib import runner
     from maskedkd.reproducible import branch, cpu_info
     from safetensors.torch import load_file
     if env is not None:
@@ -43,12 +43,12 @@ def fingerprint(root: Path, env: dict[str, str] | None = None) -> dict:
         os.environ.clear()
         os.environ.update(env)
     try:
-        (s,) = harness.run_all([config()], root=root, jobs=1, fresh=True, desc="fingerprint")
+        (s,) = runner.run_all([config()], root=root, jobs=1, fresh=True, desc="fingerprint")
     finally:
         if env is not None:
             os.environ.clear()
             os.environ.update(old)
-    d = harness.run_dir(root, config())
+    d = runner.run_dir(root, config())
     losses = [r["loss"] for r in map(json.loads, (d / "log.jsonl").read_text().splitlines()) if "loss" in r]
     params = load_file(str(d / "params.safetensors"))
     digest = hashlib.sha256()

@@ -1,8 +1,8 @@
-"""Shared machinery of the reproduce/ scripts: run many training configs (in parallel subprocesses, each finished
-run cached by its config hash), aggregate seeds, and describe the machine in a results header."""
+"""The lab's runner: many training configs in parallel subprocesses (`python -m maskedkd.train RUN_DIR/launch.json`,
+each run's whole config written as a file), each finished run cached by its config hash; seed aggregates and the
+machine header of the results files."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -15,24 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .experiments import NOT_HASHED, TrainConfig, config_hash
-
-
-def to_overrides(cfg: TrainConfig, base: str) -> list[str]:
-    """key=value strings that rebuild cfg from the registered config `base` (for `python -m maskedkd.train BASE
-    ...`); checked by rebuilding it, so a value the command line cannot carry raises instead of being lost."""
-    from .experiments import apply_overrides, get_config
-    start = get_config(base)
-    items = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
-             if getattr(cfg, f.name) != getattr(start, f.name)]
-    rebuilt = apply_overrides(start, items)
-    if rebuilt != cfg:
-        bad = [f.name for f in dataclasses.fields(cfg) if getattr(rebuilt, f.name) != getattr(cfg, f.name)]
-        raise ValueError(f"config {cfg.name!r} does not survive the command line from {base!r}: fields {bad}")
-    return items
-
-
-BASE = "digits_student_nokd"  # run_all's subprocesses start from this registered config plus overrides
+from maskedkd.experiments import TrainConfig, config_diff, config_hash, write_config
 
 
 def run_dir(root: Path, cfg: TrainConfig) -> Path:
@@ -42,7 +25,7 @@ def run_dir(root: Path, cfg: TrainConfig) -> Path:
 def expected_cost(cfg: TrainConfig) -> float:
     """Rough relative cost of a run, for scheduling only: student steps plus the teacher's share of patches
     (the embedded teachers cost about the student's forward-backward at full view)."""
-    from .experiments import model_config
+    from maskedkd.experiments import model_config
     cost = 1.0
     if cfg.teacher:
         n = model_config(cfg.teacher_model).num_patches if cfg.teacher_model else 1
@@ -57,10 +40,10 @@ def run_macs(cfg: TrainConfig) -> dict[str, float]:
     the masked one), `teacher` forward (masked, following keep_schedule, ToMe-merged, or full; an adaptive budget is
     charged its padded size, which a static-shape step computes), and `scorer`, the extra pass of a teacher or a
     fixed model that ranks the patches (0 when the student's own attention does)."""
-    from .experiments import get_config, model_config
-    from .flops import macs
-    from .teachers import kept_per_epoch
-    from .tome import tome_macs
+    from maskedkd.experiments import get_config, model_config
+    from maskedkd.flops import macs
+    from maskedkd.teachers import kept_per_epoch
+    from maskedkd.tome import tome_macs
     out = {"student": 3.0 * macs(model_config(cfg.model), cfg.student_keep or None), "teacher": 0.0, "scorer": 0.0}
     if not cfg.teacher:
         return out
@@ -80,8 +63,8 @@ def run_macs(cfg: TrainConfig) -> dict[str, float]:
 def prepare_cached_models(cfgs: list[TrainConfig]) -> list[Path]:
     """Train (once, here, with the teacher config's own threads) every missing "cache:NAME" teacher or scorer the
     runs need, so that parallel runs load it instead of each training it; returns the weight paths."""
-    from .experiments import get_config
-    from .train import train_cached_teacher
+    from maskedkd.experiments import get_config
+    from maskedkd.train import train_cached_teacher
     refs = dict.fromkeys(r for c in cfgs for r in (c.teacher, c.scorer) if r.startswith("cache:"))
     return [train_cached_teacher(get_config(r[len("cache:"):])) for r in refs]
 
@@ -91,33 +74,24 @@ def check_cached_run(d: Path, cfg: TrainConfig) -> None:
     path = d / "config.json"
     if not path.is_file():
         raise ValueError(f"cached run {d} has a summary but no config.json: delete it or pass --fresh")
-    rec = json.loads(path.read_text())
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    ran = TrainConfig(**{k: v for k, v in rec.items() if k in known})
-    # compared by value (a recorded 1.0 equals a declared 1), not by hash (whose JSON tells 1 from 1.0)
-    diff = {f.name: (getattr(ran, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-            if f.name not in NOT_HASHED and getattr(ran, f.name) != getattr(cfg, f.name)}
+    diff = config_diff(json.loads(path.read_text()), cfg)
     if diff:
         raise ValueError(f"cached run {d} was trained with a different config (field: (ran, wanted)) {diff}: "
                          f"delete it or pass --fresh")
 
 
-def plugin_modules(cfgs: list[TrainConfig]) -> list[str]:
-    """Modules that register the plug-in criteria the runs name (`register_criterion` in a user's module), for the
-    subprocesses to import (maskedkd.train reads MASKEDKD_PLUGINS). A criterion registered in the running script
-    itself (__main__) cannot be imported by another process: that raises, naming the way out."""
-    from .select import BUILTIN_CRITERIA, check_criterion
-    mods = []
+def check_criteria(cfgs: list[TrainConfig]) -> None:
+    """The runs start in subprocesses, which know the built-in criteria and those named 'module:name' (select
+    imports the module); a plug-in registered only in this process is refused, naming the spelling that works."""
+    from maskedkd.select import BUILTIN_CRITERIA, check_criterion
     for c in cfgs:
         if c.criterion in BUILTIN_CRITERIA or ":" in c.criterion:
             continue
         mod = check_criterion(c.criterion).__module__
-        if mod == "__main__":
-            raise ValueError(f"criterion {c.criterion!r} is registered in the running script (__main__), which the "
-                             f"runs' subprocesses cannot import: register it in an importable module and name it "
-                             f"there, or as 'module:{c.criterion}'")
-        mods.append(mod)
-    return sorted(set(mods))
+        where = ("the running script (__main__), which a subprocess cannot import: move it to a module and name it "
+                 f"'module:{c.criterion}'" if mod == "__main__" else f"{mod}: name it '{mod}:{c.criterion}'")
+        raise ValueError(f"criterion {c.criterion!r} of run {c.name!r} is a plug-in registered in {where}, so that "
+                         f"the run's own process imports it")
 
 
 def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs: int = 2, fresh: bool = False,
@@ -134,12 +108,10 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
             out[i] = json.loads((d / "summary.json").read_text())
         else:  # a run listed twice (keep 64 of 64 is full KD) trains once, not twice into one directory at once
             todo.setdefault(d, []).append(i)
+    check_criteria([cfgs[ix[0]] for ix in todo.values()])
     prepare_cached_models([cfgs[ix[0]] for ix in todo.values()])
-    from .reproducible import pinned_env
+    from maskedkd.reproducible import pinned_env
     env = {**pinned_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one kernel branch, one thread
-    plugins = plugin_modules([cfgs[ix[0]] for ix in todo.values()])
-    if plugins:
-        env["MASKEDKD_PLUGINS"] = ",".join(plugins)
 
     def one(i: int) -> dict:
         # an interrupted run resumes; fresh deletes its files first (overwrite, a user's flag, would contradict resume)
@@ -149,9 +121,10 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
         if fresh:
             for f in ("summary.json", "checkpoint.pt", "log.jsonl"):
                 (d / f).unlink(missing_ok=True)
+        spec = write_config(c, d / "launch.json")  # the run's whole config, as the subprocess reads it
         with open(d / "stdout.log", "w") as log:
-            r = subprocess.run([sys.executable, "-m", "maskedkd.train", BASE, *to_overrides(c, BASE)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+            r = subprocess.run([sys.executable, "-m", "maskedkd.train", str(spec)], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
         if r.returncode != 0:
             tail = (d / "stdout.log").read_text()[-2000:]
             raise RuntimeError(f"run {c.name} failed (exit {r.returncode}), log {d / 'stdout.log'}:\n{tail}")
