@@ -6,7 +6,7 @@ update the class token only, its single query attending over [CLS, patches]; the
 head on CLS. The position embedding covers the patches only (`pos_embed_prefix=False`), so model.embed, the
 gather and the head are shared with the ViT path; only the blocks differ (`run_blocks` here).
 
-The masked CaiT teacher of the official MaskedKD code [digest 1.2 step 5]: position embedding on all patches,
+The masked CaiT teacher of the official MaskedKD code [docs/paper.md#method]: position embedding on all patches,
 gather the kept ones, self-attention blocks on the kept patches only, class attention of CLS over [CLS, kept].
 
 Dimensions: b batch, n tokens (keys m where queries and keys differ), h heads (g the mixed-into head), d head dim.
@@ -63,7 +63,8 @@ def talking_heads_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p
 
     Talking heads mix each (query, key) logit ACROSS heads before and after the softmax, so fused SDPA cannot
     run it: the (b h n n) matrix is materialised, the one place in this package that does. This is the exact
-    formulation with the fewest MACs (QK^T n^2 D, two mixes H^2 n^2, AV n^2 D, the digest's 2.7 count); folding
+    formulation with the fewest MACs (QK^T n^2 D, two mixes H^2 n^2, AV n^2 D, as docs/paper.md#flops-model counts);
+    folding
     proj_l into q instead costs H n^2 D for the logits (7x more at CaiT-S24's H=8, D=384; measured 1.5x slower).
     Two biases are applied without touching the (b h n n) matrix, exactly:
     - proj_l's bias shifts head g's logits by a constant over the keys: softmax is invariant to it, so it is dropped;

@@ -163,7 +163,7 @@ PRESETS: dict[str, ViTConfig] = {
         "deit3_large_patch16_224", 1024, 24, 16, pos_embed_prefix=False, layer_scale=1e-6),
     "deit3_huge_patch14_224": _deit(
         "deit3_huge_patch14_224", 1280, 32, 16, patch_size=14, pos_embed_prefix=False, layer_scale=1e-6),
-    # CaiT at 224 (timm's cait_*_224; the paper's CaiT-S24 teacher is cait_s24_224 [digest 3.4])
+    # CaiT at 224 (timm's cait_*_224; the paper's CaiT-S24 teacher is cait_s24_224 [docs/paper.md#teachers])
     "cait_xxs24_224": _cait("cait_xxs24_224", 192, 4, 24),
     "cait_xxs36_224": _cait("cait_xxs36_224", 192, 4, 36),
     "cait_s24_224": _cait("cait_s24_224", 384, 8, 24),

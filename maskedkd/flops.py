@@ -1,6 +1,6 @@
 """Multiply-accumulates of one forward pass, and the training-compute ledger of the paper.
 
-Convention [digest 2.7]: 1 MAC = 1 "FLOP", as in DeiT (DeiT-B = 17.6 G). For width D, depth L, MLP hidden
+Convention [docs/paper.md#flops-model]: 1 MAC = 1 "FLOP", as in DeiT (DeiT-B = 17.6 G). For width D, depth L, MLP hidden
 M, n = prefix + kept tokens, P patches of c*p*p values, C classes:
     per block   3nD^2 (qkv) + n^2 D (q k^T) + n^2 D (attn v) + nD^2 (proj) + 2nDM (MLP)
     patch embed P * c p^2 * D, over ALL patches: embedding runs before masking, so it is never saved
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .config import ViTConfig, vit_config
 
-IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train set size [digest 2.7]
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train set size [docs/paper.md#flops-model]
 
 
 def block_macs(cfg: ViTConfig, num_tokens: int) -> int:
@@ -22,7 +22,7 @@ def block_macs(cfg: ViTConfig, num_tokens: int) -> int:
 
 
 def class_attn_macs(cfg: ViTConfig, num_tokens: int) -> int:
-    """MACs of one CaiT class-attention block, the CLS query over num_tokens = 1 + k tokens [digest 2.7]:
+    """MACs of one CaiT class-attention block, the CLS query over num_tokens = 1 + k tokens [docs/paper.md#flops-model]:
     q D^2, k and v 2 n D^2, q k^T and attn v 2 n D, proj D^2, MLP on CLS alone 2 D M."""
     n, d, m = num_tokens, cfg.embed_dim, cfg.mlp_hidden
     return d * d + 2 * n * d * d + 2 * n * d + d * d + 2 * d * m
@@ -30,7 +30,8 @@ def class_attn_macs(cfg: ViTConfig, num_tokens: int) -> int:
 
 def macs(cfg: ViTConfig, num_keep: int | None = None) -> int:
     """MACs per sample of one forward pass seeing num_keep patches (None: all) plus every prefix token.
-    CaiT [digest 2.7]: depth self-attention blocks on the k patches alone, each plus talking heads' 2 H^2 k^2
+    CaiT [docs/paper.md#flops-model]: depth self-attention blocks on the k patches alone, each plus talking heads' 2
+    H^2 k^2
     (proj_l and proj_w mix the (k, k) maps across heads), then class_attn_depth class-attention blocks."""
     k = cfg.num_patches if num_keep is None else int(num_keep)
     if not 1 <= k <= cfg.num_patches:
@@ -52,8 +53,8 @@ def pflops(macs_per_image: float, epochs: int, images: int = IMAGENET_TRAIN_IMAG
 
 def training_ledger(student: ViTConfig, teacher: ViTConfig, num_keep: int | None) -> dict[str, float]:
     """Per-image training compute of one KD step (MACs): student forward + backward counted as 3x forward
-    [digest 2.2, backward = 2x forward], teacher forward full and at num_keep; and the two savings.
-    `total_saving` is the paper's "~28% of overall training FLOPs" figure at 50% kept [digest 2.7]."""
+    [backward = 2x forward: docs/paper.md#figure-1], teacher forward full and at num_keep; and the two savings.
+    `total_saving` is the paper's "~28% of overall training FLOPs" figure at 50% kept [docs/paper.md#flops-model]."""
     s = macs(student)
     t_full = macs(teacher)
     t_mask = macs(teacher, num_keep)
@@ -87,5 +88,5 @@ def counted_macs(fn, *args, **kwargs) -> int:
 
 def cait_macs(num_keep: int | None = None, cfg: ViTConfig | None = None) -> int:
     """MACs of CaiT-S24 (or the CaiT config cfg) seeing num_keep patches: `macs` for a CaiT config, kept under
-    its old name (the paper's CaiT rows [digest 2.7])."""
+    its old name (the paper's CaiT rows [docs/paper.md#flops-model])."""
     return macs(cfg or vit_config("cait_s24_224"), num_keep)

@@ -1,6 +1,6 @@
 """The distillation loss: (1 - kd_weight) * CE(student, targets) + kd_weight * T^2 * KL(p_T || p_S).
 
-Official MaskedKD / DeiT defaults [digest 1.1, code `losses.py`]: kd_weight (their `--distillation-alpha`)
+Official MaskedKD / DeiT defaults [docs/paper.md#method]: kd_weight (their `--distillation-alpha`)
 = 0.5, temperature (`--distillation-tau`) = 1, soft KD, KL summed over classes and averaged over the batch
 (`batchmean`). DeiT's own soft loss divides the summed KL by batch x classes instead: `kl_reduction="deit"`.
 """
@@ -44,7 +44,7 @@ def manifold_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     student / teacher patch features at the same k positions (the teacher's kept patches). Widths may differ:
     only relations of L2-normalised features are compared, the intra-image (b k k) and the inter-image (k b b)
     ones, each as a mean squared difference. (The paper's third, randomly sampled term and its term weights are
-    not transcribed in the project digest; `feature_weight` in kd_loss_terms scales the sum.)"""
+    not transcribed (docs/paper.md#feature-kd); `feature_weight` in kd_loss_terms scales the sum.)"""
     if f_s.shape[:2] != f_t.shape[:2]:
         raise ValueError(f"student features {tuple(f_s.shape)} and teacher features {tuple(f_t.shape)} must share (b, k)")
     s, t = F.normalize(f_s.float(), dim=-1), F.normalize(f_t.float(), dim=-1)

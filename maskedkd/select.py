@@ -85,7 +85,7 @@ def select_tokens(scores: torch.Tensor, num_keep: int, criterion: str = "topk",
     return fn(scores, k, generator)
 
 
-# Kept counts behind the paper's percentage labels [digest 1.3 / 2.7: derived from the paper's PFLOPs]:
+# Kept counts behind the paper's percentage labels [docs/paper.md#kept-counts, #flops-model]:
 # on the 14x14 grid "75%" keeps 144 (not 147), "50%" 98, "40%" 80, "25%" 49; on 16x16, 192 and 128.
 PAPER_KEEP_COUNTS: dict[tuple[int, float], int] = {
     (196, 0.75): 144, (196, 0.5): 98, (196, 0.4): 80, (196, 0.25): 49,

@@ -52,8 +52,9 @@ def make_loss_fn(student_cfg: ViTConfig, *, view: TeacherView | None = None, kd_
     TeacherView (MaskedKD: `TeacherView(teacher_cfg, teacher_params, num_keep)`; criterion, scorer, adaptive budget,
     ToMe and schedules are its options, see maskedkd.view); no view: no distillation.
     kind="manifold" / "attention" add a feature term on the kept patches: the student's last-block patch tokens
-    (or CLS attention) gathered at the teacher's kept indices [digest 2.8]. student_keep=k is the paper's opposite
-    ablation [digest 2.5 right]: the STUDENT trains on k random patches and the teacher sees the full image.
+    (or CLS attention) gathered at the teacher's kept indices [docs/paper.md#feature-kd]. student_keep=k is the
+    paper's opposite
+    ablation [docs/paper.md#ablations]: the STUDENT trains on k random patches and the teacher sees the full image.
     A distillation-token student (G2SD's DeiT-S) needs kind="hard": class head on the labels, distillation head on
     the teacher's argmax (losses.kd_loss_terms dist_logits); its scores drop both prefix columns."""
     if view is not None and not isinstance(view, TeacherView):

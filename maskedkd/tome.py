@@ -1,4 +1,5 @@
-"""Token merging in the teacher (ToMe, Bolya et al., ICLR 2023): the paper's alternative to masking [digest 2.5].
+"""Token merging in the teacher (ToMe, Bolya et al., ICLR 2023): the paper's alternative to masking
+[docs/paper.md#ablations].
 
 Instead of dropping patches at the input, every block merges the r most similar pairs of patch tokens after its
 attention (bipartite soft matching on the attention keys, averaged over heads), and attention weighs each token

@@ -8,11 +8,12 @@ analysis changes one field, and the loss, the evaluation and the analyses all ca
 - `criterion`: how scores become kept indices ("topk", "bottomk", "random", or a `select.register_criterion`
   plug-in; "module:name" imports the module that registers it, so subprocesses find it too);
 - `scorer`: whose last-block CLS attention ranks the patches: "student" (MaskedKD), "teacher" (its own attention,
-  one extra full pass) or a fixed `(cfg, params)` model (the paper's DINO stand-in) [digest 2.4]; scores on another
-  patch grid (`for_student`) are resampled onto the teacher's, scores of any other shape raise;
+  one extra full pass) or a fixed `(cfg, params)` model (the paper's DINO stand-in) [docs/paper.md#masking-criteria];
+  scores on another patch grid (`for_student`) are resampled onto the teacher's, scores of any other shape raise;
 - `adaptive_mass`: a per-sample budget, the fewest top patches holding this share of the student's attention, at
   most `num_keep` (padded to `num_keep` with a key mask: static shapes) (beyond the paper);
-- `tome_r`: no masking: the full teacher merges `tome_r` tokens per block (the paper's ToMe comparison) [digest 2.5];
+- `tome_r`: no masking: the full teacher merges `tome_r` tokens per block (the paper's ToMe comparison)
+  [docs/paper.md#ablations];
 - `schedule`: a kept count per epoch (`select.keep_schedule`); `at_epoch(e)` is the fixed view of epoch e.
 
 Combinations that cannot mean anything raise at construction: nothing is silently ignored.

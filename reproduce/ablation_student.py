@@ -1,4 +1,4 @@
-"""Masking the student instead of the teacher [digest 2.5 right].
+"""Masking the student instead of the teacher [docs/paper.md#ablations].
 
     bash reproduce/ablation_student.sh [--quick]   # results/ablation_student.md, .csv, .png
     bash reproduce/ablation_student.sh --full --data /path/to/imagenet --checkpoints DIR [--dry-run]
@@ -22,14 +22,15 @@ from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id,
 from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 
 KEEPS = [64, 48, 32, 20, 12]  # of 64 patches
-# read from the paper's plot at 196 / 140 / 100 / 60 / 30 of 196 patches [digest 2.5]
+# read from the paper's plot at 196 / 140 / 100 / 60 / 30 of 196 patches [docs/paper.md#ablations]
 PAPER_STUDENT_MASKED = {64: 74.9, 48: 73.4, 32: 69.8, 20: 64.5, 12: 55.0}
 PAPER_TEACHER_MASKED = {64: 74.9, 48: 75.1, 32: 75.1, 20: 74.5, 12: 73.0}
 FULL_KEEPS = dict(zip(KEEPS, [196, 140, 100, 60, 30]))  # the same points on ImageNet's 196 patches
 
 
 def full_main(argv):
-    """ImageNet: DeiT-S teacher -> DeiT-Ti student [digest 2.5], teacher masked (MaskedKD) vs student masked."""
+    """ImageNet: DeiT-S teacher -> DeiT-Ti student [docs/paper.md#ablations], teacher masked (MaskedKD) vs student
+    masked."""
     def runs(args):
         out = [full.Run("Logit KD (nothing masked)", "DeiT-Ti", "DeiT-S", paper=str(PAPER_TEACHER_MASKED[64]))]
         for k, n in list(FULL_KEEPS.items())[1:]:
@@ -82,7 +83,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "ablation_student.png", dpi=120)
-    lines = [machine_header("Masking the student instead of the teacher (digest 2.5 right)", seeds=seeds,
+    lines = [machine_header("Masking the student instead of the teacher (docs/paper.md#ablations)", seeds=seeds,
                             wall_s=time.time() - t0, extra=f"mode: {mode}"),
              "| patches kept (of 64) | teacher masked: student acc (%) | student masked: student acc (%) | "
              "paper teacher / student masked (ImageNet) |", "|---|---|---|---|"]

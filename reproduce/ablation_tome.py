@@ -1,4 +1,4 @@
-"""Token merging vs masking in the teacher, at matched teacher FLOPs [digest 2.5 left and middle].
+"""Token merging vs masking in the teacher, at matched teacher FLOPs [docs/paper.md#ablations].
 
     bash reproduce/ablation_tome.sh [--quick]    # results/ablation_tome.md, .csv, .png
     bash reproduce/ablation_tome.sh --full --data /path/to/imagenet --checkpoints DIR [--dry-run]
@@ -25,7 +25,7 @@ from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.tome import tome_macs
 
 KEEPS = [48, 32, 26, 16, 8]  # of 64
-# paper, read from its plot (DeiT-S -> DeiT-Ti, ImageNet) [digest 2.5]: GFLOPs -> student acc
+# paper, read from its plot (DeiT-S -> DeiT-Ti, ImageNet) [docs/paper.md#ablations]: GFLOPs -> student acc
 PAPER_MASKEDKD = {2.76: 75.1, 2.25: 75.1, 1.83: 74.9, 1.38: 74.5, 1.16: 74.3, 0.70: 73.0}
 PAPER_TOME = {2.75: 75.0, 2.3: 75.0, 1.85: 74.8, 1.43: 73.2, 1.17: 72.9, 0.70: 72.0}
 
@@ -36,7 +36,7 @@ def matched_r(cfg, target: int) -> int:
 
 def full_main(argv):
     """ImageNet: DeiT-S teacher -> DeiT-Ti student; the paper's points are at 120/98/80/60/50/30 of 196 patches
-    (their DeiT-S GMACs match its x axis [digest 2.5]) and ToMe at the r with the nearest teacher MACs."""
+    (their DeiT-S GMACs match its x axis [docs/paper.md#ablations]) and ToMe at the r with the nearest teacher MACs."""
     t_cfg = mkd.vit_config("deit_small_patch16_224")
     paper_m = list(PAPER_MASKEDKD.values())
 
@@ -81,7 +81,7 @@ def main(argv=None):
     n = len(seeds)
     blk = lambda xs, i: xs[i * n:(i + 1) * n]  # noqa: E731
     m_runs, t_runs = sums[:len(masked)], sums[len(masked):]
-    lines = [machine_header("Token merging vs masking in the teacher (digest 2.5)", seeds=seeds,
+    lines = [machine_header("Token merging vs masking in the teacher (docs/paper.md#ablations)", seeds=seeds,
                             wall_s=time.time() - t0, extra=f"mode: {mode}; teacher {t_cfg.embed_dim}d x {t_cfg.depth}"),
              "| teacher | teacher MMACs/img | student acc (%) | teacher acc (%) |", "|---|---|---|---|"]
     rows, pts = [], {"MaskedKD": [], "ToMe": []}

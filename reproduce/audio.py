@@ -1,4 +1,4 @@
-"""Audio: MaskedKD on the Audio Spectrogram Transformer [digest 2.6].
+"""Audio: MaskedKD on the Audio Spectrogram Transformer [docs/paper.md#audio].
 
     bash reproduce/audio.sh [--quick]     # embedded synthetic sound events: results/audio.md, .csv, .png
     bash reproduce/audio.sh --full --data /path/to/ESC-50 --teacher /path/to/ast_esc50_teacher.safetensors
@@ -8,7 +8,7 @@ Embedded default: an AST teacher (128 wide, 4 blocks) trained once and cached, a
 several keep fractions (the paper suggests the best fraction differs from vision, so it is swept).
 --full: ESC-50's 5 folds (train on 4, test on 1, averaged: the AST recipe) with a teacher checkpoint (a Hugging
 Face AST file, 512 frames, 50 classes) and the tiny AST student. The paper's audio numbers are not transcribed
-in the project digest: their cells say so.
+(docs/paper.md#audio): their cells say so.
 """
 from __future__ import annotations
 

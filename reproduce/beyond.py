@@ -5,7 +5,8 @@
         # the same rows for DeiT-S -> DeiT-Ti, 300 epochs (warm-up: the first quarter): results/beyond_full.md
 
 The paper fixes the kept count for the whole run and argues that student-guided masking acts as an implicit
-curriculum [digest 2.4]; an explicit one is an open question. Here: the teacher sees 25% of the patches in the
+curriculum [docs/paper.md#masking-criteria]; an explicit one is an open question. Here: the teacher sees 25% of the
+patches in the
 first epoch growing linearly to 75% in the last, and the reverse (75% -> 25%), against a fixed 50% (same mean kept
 fraction), on the embedded set. Teacher MACs over the run are printed for each (attention is quadratic, so they
 differ slightly). A warm-up: full KD for the first 3 of 12 epochs, then 50%, against fixed 40 of 64 patches at

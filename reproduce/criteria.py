@@ -1,4 +1,4 @@
-"""Masking criteria and the curriculum [digest 2.4]: which patches should the teacher see?
+"""Masking criteria and the curriculum [docs/paper.md#masking-criteria]: which patches should the teacher see?
 
     bash reproduce/criteria.sh [--quick]    # results/criteria.md, criteria.csv, criteria.png
     bash reproduce/criteria.sh --full --data /path/to/imagenet --checkpoints DIR [--scorer FILE --scorer-model NAME]
@@ -23,7 +23,7 @@ from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id,
 
 from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 
-KEEP = 32  # of 64: the paper's comparison is at 50% [digest 2.4]
+KEEP = 32  # of 64: the paper's comparison is at 50% [docs/paper.md#masking-criteria]
 # (label, criterion, scorer); scorer "cache:NAME" = a fixed model trained once by config NAME
 CRITERIA = [
     ("MaskedKD (student attention)", "topk", "student"),
@@ -32,7 +32,8 @@ CRITERIA = [
     ("Fixed model attention (DINO stand-in)", "topk", "cache:digits_student_nokd"),
     ("Inverse (keep lowest)", "bottomk", "student"),
 ]
-# Final gaps to vanilla and masked-teacher accuracies read from the paper's plot [digest 2.4] (ImageNet, 300 ep.)
+# Final gaps to vanilla and masked-teacher accuracies read from the paper's plot [docs/paper.md#masking-criteria]
+# (ImageNet, 300 ep.)
 PAPER = {"MaskedKD (student attention)": ("≈1.05", "≈79"), "Random": ("≈0.7", "≈76.9"),
          "Teacher attention": ("≈0.7-0.85", "≈76.9"), "Fixed model attention (DINO stand-in)": ("≈0.7-0.85", "≈79.2"),
          "Inverse (keep lowest)": ("not in the figure", "–"), "Logit KD (no masking)": ("≈0.7-0.85", "81.8")}
@@ -40,7 +41,8 @@ PAPER = {"MaskedKD (student attention)": ("≈1.05", "≈79"), "Random": ("≈0.
 
 def full_main(argv):
     """ImageNet: DeiT-B teacher -> DeiT-S student at 98 of 196 patches (the setting the paper's figure implies
-    [digest 2.4]). The fixed-model row needs --scorer: the paper used DINO, whose head-less checkpoint this loader
+    [docs/paper.md#masking-criteria]). The fixed-model row needs --scorer: the paper used DINO, whose head-less
+    checkpoint this loader
     does not take (it checks the head against the data's classes); any supported ImageNet classifier stands in."""
     def options(ap):
         ap.add_argument("--scorer", default="", help="checkpoint of the fixed model whose CLS attention ranks patches")
@@ -109,7 +111,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "criteria.png", dpi=120)
-    lines = [machine_header("Masking criteria and the curriculum (digest 2.4)", seeds=seeds, wall_s=time.time() - t0,
+    lines = [machine_header("Masking criteria and the curriculum (docs/paper.md#masking-criteria)", seeds=seeds, wall_s=time.time() - t0,
                             extra=f"mode: {mode}; {KEEP} of 64 patches kept; no-KD student {fmt_pm([s['final_acc'] for s in nokd])}%"),
              "| criterion | student acc (%) | gap to no KD (points) | masked teacher, first eval (%) | "
              "masked teacher, last epoch (%) | paper final gap / teacher acc (ImageNet) |",

@@ -1,4 +1,5 @@
-"""Paper figure 1 (left) [digest 2.2]: per-image training compute of the paper's four teacher -> student pairs:
+"""Paper figure 1 (left) [docs/paper.md#figure-1]: per-image training compute of the paper's four teacher -> student
+pairs:
 student forward + backward (3x forward), teacher forward, masked teacher forward. Pure arithmetic from the
 FLOPs model, beside the values read from the paper's plot.
 
@@ -44,7 +45,7 @@ def main(argv=None):
                    label="read from the paper's plot" if j == 0 else None)
     ax.set_xticks(range(len(rows)), [f"{r['pair']}\n({r['kept']}% kept)" for r in rows])
     ax.set_ylabel("training compute per image (GFLOPs = GMACs)")
-    ax.set_title("Figure 1: per-image training compute (FLOPs model, digest 2.7)")
+    ax.set_title("Figure 1: per-image training compute (FLOPs model, docs/paper.md#flops-model)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "figure1.png", dpi=120)

@@ -1,4 +1,4 @@
-"""Paper figure 2 (right) [digest 2.3]: student accuracy and the masked teacher's accuracy vs the number of
+"""Paper figure 2 (right) [docs/paper.md#figure-2]: student accuracy and the masked teacher's accuracy vs the number of
 patches the teacher sees, swept over 10 keep counts on the embedded set, with the paper's ImageNet curve
 (DeiT-S -> DeiT-Ti, read from its plot) on its own axes. Shares finished runs with table 1.
 
@@ -74,7 +74,7 @@ def main(argv=None):
              "| patches kept (of 64) | student acc (%) | masked-teacher acc (%) |", "|---|---|---|"]
     lines += [f"| {k} | {fmt_pm(stud[k])} | {fmt_pm(teach[k])} |" for k in keeps]
     lines += ["", embedded.claims_sentence(data)]
-    lines += ["", "Paper (ImageNet, DeiT-S -> DeiT-Ti, read from the plot, digest 2.3):", "",
+    lines += ["", "Paper (ImageNet, DeiT-S -> DeiT-Ti, read from the plot, docs/paper.md#figure-2):", "",
               "| patches kept (of 196) | " + " | ".join(map(str, paper.FIG2_PATCHES)) + " |",
               "|---" * (len(paper.FIG2_PATCHES) + 1) + "|",
               "| student | " + " | ".join(map(str, paper.FIG2_STUDENT)) + " |",

@@ -13,7 +13,7 @@ Random weights, synthetic batches made on the device, bf16 autocast, nothing dow
       and MaskedKD 50% steps (`make_train_step`), timm's `LogitDistillationTask` compiled as timm compiles it
       (`task.compile()`, forward/backward/AdamW around it as timm's train loop), and our `MaskedLogitDistillationTask`
       (50%), each with the same fused AdamW; images/s, MFU from the FLOPs ledger, peak memory, compile seconds, timed
-      interleaved; goals from the GPU issue (vanilla >= 10,000 img/s, MaskedKD / vanilla >= 1.35 (the ledger's ideal:
+      interleaved; the project's goals (vanilla >= 10,000 img/s, MaskedKD / vanilla >= 1.35 (the ledger's ideal:
       1.39), MFU >= 30%, ours >= timm's task at equal work);
   [4] table 1's throughput column: the masked teacher of every paper teacher architecture at 100/75/50/40/25% kept,
       bf16 weights under autocast, random kept patches, img/s eager and compiled (one static graph for all patches,
@@ -57,7 +57,8 @@ BEGIN, END = "<!-- BEGIN gpu_check (generated: bash reproduce/gpu_check.sh --ren
 
 # Dense (no sparsity) bf16 tensor-core peak in TFLOP/s, first match on torch.cuda.get_device_name() wins. Source:
 # NVIDIA's product datasheets (H100, H200, A100, L40S, L40, A40, A10, L4), which give bf16 "with sparsity"; the
-# dense figure is half of it (in brackets). Printed beside the GEMM rate measured in the run, which MFU is taken against.
+# dense figure is half of it (in brackets). Printed beside the GEMM rate measured in the run, which MFU is taken
+# against.
 PEAK_BF16_TFLOPS = (
     (r"H100.*PCIe", 756.0),  # [1513]
     (r"H100 NVL|H200 NVL", 835.0),  # [1671]
@@ -80,7 +81,7 @@ TOLERANCE = {"bf16": 5e-2, "fp32": 1e-4}
 CHECK_LR = 5e-4  # DeiT's base learning rate at batch 512: the check follows a loss that moves
 NUM_CLASSES_USED = 10  # synthetic labels come from 10 classes, so the loss falls within the check's steps
 
-# The GPU issue's goals for the step at batch 256 (DeiT-Ti <- DeiT-S, bf16, compiled).
+# The project's goals for the step at batch 256 (DeiT-Ti <- DeiT-S, bf16, compiled).
 GOALS = {"vanilla_img_s": 10_000.0, "maskedkd_speedup": 1.35, "mfu": 0.30}
 
 # [4]: the paper's teachers (reproduce.lib.paper.TEACHER_ARCH names), the kept fractions of table 1, and a batch per
@@ -695,7 +696,8 @@ def main(argv=None) -> dict:
     save(r, args.out)
 
     teacher = {k: v.to(device) for k, v in mkd.init_params(t_cfg, seed=1).items()}
-    # the training program's cast (precision.cast_matmul_weights: matmul weights bf16, norms/biases/embeddings fp32), which
+    # the training program's cast (precision.cast_matmul_weights: matmul weights bf16, norms/biases/embeddings fp32),
+    # which
     # autocast makes bit-identical to fp32 weights; casting every tensor would also make the residual stream bf16
     teacher_bf16 = cast_matmul_weights(teacher)
     data = synthetic_data(s_cfg, args.batch, device)

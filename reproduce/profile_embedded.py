@@ -1,4 +1,4 @@
-"""Where one embedded table-1 run's time goes (issue 16 section 4, "profile one run first"). Measures only; it
+"""Where one embedded table-1 run's time goes (profile one run before speeding anything up). Measures only; it
 changes nothing the runs compute.
 
     bash reproduce/profile_embedded.sh [--iters 15] [--json results/profile_embedded.json]

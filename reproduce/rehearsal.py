@@ -1,4 +1,4 @@
-"""Dress rehearsal of the full-scale path at real model size, on a CPU (issue: the full-scale path).
+"""Dress rehearsal of the full-scale path at real model size, on a CPU (the full-scale path before a GPU runs it).
 
     bash reproduce/rehearsal.sh [--out results/rehearsal] [--nproc 2] [--keep]
 

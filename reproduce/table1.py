@@ -1,4 +1,4 @@
-"""Paper table 1 [digest 2.1], in two honest parts. See reproduce/README.md.
+"""Paper table 1 [docs/paper.md#table-1], in two honest parts. See reproduce/README.md.
 
     bash reproduce/table1.sh            # default: embedded scale, 5 seeds (see reproduce/README.md for its time)
     bash reproduce/table1.sh --update-reference   # the default, then its small outputs -> reproduce/reference/
@@ -52,7 +52,7 @@ def student_rows(mode: str, seed: int, feature_kd: bool = False) -> list[tuple[s
              ("kd", "Logit KD (full teacher)", student_run(mode, seed, None))]
             + [(f"keep{p}", f"+MaskedKD {p}%", student_run(mode, seed, keep_count(n, p / 100))) for p in KEPT]
             + [("warmup", warmup_label(mode), warmup_run(mode, seed))])  # beyond.sh's remedy: the same runs
-    if feature_kd:  # the paper's feature-KD rows: Manifold + MaskedKD 75%, Attention + MaskedKD 50% [digest 2.8]
+    if feature_kd:  # the paper's feature-KD rows: Manifold + MaskedKD 75%, Attention + MaskedKD 50% [docs/paper.md#feature-kd]
         for kind, pct in (("manifold", 75), ("attention", 50)):
             rows += [(kind, f"{kind.title()} KD (full teacher)", student_run(mode, seed, None, kd_kind=kind)),
                      (f"{kind}{pct}", f"{kind.title()} +MaskedKD {pct}%",
@@ -147,7 +147,7 @@ def render(mode, p1, res: dict, wall_s) -> tuple[str, list[dict]]:
                                   f"{len(res['runs'])}, {res['trained_now']} trained in this invocation, the others "
                                   f"reused from results/runs")]
     lines += ["## Part 1: the cost columns of every paper row (exact arithmetic; speed-up measured here)", "",
-              "Teacher GMAC/img and PFLOPs by the digest 2.7 FLOPs model; `diff` is ours vs the paper's PFLOPs. "
+              "Teacher GMAC/img and PFLOPs by the FLOPs model of docs/paper.md#flops-model; `diff` is ours vs the paper's PFLOPs. "
               "The speed-up is the teacher forward time unmasked / masked on this CPU (random weights, batch 2; 1 in "
               "--quick), measured with `--speedups` (minutes on 2 cores), "
               "beside the paper's img/s ratio (GPU).", "",

@@ -164,7 +164,7 @@ def test_macs_equal_flop_counter(cfg, keep):
 @pytest.mark.parametrize("k,paper_pflops", [(None, 3591), (144, 2583), (98, 1728)])
 def test_cait_s24_macs_counted_and_paper_pflops(k, paper_pflops):
     """The full-size CaiT-S24 on meta tensors: FlopCounterMode over our forward == macs(); the paper's PFLOPs
-    column (300 epochs of ImageNet-1k) within 0.5% [digest 2.7: 3585 / 2578 / 1725 by this model]."""
+    column (300 epochs of ImageNet-1k) within 0.5% [docs/paper.md#flops-model]."""
     cfg = mkd.vit_config("cait_s24_224")
     params = {n: torch.empty(s, device="meta") for n, s in mkd.param_shapes(cfg).items()}
     x = torch.empty(1, 3, 224, 224, device="meta")

@@ -87,7 +87,7 @@ def test_claims_are_written_down_once():
     keys = [c.key for c in claims.CLAIMS]
     assert len(keys) == len(set(keys))
     for c in claims.CLAIMS:
-        assert c.digest and c.command.startswith("bash reproduce/"), c
+        assert c.where and c.command.startswith("bash reproduce/"), c
         assert (c.kind is None) == (c.a is None) == (c.b is None), c
         assert c.metric in claims.METRICS, c
         if c.kind:
@@ -179,7 +179,7 @@ def test_rows_and_readme_block_render_from_data():
     block = claims.readme_block(data)
     assert "| +MaskedKD 50% | 32 / 64 | 50.5 ± 0.7 | 50.0, 51.0 | 90.0 ± 0.0 | 1 of 2 | 51% | 75.2 |" in block
     assert "| Logit KD | 64 / 64 | 50.5 ± 0.7 | 50.0, 51.0 | 90.0 ± 0.0 | – | 0% | 75.0 |" in block
-    assert "| MaskedKD at 50% matches full KD (2.1) | +MaskedKD 50% vs Logit KD | +0.0, +0.0 |" in block
+    assert "| MaskedKD at 50% matches full KD (docs/paper.md#table-1) | +MaskedKD 50% vs Logit KD | +0.0, +0.0 |" in block
     text = f"intro\n{claims.BEGIN}\nold\n{claims.END}\noutro\n"
     new = claims.replace_block(text, block)
     assert claims.current_block(new) == block and new.startswith("intro\n") and new.endswith("outro\n")
@@ -351,7 +351,7 @@ def test_profile_reference_markdown_is_rendered_from_its_json():
 
 def test_flops_claim_is_settled_by_the_flops_model():
     """1 - 865 / 1768 PFLOPs (DeiT-S teacher, 300 epochs) and 1 - (3 S + T_50%) / (3 S + T) for DeiT-S -> DeiT-Ti:
-    the paper's -51% and 0.281 (digest 2.7)."""
+    the paper's -51% and 0.281 (docs/paper.md#flops-model)."""
     r = claims.flops_result()
     assert r["verdict"] == "holds"
     assert "865 vs 1768 PFLOPs (-51.1%)" in r["ours"] and "training -28.1%" in r["ours"]

@@ -1,4 +1,4 @@
-"""The MACs model against the paper's numbers [digest 2.7] and against torch's FlopCounterMode."""
+"""The MACs model against the paper's numbers [docs/paper.md#flops-model] and against torch's FlopCounterMode."""
 import pytest
 import torch
 from hypothesis import given
@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 import maskedkd as mkd
 
-# (preset, kept patches or None, GMAC/img from digest 2.7)
-DIGEST_GMACS = [
+# (preset, kept patches or None, GMAC/img from docs/paper.md#flops-model)
+PAPER_GMACS = [
     ("deit_tiny_patch16_224", None, 1.254),
     ("deit_small_patch16_224", None, 4.599),
     ("deit_small_patch16_224", 144, 3.331),
@@ -29,12 +29,12 @@ DIGEST_GMACS = [
 ]
 
 
-@pytest.mark.parametrize("name,k,gmac", DIGEST_GMACS)
-def test_macs_match_digest(name, k, gmac):
+@pytest.mark.parametrize("name,k,gmac", PAPER_GMACS)
+def test_macs_match_the_flops_model_table(name, k, gmac):
     assert mkd.macs(mkd.vit_config(name), k) / 1e9 == pytest.approx(gmac, rel=1e-3)
 
 
-# (teacher, epochs, kept, paper PFLOPs) from the main table [digest 2.1 / 2.7]
+# (teacher, epochs, kept, paper PFLOPs) from the main table [docs/paper.md#flops-model]
 PAPER_PFLOPS = [
     ("deit_small_patch16_224", 300, None, 1770), ("deit_small_patch16_224", 300, 144, 1282),
     ("deit_small_patch16_224", 300, 98, 866), ("deit_small_patch16_224", 300, 80, 707),
@@ -57,7 +57,8 @@ def test_pflops_column_within_0_3_percent(name, epochs, k, paper):
 
 
 def test_training_ledger_gives_the_28_percent():
-    """v1's "~28% of overall training FLOPs" at 50% kept: 0.281 (DeiT-S -> Ti), 0.282 (DeiT-B -> S) [digest 2.7]."""
+    """v1's "~28% of overall training FLOPs" at 50% kept: 0.281 (DeiT-S -> Ti), 0.282 (DeiT-B -> S)
+    [docs/paper.md#flops-model]."""
     v = mkd.vit_config
     a = mkd.training_ledger(v("deit_tiny_patch16_224"), v("deit_small_patch16_224"), 98)
     b = mkd.training_ledger(v("deit_small_patch16_224"), v("deit_base_patch16_224"), 98)

@@ -17,7 +17,7 @@ from reproduce import gpu_check
 TI, S = mkd.vit_config("deit_tiny_patch16_224"), mkd.vit_config("deit_small_patch16_224")
 
 
-def test_step_flops_and_mfu_match_the_digest_gmacs_by_hand():
+def test_step_flops_and_mfu_match_the_papers_gmacs_by_hand():
     """Digest 2.7: DeiT-Ti 1.254 GMAC forward, DeiT-S 4.599 (196 patches) / 2.251 (98) GMAC; 2 FLOPs per MAC,
     student forward + backward = 3x forward (values rounded to 3 decimals: rel 1e-3)."""
     masked, vanilla = gpu_check.step_flops(TI, S, 98, 256), gpu_check.step_flops(TI, S, None, 256)

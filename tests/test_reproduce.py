@@ -18,7 +18,7 @@ def _env(tmp_path):
     return {**os.environ, "MASKEDKD_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
 
-def test_figure1_matches_digest_values():
+def test_figure1_matches_the_papers_values():
     from reproduce import figure1
     for r in figure1.compute():
         for ours, plot in zip(r["ours"], r["paper"]):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-N_TRAIN_SOURCES = 1400  # of 1797 [FEASIBILITY.md trials]
+N_TRAIN_SOURCES = 1400  # of 1797, chosen in the project's early trials (not in this repository)
 DIGITS_MEAN, DIGITS_STD = 0.15, 0.25  # normalisation constants of the default recipe (measured, rounded)
 
 
@@ -70,14 +70,16 @@ def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter:
 
 
 def clean_digits(split: str, n: int, seed: int, *, canvas: int = 32, normalize: bool = True):
-    """Centred digits without clutter or noise: the teacher's warm-up data (FEASIBILITY.md: it helps a ViT
+    """Centred digits without clutter or noise: the teacher's warm-up data (the project's early trials, not in this
+    repository: it helps a ViT
     leave the chance plateau)."""
     return cluttered_digits(split, n, seed, canvas=canvas, jitter=0, num_clutter=0, noise=0.0,
                             normalize=normalize)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# ImageNet-style folders with DeiT's recipe [digest 3.2], built by timm from the arguments DeiT's main.py passes
+# ImageNet-style folders with DeiT's recipe [docs/paper.md#recipe], built by timm from the arguments DeiT's main.py
+# passes
 # (datasets.py build_transform, main.py Mixup). timm is imported inside these functions only, so the core package
 # imports without it. One deliberate difference: for input_size <= 32 DeiT's build_transform swaps the random
 # resized crop for RandomCrop(pad 4) and evaluates without resize or crop (its CIFAR path); here every size takes
@@ -225,7 +227,7 @@ class SeededItems(torch.utils.data.Dataset):
 
 
 class RepeatAugSampler(torch.utils.data.Sampler):
-    """DeiT's repeated augmentation [digest 3.2]: each index `repeats` times per epoch, shuffled by
+    """DeiT's repeated augmentation [docs/paper.md#recipe]: each index `repeats` times per epoch, shuffled by
     (seed, epoch), split over ranks; an epoch is floor(len / 256) * 256 samples over all ranks (DeiT's RASampler
     length). `start` skips the first samples of this rank's epoch, for exact resume. keyed=True yields
     (index, (seed, epoch, position)) for SeededItems, position being the sample's place in the epoch's list over

@@ -14,7 +14,8 @@ from pathlib import Path
 from ..config import ViTConfig, vit_config
 
 # Models of the embedded cluttered-digits task (32x32, one channel, patch 4: 64 patches).
-# Sizes from the first trials in FEASIBILITY.md: the 0.8M teacher reached 85.7-93.1%, the 0.11M student ~76-80%.
+# Sizes from the project's early trials (not in this repository): the 0.8M teacher reached 85.7-93.1%, the 0.11M
+# student ~76-80%.
 MODELS: dict[str, ViTConfig] = {
     "digits_student": ViTConfig(name="digits_student", img_size=32, patch_size=4, in_chans=1, num_classes=10,
                                 embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0),
@@ -51,7 +52,7 @@ def model_config(name: str, num_classes: int | None = None, img_size: int | None
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Defaults are the official MaskedKD / DeiT recipe [digest 3]; embedded-set configs
+    """One training run. Defaults are the official MaskedKD / DeiT recipe [docs/paper.md#recipe]; embedded-set configs
     override the sizes."""
 
     # data: "digits" (embedded cluttered digits), "imagefolder" (data_path/train, data_path/val),
@@ -79,7 +80,7 @@ class TrainConfig:
     teacher_model: str = ""
     num_keep: int = 0  # patches the teacher sees; 0: from keep_ratio
     keep_ratio: float = 1.0  # 1.0 with num_keep 0: vanilla (unmasked) KD
-    keep_schedule: str = ""  # "A:B": kept percent grows linearly from A to B; "100*3,50": phases (train.keep_schedule)
+    keep_schedule: str = ""  # "A:B": kept percent grows linearly from A to B; "100*3,50": phases (select.keep_schedule)
     adaptive_mass: float = 0.0  # >0: per-sample budget reaching this share of CLS attention, at most num_keep
     teacher_tome_r: int = 0  # >0: no masking; the teacher merges this many tokens per block (ToMe ablation)
     criterion: str = "topk"

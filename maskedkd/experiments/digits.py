@@ -1,5 +1,5 @@
 """Embedded cluttered-digits experiments (2 CPU cores, offline). The student accuracies are at embedded scale,
-not ImageNet's; the table they feed is paper table 1's accuracy column [digest 2.1].
+not ImageNet's; the table they feed is paper table 1's accuracy column [docs/paper.md#table-1].
 
 lr values are per 512 images (the DeiT rule lr * batch / 512): 8e-3 at batch 64 is an actual lr of 1e-3.
 """
@@ -36,13 +36,13 @@ for pct in (75, 50, 40, 25):
              doc=f"""MaskedKD keeping {pct}% of the 64 patches: `python -m maskedkd.train digits_student_maskedkd{pct}`.
 Table 1's "+MaskedKD {pct}%" row at embedded scale (paper, ImageNet: within ~0.3 points of logit KD down to 40-50%).""")
 
-# The embedded sound-event set (AST): the audio analogue [digest 2.6]; the paper's ESC-50 numbers are not
-# transcribed in the digest.
+# The embedded sound-event set (AST): the audio analogue [docs/paper.md#audio]; the paper's ESC-50 numbers are not
+# transcribed.
 SOUND_TEACHER = register(TrainConfig(
     name="sounds_teacher", data="sounds", model="sounds_teacher", train_size=3000, test_size=1000, drop_path=0.1,
     epochs=15, batch_size=64, lr=8e-3, warmup_epochs=1, threads=2, compile=False),
     doc="""AST teacher of the synthetic sound set: `python -m maskedkd.train sounds_teacher`.
-Expected: well above the student (a 64-wide depth-4 AST reached 84.5% in the audio issue's trial).""")
+Expected: well above the student (a 64-wide depth-4 AST reached 84.5% in the project's first audio trial).""")
 register(SOUND_TEACHER.replace(name="sounds_teacher_smoke", epochs=1, train_size=128, test_size=64),
          doc="A few steps of the sound teacher recipe, for smoke tests: not a real teacher.")
 SOUND_STUDENT = TrainConfig(

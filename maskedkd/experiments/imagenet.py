@@ -1,4 +1,4 @@
-"""ImageNet-1k configs: the paper's DeiT recipe [digest 3], 300 epochs, global batch 1024.
+"""ImageNet-1k configs: the paper's DeiT recipe [docs/paper.md#recipe], 300 epochs, global batch 1024.
 
     torchrun --nproc_per_node=8 -m maskedkd.train deit_tiny_deit_small_maskedkd50 \\
         data_path=/path/to/imagenet teacher=/path/to/deit_small_patch16_224-cd65a155.pth
@@ -31,12 +31,13 @@ register(BASE.replace(name="deit_small_deit_base_maskedkd50", model="deit_small_
 # --- MAE-pretrained students, fine-tuned with (Masked)KD from DeiT3-H/14 (table 1 rows 36-46) ---------------------
 # The fine-tuning recipe as MAE publishes it: facebookresearch/mae FINETUNE.md ("Script for ViT-Large" / "ViT-Huge")
 # and main_finetune.py's defaults, util/lr_sched.py, util/lr_decay.py. How the MaskedKD authors distilled into these
-# students is [UNKNOWN] (digest 2.1 notes, 3.3): the KD loss below is our choice, the official MaskedKD one
+# students is [UNKNOWN] (docs/paper.md#notes-on-table-1, #recipe): the KD loss below is our choice, the official
+# MaskedKD one
 # (soft, kd_weight 0.5, T 1, batchmean). These students pool globally but keep MAE's CLS token; its last-block query
 # row ranks the patches (our choice, as the official line would on MAE's models_vit.py: see model.student_forward).
 MAE_L = BASE.replace(
     model="mae_vit_large_patch16",  # MAE models_vit.py vit_large_patch16, global_pool=True (main_finetune.py default)
-    epochs=50,  # FINETUNE.md --epochs 50 (ViT-L and ViT-H); the digest derives 50 from the PFLOPs (2.7)
+    epochs=50,  # FINETUNE.md --epochs 50 (ViT-L and ViT-H); the paper's PFLOPs imply 50 too: docs/paper.md#notes-on-table-1
     batch_size=1024,  # FINETUNE.md: 32 per GPU x 4 nodes x 8 GPUs (ViT-L), 16 x 8 x 8 (ViT-H): effective 1024
     lr=2e-3,  # FINETUNE.md --blr 1e-3, lr = blr * batch / 256; ours is per 512 images (lr * batch / 512): 2e-3
     layer_decay=0.75,  # FINETUNE.md --layer_decay 0.75
@@ -88,7 +89,7 @@ G2SD = BASE.replace(
     #                                        mae_finetuned_vit_base.pth (MAE FINETUNE.md, 83.664)
     kd_kind="hard", kd_weight=0.5,  # engine_finetune_dis.py: (CE(class head, mixed labels) + CE(dist head,
     #                                 teacher argmax)) / 2; evaluation averages both heads (use_distoken=True)
-    epochs=200,  # SD.sh --epochs 200 (the digest derives 200 from the PFLOPs)
+    epochs=200,  # SD.sh --epochs 200 (the paper's PFLOPs imply 200 too: docs/paper.md#notes-on-table-1)
     batch_size=1024,  # SD.sh --batch_size 128 on --nproc_per_node=8
     lr=2e-3,  # SD.sh --blr 1.e-3 per 256 -> 2e-3 per 512
     layer_decay=0.75, weight_decay=0.05, drop_path=0.0,  # SD.sh --layer_decay 0.75 --weight_decay 0.05 --drop_path 0.
@@ -96,7 +97,8 @@ G2SD = BASE.replace(
     repeated_aug=1, mixup=True, init_required=True,  # DistributedSampler; SD.sh --mixup 0.8 --cutmix 1.0 --reprob 0.25, smoothing 0.1
 )
 # The student starts from G2SD's generic-distillation stage (SD.sh --finetune student_init; released on G2SD's Google
-# Drive): the file name below is our choice. How MaskedKD ranked patches for this student is [UNKNOWN] (digest 1.3):
+# Drive): the file name below is our choice. How MaskedKD ranked patches for this student is [UNKNOWN]
+# (docs/paper.md#kept-counts):
 # ours is its last-block CLS query row with both prefix columns (CLS, distillation token) dropped.
 I_G = " init=/path/to/g2sd_generic_vit_small.pth teacher=/path/to/mae_finetuned_vit_base.pth"
 register(G2SD.replace(name="g2sd_deit_small_mae_vit_base"),

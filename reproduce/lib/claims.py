@@ -17,11 +17,12 @@ Verdict rules (strict inequalities; with one seed there is no interval and every
   (-MARGIN, +MARGIN); does not hold if it lies entirely outside [-MARGIN, +MARGIN]; inconclusive otherwise.
 A "matches" verdict from a 95% interval is a conservative equivalence test (two one-sided tests at 2.5% each; the
 usual TOST at 5% would use a 90% interval), and there is no correction for the number of claims: with about twenty
-claims, one verdict may be a chance result. An inconclusive verdict says what would settle it: the smallest number of seeds at which the CI, if the observed
+claims, one verdict may be a chance result. An inconclusive verdict says what would settle it: the smallest number of
+seeds at which the CI, if the observed
 mean and SD stayed as they are, would fall on one side (`seeds_to_settle`).
 
 MARGIN = 2 points is our choice, anchored on the paper: its "matches" rows differ from their logit-KD row by at
-most 0.3 points on ImageNet (digest 2.1: DeiT3-S teacher, 25%: 74.8 vs 75.1), a tenth of the 3.0 points that
+most 0.3 points on ImageNet (docs/paper.md#table-1), a tenth of the 3.0 points that
 distillation adds there (DeiT-Ti 72.0 -> 75.0). Distillation adds about 10 points at embedded scale (table 1), a
 tenth of which is 1 point; we allow twice that because the embedded test set (2000 images, accuracy near 50%) has
 a sampling SE of 1.1 points per run, so a 1-point margin would sit inside the measurement noise of a single run.
@@ -40,12 +41,13 @@ FAILED_TEACHER = 0.20  # a masked teacher below this at its first masked evaluat
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper (or ours, source="ours"): `text` in words, `digest` its section, `kind` one of
+    """One claim of the paper (or ours, source="ours"): `text` in words, `where` its section of docs/paper.md, `kind`
+    one of
     beats / below / matches for an evaluated claim (row `a` against row `b`, ids of the script's rows, compared on
     `metric`: see METRICS), and `script` (the runs file, results/SCRIPT_runs.json) + `command` that evaluate it."""
     key: str
     text: str
-    digest: str
+    where: str  # its anchors in docs/paper.md ("–": not in the paper)
     script: str
     command: str
     kind: str | None = None
@@ -67,54 +69,54 @@ CR, AS, AT = "bash reproduce/criteria.sh", "bash reproduce/ablation_student.sh",
 BY, AU = "bash reproduce/beyond.sh", "bash reproduce/audio.sh"
 CLAIMS: tuple[Claim, ...] = (
     # table 1, accuracy column (part 2): evaluated here
-    Claim("kd_beats_nokd", "Distillation beats no distillation (logit KD vs no KD)", "2.1", "table1", T1,
+    Claim("kd_beats_nokd", "Distillation beats no distillation (logit KD vs no KD)", "table-1", "table1", T1,
           "beats", "kd", "nokd", "75.0 vs 72.0 (DeiT-S -> DeiT-Ti)"),
-    Claim("m50_matches_kd", "MaskedKD at 50% matches full KD", "2.1", "table1", T1,
+    Claim("m50_matches_kd", "MaskedKD at 50% matches full KD", "table-1", "table1", T1,
           "matches", "keep50", "kd", "75.2 vs 75.0"),
-    Claim("m75_matches_kd", "MaskedKD at 75% matches full KD", "2.1", "table1", T1,
+    Claim("m75_matches_kd", "MaskedKD at 75% matches full KD", "table-1", "table1", T1,
           "matches", "keep75", "kd", "80.9 vs 80.8 (DeiT-B -> DeiT-S); 75.2 vs 75.1 (CaiT-S24 -> DeiT-Ti)"),
-    Claim("m40_matches_kd", "Accuracy holds down to ~40% kept (MaskedKD 40% vs full KD)", "2.1, 2.3", "table1", T1,
+    Claim("m40_matches_kd", "Accuracy holds down to ~40% kept (MaskedKD 40% vs full KD)", "table-1, figure-2", "table1", T1,
           "matches", "keep40", "kd", "74.9 vs 75.0; figure 2: 74.9 at 80 of 196 patches"),
-    Claim("m25_below_kd", "Accuracy falls below full KD at 25% kept (MaskedKD 25% vs full KD)", "2.3", "table1", T1,
+    Claim("m25_below_kd", "Accuracy falls below full KD at 25% kept (MaskedKD 25% vs full KD)", "figure-2", "table1", T1,
           "below", "keep25", "kd", "figure 2: 74.3 at 50 of 196 patches vs 74.9 (main table, DeiT3-S: 74.8 vs 75.1)"),
     Claim("warmup_matches_kd", "Full KD for 3 epochs, then MaskedKD 50%, matches full KD (ours, not the paper's)",
           "–", "table1", T1, "matches", "warmup", "kd", "not in the paper", source="ours"),
     # paper table 1's feature-KD rows (bash reproduce/table1.sh --feature-kd: results/feature_kd_runs.json)
-    Claim("manifold75_matches", "MaskedKD 75% matches its full teacher with Manifold feature KD", "2.1, 2.8",
+    Claim("manifold75_matches", "MaskedKD 75% matches its full teacher with Manifold feature KD", "feature-kd",
           "feature_kd", FK, "matches", "manifold75", "manifold", "75.2 vs 75.0"),
-    Claim("attention50_matches", "MaskedKD 50% matches its full teacher with attention-map KD", "2.1, 2.8",
+    Claim("attention50_matches", "MaskedKD 50% matches its full teacher with attention-map KD", "feature-kd",
           "feature_kd", FK, "matches", "attention50", "attention", "75.3 vs 75.3"),
     # figure 2 (right): the accuracy-vs-#patches curve
     Claim("fig2_teacher_falls", "The masked teacher's own accuracy falls with fewer patches (26 vs 64 of 64 kept)",
-          "2.3", "figure2", F2, "below", "keep26", "kd", "teacher ~73.8 at 80 of 196 vs ~79.8 at 196",
+          "figure-2", "figure2", F2, "below", "keep26", "kd", "teacher ~73.8 at 80 of 196 vs ~79.8 at 196",
           metric="teacher_last"),
     Claim("fig2_student_falls_at_12", "The student falls below full KD when the teacher sees few patches (8 of 64; the "
-          "paper's 30 of 196)", "2.3", "figure2", F2, "below", "keep8", "kd", "73.0 at 30 of 196 vs 74.9"),
+          "paper's 30 of 196)", "figure-2", "figure2", F2, "below", "keep8", "kd", "73.0 at 30 of 196 vs 74.9"),
     # masking criteria and the curriculum
-    Claim("crit_beats_random", "Student-attention masking beats random masking", "2.4", "criteria", CR,
+    Claim("crit_beats_random", "Student-attention masking beats random masking", "masking-criteria", "criteria", CR,
           "beats", "keep32", "keep32-random", "final gap to vanilla ~1.05 vs ~0.7"),
-    Claim("crit_beats_teacher", "Student-attention masking beats the teacher's own attention", "2.4", "criteria",
+    Claim("crit_beats_teacher", "Student-attention masking beats the teacher's own attention", "masking-criteria", "criteria",
           CR, "beats", "keep32", "keep32-by-teacher", "final gap to vanilla ~1.05 vs ~0.7-0.85"),
     Claim("crit_beats_fixed", "Student-attention masking beats a fixed model's attention (DINO; ours: a no-KD "
-          "student)", "2.4", "criteria", CR, "beats", "keep32", "keep32-by-digits_student_nokd",
+          "student)", "masking-criteria", "criteria", CR, "beats", "keep32", "keep32-by-digits_student_nokd",
           "final gap to vanilla ~1.05 vs ~0.7-0.85"),
     Claim("curriculum_early", "Curriculum: early in training the MaskedKD teacher is less accurate than a "
-          "randomly masked one", "2.4", "criteria", CR, "below", "keep32", "keep32-random",
+          "randomly masked one", "masking-criteria", "criteria", CR, "below", "keep32", "keep32-random",
           "~71.8 (epoch 3) vs ~76.9", metric="teacher_first"),
     Claim("curriculum_late", "Curriculum: at the end the MaskedKD teacher is more accurate than a randomly masked "
-          "one", "2.4", "criteria", CR, "beats", "keep32", "keep32-random", "~79 vs ~76.9 (epoch 300)",
+          "one", "masking-criteria", "criteria", CR, "beats", "keep32", "keep32-random", "~79 vs ~76.9 (epoch 300)",
           metric="teacher_last"),
     # ablations
-    Claim("student_masking_75", "Masking the student ends below masking the teacher, at 48 of 64 kept (the paper's 140 of 196)", "2.5",
+    Claim("student_masking_75", "Masking the student ends below masking the teacher, at 48 of 64 kept (the paper's 140 of 196)", "ablations",
           "ablation_student", AS, "below", "studentkeep48", "keep48", "73.4 vs 75.1 (140 of 196)"),
     Claim("student_masking_19", "Masking the student ends below masking the teacher, at 12 of 64 kept (the paper's 30 of "
           "196)",
-          "2.5", "ablation_student", AS, "below", "studentkeep12", "keep12", "55.0 vs 73.0 (30 of 196)"),
+          "ablations", "ablation_student", AS, "below", "studentkeep12", "keep12", "55.0 vs 73.0 (30 of 196)"),
     Claim("tome_aggressive", "At aggressive reduction a MaskedKD teacher (16 of 64 kept) supervises better than the "
-          "cheapest ToMe teacher (r=32, about 1.3 times its MACs)", "2.5", "ablation_tome", AT, "beats", "keep16", "tome32",
+          "cheapest ToMe teacher (r=32, about 1.3 times its MACs)", "ablations", "ablation_tome", AT, "beats", "keep16", "tome32",
           "74.3 vs 72.9 at 1.17 GFLOPs"),
     Claim("tome_teacher_quality", "At mild reduction a ToMe teacher (r=8) keeps more of its own accuracy than a masked "
-          "one of about equal MACs (48 of 64)", "2.5", "ablation_tome", AT, "beats", "tome8", "keep48", "teacher ~79 vs ~78",
+          "one of about equal MACs (48 of 64)", "ablations", "ablation_tome", AT, "beats", "tome8", "keep48", "teacher ~79 vs ~78",
           metric="teacher_last"),
     # beyond the paper (ours)
     Claim("warmup_beats_keep40", "Full KD 3 epochs then 50% beats a fixed 40 of 64 at about the same teacher MACs "
@@ -122,18 +124,24 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("rising_beats_fixed", "A kept fraction rising 25% -> 75% beats a fixed 50% (same mean; ours)", "–",
           "beyond", BY, "beats", "sched25to75", "keep32", "not in the paper", source="ours"),
     # audio
-    Claim("audio_kd_beats_nokd", "Audio (AST): distillation beats no distillation", "2.6", "audio", AU,
+    Claim("audio_kd_beats_nokd", "Audio (AST): distillation beats no distillation", "audio", "audio", AU,
           "beats", "kd", "nokd", "ESC-50 numbers not transcribed"),
-    Claim("audio_m50_matches_kd", "Audio (AST): MaskedKD at 50% matches full KD", "2.6", "audio", AU,
+    Claim("audio_m50_matches_kd", "Audio (AST): MaskedKD at 50% matches full KD", "audio", "audio", AU,
           "matches", "keep54", "kd", "ESC-50 numbers not transcribed"),
     # cost: arithmetic and timing, not accuracy
-    Claim("flops_saving", "Keeping 50% cuts teacher FLOPs by ~51% and total training FLOPs by ~28%", "2.1, 2.7",
+    Claim("flops_saving", "Keeping 50% cuts teacher FLOPs by ~51% and total training FLOPs by ~28%", "table-1, flops-model",
           "table1 (part 1), figure1", "bash reproduce/figure1.sh; bash reproduce/table1.sh",
           paper="866 vs 1770 PFLOPs (-51%); 0.281 of training FLOPs"),
     Claim("speedup", "The masked teacher's throughput rises with the FLOPs saving (x2.0-2.1 at 50%, x3.8-3.9 at 25%)",
-          "2.1, 2.9", "gpu_check, table1 (part 1)", "bash reproduce/gpu_check.sh; bash reproduce/table1.sh --speedups",
+          "throughput", "gpu_check, table1 (part 1)", "bash reproduce/gpu_check.sh; bash reproduce/table1.sh --speedups",
           paper="3702 vs 1790 img/s (x2.1)"),
 )
+
+
+def paper_ref(c: "Claim") -> str:
+    """Where a claim is in the paper, as docs/paper.md anchors (ours: "–")."""
+    anchors = [a.strip() for a in c.where.split(",") if a.strip() not in ("", "–")]
+    return "docs/paper.md" + ", ".join(f"#{a}" for a in anchors) if anchors else "–"
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[int], list[float]]:
@@ -260,13 +268,13 @@ def ab_words(c: Claim, labels: dict[str, str]) -> str:
 def claim_lines(results: list[dict], labels: dict[str, str], margin: float = MARGIN) -> list[str]:
     """Markdown table of evaluated claims: claim, A vs B, per-seed differences, mean and CI, rule, verdict."""
     by_key = {c.key: c for c in CLAIMS}
-    lines = ["| claim (digest) | A vs B | A - B per seed (points) | mean [95% CI] | rule | verdict |",
+    lines = ["| claim (source) | A vs B | A - B per seed (points) | mean [95% CI] | rule | verdict |",
              "|---|---|---|---|---|---|"]
     for r in results:
         c = by_key[r["key"]]
         per = ", ".join(f"{d:+.1f}" for d in r["diffs"])
         v = r["verdict"] + (f": {settle_words(r)}" if settle_words(r) else "")
-        lines.append(f"| {c.text} ({c.digest}) | {ab_words(c, labels)} | {per} | {fmt_ci(r)} | "
+        lines.append(f"| {c.text} ({paper_ref(c)}) | {ab_words(c, labels)} | {per} | {fmt_ci(r)} | "
                      f"{kind_words(c.kind, margin)} | **{v}** |")
     return lines
 
@@ -277,7 +285,7 @@ def _evaluated(datas: dict[str, dict]) -> dict[str, tuple[dict, dict]]:
 
 
 def flops_result() -> dict:
-    """The FLOPs claim settled by arithmetic (the digest 2.7 FLOPs model, no run): DeiT-S teacher PFLOPs over 300
+    """The FLOPs claim settled by arithmetic (the docs/paper.md#flops-model, no run): DeiT-S teacher PFLOPs over 300
     ImageNet epochs at 50% kept vs all, and 1 - (3 S + T_masked) / (3 S + T_full) for DeiT-S -> DeiT-Ti. Holds when
     both round to the paper's figures (-51%, 0.28)."""
     import maskedkd as mkd
@@ -347,7 +355,7 @@ def claims_md(datas: dict[str, dict], header: str = "", margin: float = MARGIN) 
              f"`reproduce/lib/claims.py`. Paper numbers are ImageNet's, for orientation only. Runs files: "
              + (", ".join(f"{k}_runs.json (seeds {d['seeds']}{_mode_note(d)})" for k, d in sorted(datas.items()))
                 or "none") + ".", "",
-             "| claim | digest | paper (ImageNet) | evaluated by | A - B, mean [95% CI] (points) | verdict |",
+             "| claim | source | paper (ImageNet) | evaluated by | A - B, mean [95% CI] (points) | verdict |",
              "|---|---|---|---|---|---|"]
     flops, speed = flops_result(), speedup_result()
     for c in CLAIMS:
@@ -365,7 +373,7 @@ def claims_md(datas: dict[str, dict], header: str = "", margin: float = MARGIN) 
             missing = [] if d is None or not c.kind else [r for r in (c.a, c.b) if r not in {x["id"] for x in d["rows"]}]
             if missing:  # e.g. a smoke run, which trains one keep count: say why, not just "not yet"
                 v = f"not evaluated: the {d['mode']} run in {c.script}_runs.json has no row {', '.join(missing)}"
-        lines.append(f"| {c.text} | {c.digest} | {c.paper} | `{c.command}` | {num} | {v} |")
+        lines.append(f"| {c.text} | {paper_ref(c)} | {c.paper} | `{c.command}` | {num} | {v} |")
     return "\n".join(lines) + "\n"
 
 
@@ -374,7 +382,7 @@ def summary_block(datas: dict[str, dict], margin: float = MARGIN) -> str:
     its command, the paper's number, ours (A - B with its interval), the verdict and the run-minutes of its two
     rows."""
     done = _evaluated(datas)
-    lines = ["| claim (digest) | command | paper (ImageNet) | ours: A - B, mean [95% CI], n seeds | verdict | "
+    lines = ["| claim (source) | command | paper (ImageNet) | ours: A - B, mean [95% CI], n seeds | verdict | "
              "run-minutes |", "|---|---|---|---|---|---|"]
     flops, speed = flops_result(), speedup_result()
     for c in CLAIMS:
@@ -388,7 +396,7 @@ def summary_block(datas: dict[str, dict], margin: float = MARGIN) -> str:
             mins = f"{run_minutes(d, (c.a, c.b)):.0f}"
         else:
             ours, v, mins = "–", "not yet evaluated", "–"
-        lines.append(f"| {c.text} ({c.digest}) | `{c.command}` | {c.paper} | {ours} | {v} | {mins} |")
+        lines.append(f"| {c.text} ({paper_ref(c)}) | `{c.command}` | {c.paper} | {ours} | {v} | {mins} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Table 1 at full scale: the paper's recipe on ImageNet-1k with real teacher checkpoints [digest 3].
+"""Table 1 at full scale: the paper's recipe on ImageNet-1k with real teacher checkpoints [docs/paper.md#recipe].
 
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers \
         [--rows 2,3] [--dry-run] [--epochs 300]
@@ -6,7 +6,8 @@
 `--data` holds train/ and val/ class folders. `--checkpoints` holds teacher files under either name below
 (the official release .pth or timm's safetensors saved as `<timm name>.safetensors`), and the starting files of the
 students that fine-tune one (STUDENT_FILES: MAE's pre-trained ViT-L/H, G2SD's generic-distillation DeiT-S). Rows
-whose teacher or student file is missing are skipped and said so. Each row runs `torchrun --nproc_per_node=<visible GPUs> -m maskedkd.train ...`
+whose teacher or student file is missing are skipped and said so. Each row runs `torchrun --nproc_per_node=<visible
+GPUs> -m maskedkd.train ...`
 (one process on CPU); the accuracy column is then filled from the runs' summaries into
 results/table1_full.md. `--dry-run` prints every command and the estimated GPU-hours from the FLOPs ledger.
 """
@@ -43,7 +44,7 @@ STUDENT_FILES = {
     "MAE-ViT-H": ("mae_pretrain_vit_huge.pth", "vit_huge_patch14_224.mae.safetensors"),
     "DeiT-S (dist. token)": ("g2sd_generic_vit_small.pth",),
 }
-TEACHER_FILES = {  # [digest 3.4]
+TEACHER_FILES = {  # [docs/paper.md#teachers]
     "DeiT-S": ("deit_small_patch16_224-cd65a155.pth", "deit_small_patch16_224.fb_in1k.safetensors"),
     "DeiT-B": ("deit_base_patch16_224-b5f2ef4d.pth", "deit_base_patch16_224.fb_in1k.safetensors"),
     "DeiT3-S": ("deit_3_small_224_1k.pth", "deit3_small_patch16_224.fb_in1k.safetensors"),
@@ -51,7 +52,8 @@ TEACHER_FILES = {  # [digest 3.4]
     "DeiT3-L": ("deit_3_large_224_1k.pth", "deit3_large_patch16_224.fb_in1k.safetensors"),
     # CaiT-S24: the official code loads a local ./S24_224.pth (DeiT repo's release); timm's tag is fb_dist_in1k
     "CaiT-S24": ("S24_224.pth", "cait_s24_224.fb_dist_in1k.safetensors"),
-    # CLIP-B/16: which ImageNet fine-tune the paper used is [UNKNOWN] (digest 3.4); timm's two in1k fine-tunes
+    # CLIP-B/16: which ImageNet fine-tune the paper used is [UNKNOWN] (docs/paper.md#teachers); timm's two in1k
+    # fine-tunes
     "CLIP-B/16": ("vit_base_patch16_clip_224.openai_ft_in1k.safetensors",
                   "vit_base_patch16_clip_224.laion2b_ft_in1k.safetensors"),
     # G2SD's teacher: MAE's fine-tuned ViT-B (MAE FINETUNE.md, 83.664; G2SD SD.sh --teacher_path); no timm tag

@@ -1,8 +1,8 @@
-"""The paper's numbers, transcribed from the project digest (shared/paper/DIGEST.md), with their sections.
+"""The paper's numbers the lab compares against; docs/paper.md says where each comes from in the paper.
 
-Table 1 [digest 2.1]: ImageNet-1k top-1 of the student (acc), teacher-forward img/s (and the ratio printed
+Table 1 [docs/paper.md#table-1]: ImageNet-1k top-1 of the student (acc), teacher-forward img/s (and the ratio printed
 beside it), teacher PFLOPs over training. None = the paper prints "-" (same as the row above, or not measured).
-Kept fractions are labels; the kept counts behind them are `select.PAPER_KEEP_COUNTS` [digest 1.3].
+Kept fractions are labels; the kept counts behind them are `select.PAPER_KEEP_COUNTS` [docs/paper.md#kept-counts].
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from maskedkd.config import ViTConfig, vit_config
 from maskedkd.flops import macs
 
-# Teacher name in the paper -> our preset (its architecture and cost model) [digest 2.7, 3.4]
+# Teacher name in the paper -> our preset (its architecture and cost model) [docs/paper.md#flops-model, #teachers]
 # CLIP-B/16 is timm's CLIP ViT-B/16 image tower (GELU, 1000 classes: its ImageNet fine-tunes; which one the paper
-# used is unknown [digest 2.1 notes]); its MACs equal DeiT-B's (norm_pre and biases are not counted).
+# used is unknown [docs/paper.md#notes-on-table-1]); its MACs equal DeiT-B's (norm_pre and biases are not counted).
 # MAE-ViT-B is MAE's fine-tuned ViT-B/16 (global pool, fc_norm: config.MAE_PRESETS), at ViT-B/16's cost (DeiT-B);
 # DeiT3-H/14 sees a 16x16 grid of 256 patches.
 TEACHER_ARCH = {
@@ -89,7 +89,8 @@ def _rows():
         R("MAE-ViT-H", None, "No distillation", None, 86.9, epochs=50),
         R("MAE-ViT-H", "DeiT3-H-21k", "Logit", None, 87.2, epochs=50),
         R("MAE-ViT-H", "DeiT3-H-21k", "+MaskedKD", 75, 87.2, 179, 1.3, 7991, epochs=50),
-        # the paper prints 512 (x2.0) here; the same teacher gives 271 (x2.0) above: a typo [digest 2.1 notes]
+        # the paper prints 512 (x2.0) here; the same teacher gives 271 (x2.0) above: a typo
+        # [docs/paper.md#notes-on-table-1]
         R("MAE-ViT-H", "DeiT3-H-21k", "+MaskedKD", 50, 87.1, 512, 2.0, 5301, epochs=50),
     ]
 
@@ -110,12 +111,13 @@ def teacher_macs(teacher: str, kept_pct: int | None) -> int:
     return macs(cfg, k)
 
 
-# Figure 2 right [digest 2.3]: DeiT-S -> DeiT-Ti on ImageNet, read from the plot (+-0.05 student, +-1 teacher).
+# Figure 2 right [docs/paper.md#figure-2]: DeiT-S -> DeiT-Ti on ImageNet, read from the plot (+-0.05 student, +-1
+# teacher).
 FIG2_PATCHES = [196, 180, 160, 140, 120, 98, 80, 60, 50, 30, 20]
 FIG2_STUDENT = [74.9, 75.0, 75.0, 75.1, 75.1, 75.1, 74.9, 74.5, 74.3, 73.0, 72.6]
 FIG2_TEACHER = [79.8, 79.7, 79.6, 79.4, 78.7, 77.0, 73.8, 66.7, 58.5, 33.7, 17.0]
 
-# Figure 1 [digest 2.2]: per-image training compute, GFLOPs (= GMACs), read from the plot.
+# Figure 1 [docs/paper.md#figure-1]: per-image training compute, GFLOPs (= GMACs), read from the plot.
 FIG1 = [  # (pair, student preset, teacher preset, kept %, student F+B, teacher F, teacher F masked)
     ("Small -> Tiny", "deit_tiny_patch16_224", "deit_small_patch16_224", 50, 3.8, 4.6, 2.3),
     ("Base -> Tiny", "deit_tiny_patch16_224", "deit_base_patch16_224", 25, 3.8, 17.6, 4.4),

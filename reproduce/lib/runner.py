@@ -36,7 +36,8 @@ def expected_cost(cfg: TrainConfig) -> float:
 
 def run_macs(cfg: TrainConfig) -> dict[str, float]:
     """MACs per training image of a run, averaged over its epochs, in the paper's FLOPs model (1 MAC = 1 FLOP,
-    backward = 2 forwards) [digest 2.7]: `student` forward + backward (on student_keep patches when the student is
+    backward = 2 forwards) [docs/paper.md#flops-model]: `student` forward + backward (on student_keep patches when the
+    student is
     the masked one), `teacher` forward (masked, following keep_schedule, ToMe-merged, or full; an adaptive budget is
     charged its padded size, which a static-shape step computes), and `scorer`, the extra pass of a teacher or a
     fixed model that ranks the patches (0 when the student's own attention does)."""
