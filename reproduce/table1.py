@@ -37,6 +37,10 @@ from maskedkd.select import keep_count
 
 from reproduce.lib import claims
 
+from reproduce.lib import report
+
+from reproduce.lib import stats
+
 from reproduce.lib import full
 from reproduce.lib import embedded
 from reproduce.lib.embedded import (describe, mode_of, parse_or_full, parser, plan, student_run, teacher_config,
@@ -132,7 +136,7 @@ def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False
         rows.append({"id": rid, "label": label, "kept": kept, "saved": saved, "paper": PAPER_TI[rid]})
     result = {"script": "table1", "mode": mode, "seeds": seeds, "teacher": str(teacher_path), "teacher_acc": t_acc,
               "teacher_s": teacher_s, "num_patches": t_cfg.num_patches, "trained_now": len(runs) - done_before,
-              "margin": claims.MARGIN, "rows": rows,
+              "margin": stats.MARGIN, "rows": rows,
               "runs": [{"row": rid, "seed": seed, "name": s["name"], "config_hash": config_hash(c),
                         "final_acc": s["final_acc"], "history": s["history"], "wall_s": s.get("wall_s")}
                        for (seed, rid, c), s in zip(runs, summaries)]}
@@ -186,11 +190,11 @@ def render(mode, p1, res: dict, wall_s) -> tuple[str, list[dict]]:
               f"trained once; {res['teacher_s'] / 60:.1f} min spent on the teacher in this run). Mean ± SD over seeds "
               f"{seeds}; every row uses the same seeds, so a seed's student starts from the same weights and sees the "
               "same batches in every row. The paper's numbers are DeiT-Ti with a DeiT-S teacher on ImageNet-1k: a "
-              "different scale.", "", *claims.rows_table(res), "",
+              "different scale.", "", *report.rows_table(res), "",
               "## Claims", "", f"Paired differences A - B over the seeds, 95% Student-t interval, equivalence margin "
-              f"{claims.MARGIN:g} points for \"matches\"; the rules and the margin's reasoning are in "
+              f"{stats.MARGIN:g} points for \"matches\"; the rules and the margin's reasoning are in "
               "`reproduce/lib/claims.py`, every claim of the paper in results/claims.md.", "",
-              *claims.claim_lines(res["claims"], labels), "", reading(res), ""]
+              *report.claim_lines(res["claims"], labels), "", reading(res), ""]
     accs = claims.row_accs(res)
     for row in res["rows"]:
         xs = [accs[row["id"]][s] for s in sorted(accs[row["id"]])]

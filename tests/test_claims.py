@@ -15,25 +15,29 @@ REF = ROOT / "reproduce" / "reference"
 
 from reproduce.lib import claims
 
+from reproduce.lib import report
+
+from reproduce.lib import stats
+
 # two-sided 95% Student-t quantiles t_{0.975, df}, from printed tables (not from scipy)
 T975 = {2: 4.302653, 4: 2.776445, 16: 2.119905, 17: 2.109816}
 
 
 def test_paired_differences_are_by_seed_in_points():
-    seeds, d = claims.paired({0: 0.50, 1: 0.60, 2: 0.70, 3: 0.9}, {1: 0.55, 0: 0.40, 2: 0.70})
+    seeds, d = stats.paired({0: 0.50, 1: 0.60, 2: 0.70, 3: 0.9}, {1: 0.55, 0: 0.40, 2: 0.70})
     assert seeds == [0, 1, 2] and d == pytest.approx([10.0, 5.0, 0.0])  # seed 3 has no partner
 
 
 def test_t_interval_hand_computed():
-    mean, sd, lo, hi = claims.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    mean, sd, lo, hi = stats.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     half = T975[4] * math.sqrt(2.5) / math.sqrt(5)  # SD of 1..5 is sqrt(2.5)
     assert (mean, sd) == pytest.approx((3.0, math.sqrt(2.5)))
     assert (lo, hi) == pytest.approx((3.0 - half, 3.0 + half), abs=1e-5)
     assert (lo, hi) == pytest.approx((1.03676, 4.96324), abs=1e-4)
-    mean, sd, lo, hi = claims.t_interval([2.0, -1.0, 5.0])
+    mean, sd, lo, hi = stats.t_interval([2.0, -1.0, 5.0])
     assert (lo, hi) == pytest.approx((2.0 - T975[2] * 3.0 / math.sqrt(3), 2.0 + T975[2] * 3.0 / math.sqrt(3)),
                                      abs=1e-5)
-    assert claims.t_interval([4.0])[2:] == (-math.inf, math.inf)  # one seed: no interval
+    assert stats.t_interval([4.0])[2:] == (-math.inf, math.inf)  # one seed: no interval
 
 
 @pytest.mark.parametrize("kind, diffs, expected", [
@@ -50,26 +54,26 @@ def test_t_interval_hand_computed():
     ("beats", [5.0], "inconclusive"),                       # one seed
 ])
 def test_verdict_rules(kind, diffs, expected):
-    _, _, lo, hi = claims.t_interval([float(d) for d in diffs])
-    assert claims.verdict(kind, lo, hi) == expected
+    _, _, lo, hi = stats.t_interval([float(d) for d in diffs])
+    assert stats.verdict(kind, lo, hi) == expected
 
 
 def test_verdict_boundaries_are_strict_and_margin_is_a_parameter():
-    assert claims.verdict("beats", 0.0, 1.0) == "inconclusive"
-    assert claims.verdict("matches", -2.0, 1.0) == "inconclusive"
-    assert claims.verdict("matches", -2.0, 1.0, margin=2.5) == "holds"
+    assert stats.verdict("beats", 0.0, 1.0) == "inconclusive"
+    assert stats.verdict("matches", -2.0, 1.0) == "inconclusive"
+    assert stats.verdict("matches", -2.0, 1.0, margin=2.5) == "holds"
     with pytest.raises(ValueError, match="unknown claim kind"):
-        claims.verdict("equals", 0, 1)
+        stats.verdict("equals", 0, 1)
 
 
 def test_seeds_to_settle_hand_computed():
     # beats, mean 1, SD 2: n with t_{n-1} 2 / sqrt(n) < 1: 17 gives 2.1199 * 2 / 4.123 = 1.028, 18 gives 0.995
     assert 2 * T975[16] / math.sqrt(17) > 1 > 2 * T975[17] / math.sqrt(18)
-    assert claims.seeds_to_settle("beats", 1.0, 2.0) == 18
-    assert claims.seeds_to_settle("below", -1.0, 2.0) == 18
+    assert stats.seeds_to_settle("beats", 1.0, 2.0) == 18
+    assert stats.seeds_to_settle("below", -1.0, 2.0) == 18
     # matches, margin 2: mean 1 needs the half-width below 1 (to hold), mean 3 below 1 (to not hold): both 18
-    assert claims.seeds_to_settle("matches", 1.0, 2.0) == claims.seeds_to_settle("matches", 3.0, 2.0) == 18
-    assert claims.seeds_to_settle("matches", 2.0, 2.0) is None and claims.seeds_to_settle("beats", 0.0, 1.0) is None
+    assert stats.seeds_to_settle("matches", 1.0, 2.0) == stats.seeds_to_settle("matches", 3.0, 2.0) == 18
+    assert stats.seeds_to_settle("matches", 2.0, 2.0) is None and stats.seeds_to_settle("beats", 0.0, 1.0) is None
 
 
 def test_evaluate_and_words():
@@ -78,9 +82,9 @@ def test_evaluate_and_words():
     r = claims.evaluate(c, rows)
     assert r["seeds"] == [0, 1, 2, 3, 4] and r["diffs"] == pytest.approx([0, 1, 2, 3, 4])
     assert r["verdict"] == "inconclusive" and r["settle"] is None  # mean exactly on the margin
-    assert claims.fmt_ci(r) == "+2.0 [+0.0, +4.0]"
+    assert report.fmt_ci(r) == "+2.0 [+0.0, +4.0]"
     r = claims.evaluate(c, {"keep50": {0: 0.5, 1: 0.52, 2: 0.47}, "kd": {0: 0.5, 1: 0.5, 2: 0.5}})
-    assert r["verdict"] == "inconclusive" and r["settle"] > 3 and "more seeds" in claims.settle_words(r)
+    assert r["verdict"] == "inconclusive" and r["settle"] > 3 and "more seeds" in report.settle_words(r)
 
 
 def test_claims_are_written_down_once():
@@ -176,13 +180,13 @@ def test_rows_and_readme_block_render_from_data():
             "runs": [_run("kd", 0, 0.93), _run("kd", 1, 0.93), _run("keep50", 0, 0.1), _run("keep50", 1, 0.8)]}
     data["claims"] = [claims.evaluate(next(c for c in claims.CLAIMS if c.key == "m50_matches_kd"),
                                       claims.row_accs(data))]
-    block = claims.readme_block(data)
+    block = report.readme_block(data)
     assert "| +MaskedKD 50% | 32 / 64 | 50.5 ± 0.7 | 50.0, 51.0 | 90.0 ± 0.0 | 1 of 2 | 51% | 75.2 |" in block
     assert "| Logit KD | 64 / 64 | 50.5 ± 0.7 | 50.0, 51.0 | 90.0 ± 0.0 | – | 0% | 75.0 |" in block
     assert "| MaskedKD at 50% matches full KD (docs/paper.md#table-1) | +MaskedKD 50% vs Logit KD | +0.0, +0.0 |" in block
-    text = f"intro\n{claims.BEGIN}\nold\n{claims.END}\noutro\n"
-    new = claims.replace_block(text, block)
-    assert claims.current_block(new) == block and new.startswith("intro\n") and new.endswith("outro\n")
+    text = f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n"
+    new = report.replace_block(text, block)
+    assert report.current_block(new) == block and new.startswith("intro\n") and new.endswith("outro\n")
 
 
 def test_same_seed_same_start_and_same_batches_in_every_row():
@@ -251,25 +255,25 @@ def test_readme_and_reference_numbers_agree():
     refs = _references()
     readme = (ROOT / "reproduce" / "README.md").read_text()
     for script, ref in refs.items():
-        assert claims.current_block(readme, script) == claims.readme_block(ref), (
+        assert report.current_block(readme, script) == report.readme_block(ref), (
             f"regenerate: bash reproduce/{script}.sh --update-reference")
         # the claims in the reference are those the data give now (rules and margin unchanged since)
         again = claims.evaluate_script(ref)
         assert [(r["key"], r["verdict"], r["low"], r["high"]) for r in again] == [
             (r["key"], r["verdict"], r["low"], r["high"]) for r in ref["claims"]], script
-    assert claims.current_block(readme, "*") == claims.summary_block(refs)
+    assert report.current_block(readme, "*") == report.summary_block(refs)
     for script in set(SCRIPTS) - set(refs):  # a section without a recorded run shows no numbers
-        assert claims.current_block(readme, script) == "", script
+        assert report.current_block(readme, script) == "", script
     header = next(line for line in readme.splitlines() if line.startswith("## Table 1 at embedded scale"))
     wall = re.search(r"wall time ([0-9.]+) min", (REF / "table1.md").read_text()).group(1)
     assert f"{wall} min from an empty" in header  # the section's one typed number: the reference run's wall time
     ref = refs["table1"]
     labels = {r["id"]: r["label"] for r in ref["rows"]}
     md = (REF / "table1.md").read_text()
-    assert "\n".join(claims.claim_lines(ref["claims"], labels)) in md
-    assert "\n".join(claims.rows_table(ref)) in md
+    assert "\n".join(report.claim_lines(ref["claims"], labels)) in md
+    assert "\n".join(report.rows_table(ref)) in md
     cl = (REF / "claims.md").read_text()
-    assert cl == claims.claims_md(refs, header=cl.split("\n\nPaired")[0])  # regenerated from the runs files
+    assert cl == report.claims_md(refs, header=cl.split("\n\nPaired")[0])  # regenerated from the runs files
     assert all(c.text in cl for c in claims.CLAIMS)
 
 
@@ -286,14 +290,14 @@ def test_update_reference_copies_outputs_and_rewrites_the_readme_blocks(tmp_path
     (out / "table1_runs.json").write_text(json.dumps(data))
     for f in table1.REFERENCE_FILES[:-1]:
         (out / f).write_text(f"{f}\n")
-    readme.write_text(f"# x\n{claims.begin('*')}\nold\n{claims.END}\n## t1\n{claims.BEGIN}\nold\n{claims.END}\n"
+    readme.write_text(f"# x\n{report.begin('*')}\nold\n{report.END}\n## t1\n{report.BEGIN}\nold\n{report.END}\n"
                       "## next\n")
     table1.update_reference(out, ref, readme)
     assert sorted(p.name for p in ref.iterdir()) == sorted(table1.REFERENCE_FILES + ("claims.md",))
     text = readme.read_text()
-    assert claims.current_block(text) == claims.readme_block(data)
-    assert claims.current_block(text, "*") == claims.summary_block({"table1": data})
-    assert "| **inconclusive** | 4 |" in claims.current_block(text, "*")  # its 2 rows x 2 seeds of 60 s: 4 run-minutes
+    assert report.current_block(text) == report.readme_block(data)
+    assert report.current_block(text, "*") == report.summary_block({"table1": data})
+    assert "| **inconclusive** | 4 |" in report.current_block(text, "*")  # its 2 rows x 2 seeds of 60 s: 4 run-minutes
     assert text.startswith("# x\n") and text.endswith("## next\n")
     data["mode"] = "quick"
     (out / "table1_runs.json").write_text(json.dumps(data))
@@ -368,15 +372,15 @@ def test_update_reference_refuses_quick_and_smoke_runs():
 
 
 def test_block_markers_are_checked_before_a_rewrite():
-    two = f"{claims.begin('a')}\nx\n{claims.END}\ntext\n{claims.begin('b')}\ny\n{claims.END}\n"
-    assert claims.current_block(claims.replace_block(two, "z\n", "a"), "a") == "z\n"
-    lost_end = f"{claims.begin('a')}\nx\nprose\n{claims.begin('b')}\ny\n{claims.END}\n"
+    two = f"{report.begin('a')}\nx\n{report.END}\ntext\n{report.begin('b')}\ny\n{report.END}\n"
+    assert report.current_block(report.replace_block(two, "z\n", "a"), "a") == "z\n"
+    lost_end = f"{report.begin('a')}\nx\nprose\n{report.begin('b')}\ny\n{report.END}\n"
     with pytest.raises(ValueError, match="has no"):
-        claims.replace_block(lost_end, "z\n", "a")
+        report.replace_block(lost_end, "z\n", "a")
     with pytest.raises(ValueError, match="occurs 2 times"):
-        claims.current_block(two + two, "a")
+        report.current_block(two + two, "a")
     with pytest.raises(ValueError, match="occurs 0 times"):
-        claims.current_block(two, "c")
+        report.current_block(two, "c")
 
 
 def test_a_claim_without_paired_seeds_raises_naming_it():
@@ -397,9 +401,9 @@ def test_record_refuses_two_different_runs_for_one_row_and_seed(tmp_path):
 def test_settle_words_tell_a_mean_on_the_boundary_from_a_very_noisy_one():
     c = next(c for c in claims.CLAIMS if c.key == "curriculum_early")
     far = claims.evaluate(c, {c.a: {0: 0.1, 1: 0.9, 2: 0.1, 3: 0.9}, c.b: {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.49}})
-    assert far["settle"] is None and "more than 1000 seeds" in claims.settle_words(far)  # mean -0.25, SD ~46
+    assert far["settle"] is None and "more than 1000 seeds" in report.settle_words(far)  # mean -0.25, SD ~46
     zero = claims.evaluate(c, {c.a: {0: 0.1, 1: 0.9}, c.b: {0: 0.5, 1: 0.5}})
-    assert "no number of seeds would" in claims.settle_words(zero)
+    assert "no number of seeds would" in report.settle_words(zero)
 
 
 def test_claims_page_says_why_a_run_without_a_claims_rows_settles_nothing():
@@ -407,7 +411,7 @@ def test_claims_page_says_why_a_run_without_a_claims_rows_settles_nothing():
     smoke = {**ref, "mode": "smoke", "rows": [r for r in ref["rows"] if r["id"] != "keep40"],
              "runs": [r for r in ref["runs"] if r["row"] != "keep40"]}
     smoke["claims"] = claims.evaluate_script(smoke)
-    page = claims.claims_md({"table1": smoke})
+    page = report.claims_md({"table1": smoke})
     line = next(x for x in page.splitlines() if x.startswith("| Accuracy holds down to ~40% kept"))
     assert line.endswith("| – | not evaluated: the smoke run in table1_runs.json has no row keep40 |")
     other = next(x for x in page.splitlines() if x.startswith("| MaskedKD at 50% matches full KD"))
