@@ -235,7 +235,7 @@ def test_full_dry_run_plans_all_46_rows(tmp_path, capsys):
     _all_files(ck)
     res = full.main(["--data", "/x", "--checkpoints", str(ck), "--dry-run", "--out", str(tmp_path / "dry")])
     text = capsys.readouterr().out
-    assert len(paper.TABLE1) == 46 and len(res) == 0 and "skipped" not in text
+    assert len(paper.TABLE1) == len(res) == 46 and all(s is None and not n for _, s, n in res) and "skipped" not in text
     rows = [line for line in text.splitlines() if line.startswith("row ")]
     assert len(rows) == 46 and all("GPU-h" in r for r in rows)
     assert "row 34 DeiT-S (dist. token) / MAE-ViT-B / G2SD" in text

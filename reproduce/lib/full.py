@@ -183,32 +183,48 @@ def full_parser(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def launch_all(items, args) -> list[tuple[object, dict | None, str]]:
+    """items: (key, label, config or None, skip note). Each runnable item is launched (launch), each skipped one said
+    so; the GPU-hour total is printed. Returns (key, summary or None, note) per item, in order."""
+    results, total_h = [], 0.0
+    for key, label, cfg, note in items:
+        if note:
+            print(f"{label}: skipped ({note})")
+            results.append((key, None, note))
+            continue
+        summary, hours = launch(cfg, args, label)
+        total_h += hours
+        results.append((key, summary, ""))
+    print(f"estimated total: {total_h:.0f} GPU-hours at {ASSUMED_TFLOPS:.0f} TFLOP/s sustained per GPU")
+    return results
+
+
+def write_table(args, filename: str, lines: list[str]) -> None:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / filename).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv=None):
     ap = full_parser(__doc__)
     ap.add_argument("--epochs", type=int, default=0, help="override the paper's epochs (300; 50 for MAE rows)")
     ap.add_argument("--rows", default="", help="comma-separated table-1 row numbers (default: all runnable)")
     args = ap.parse_args(argv)
-    rows = plan_rows()
     wanted = {int(x) for x in args.rows.split(",") if x}
-    out_root = Path(args.out) / "full"
-    results, total_h = [], 0.0
-    for fr in rows:
-        if wanted and fr.index not in wanted:
-            continue
-        r = fr.row
-        epochs = args.epochs or r.epochs
-        path, status = locate_teacher(args.checkpoints, r.teacher, fr.why_not)
-        init, s_status = (None, "") if status else locate_student(args.checkpoints, r.student)
-        if status or s_status:
-            print(f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}: skipped ({status or s_status})")
-            results.append((fr, None, status or s_status))
-            continue
-        cfg = train_config(fr, args.data, str(path) if path else None, epochs, out_root, str(init) if init else None)
-        summary, hours = launch(cfg, args, f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}")
-        total_h += hours
-        if summary is not None:
-            results.append((fr, summary, ""))
-    print(f"estimated total: {total_h:.0f} GPU-hours at {ASSUMED_TFLOPS:.0f} TFLOP/s sustained per GPU")
+
+    def items():
+        for fr in plan_rows():
+            if wanted and fr.index not in wanted:
+                continue
+            r = fr.row
+            path, note = locate_teacher(args.checkpoints, r.teacher, fr.why_not)
+            init, s_note = (None, "") if note else locate_student(args.checkpoints, r.student)
+            cfg = None if note or s_note else train_config(
+                fr, args.data, str(path) if path else None, args.epochs or r.epochs, Path(args.out) / "full",
+                str(init) if init else None)
+            yield fr, f"row {fr.index:2d} {r.student} / {r.teacher} / {r.label}", cfg, note or s_note
+
+    results = launch_all(items(), args)
     if args.dry_run:
         return results
     lines = ["# Table 1 at full scale (ImageNet-1k)", "", "| row | student | teacher | method | paper acc | ours | note |",
@@ -217,9 +233,7 @@ def main(argv=None):
         ours = f"{100 * s['final_acc']:.1f}" if s and s.get("final_acc") is not None else "–"
         lines.append(f"| {fr.index} | {fr.row.student} | {fr.row.teacher or '–'} | {fr.row.label} | {fr.row.acc} | "
                      f"{ours} | {note} |")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "table1_full.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(args, "table1_full.md", lines)
     return results
 
 
@@ -245,23 +259,21 @@ def analysis(name: str, title: str, make_runs, argv, add_options=None) -> list[t
     if add_options:
         add_options(ap)
     args = ap.parse_args(argv)
-    results, total_h = [], 0.0
-    for i, r in enumerate(make_runs(args)):
-        path, note = locate_teacher(args.checkpoints, r.teacher, r.why_not)
-        if note:
-            print(f"{r.label}: skipped ({note})")
-            results.append((r, None, note))
-            continue
-        cfg = get_config("deit_tiny_nokd").replace(
-            name=f"{name}_{i}", model=STUDENTS[r.student], data_path=args.data, epochs=args.epochs,
-            out_dir=str(Path(args.out) / "full" / name / f"{i:02d}"))
-        if r.teacher is not None:
-            cfg = cfg.replace(teacher=str(path), teacher_model=paper.teacher_config(r.teacher).name)
-        cfg = cfg.replace(**r.fields)
-        summary, hours = launch(cfg, args, f"{r.label} ({r.student} <- {r.teacher or 'no teacher'})")
-        total_h += hours
-        results.append((r, summary, ""))
-    print(f"estimated total: {total_h:.0f} GPU-hours at {ASSUMED_TFLOPS:.0f} TFLOP/s sustained per GPU")
+
+    def items():
+        for i, r in enumerate(make_runs(args)):
+            path, note = locate_teacher(args.checkpoints, r.teacher, r.why_not)
+            cfg = None
+            if not note:
+                cfg = get_config("deit_tiny_nokd").replace(
+                    name=f"{name}_{i}", model=STUDENTS[r.student], data_path=args.data, epochs=args.epochs,
+                    out_dir=str(Path(args.out) / "full" / name / f"{i:02d}"))
+                if r.teacher is not None:
+                    cfg = cfg.replace(teacher=str(path), teacher_model=paper.teacher_config(r.teacher).name)
+                cfg = cfg.replace(**r.fields)
+            yield r, f"{r.label} ({r.student} <- {r.teacher or 'no teacher'})" if not note else r.label, cfg, note
+
+    results = launch_all(items(), args)
     if args.dry_run:
         return results
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
@@ -272,9 +284,7 @@ def analysis(name: str, title: str, make_runs, argv, add_options=None) -> list[t
         t_acc = s["history"][-1].get("teacher_acc_masked") if s and s.get("history") else None
         lines.append(f"| {r.label} | {r.student} | {r.teacher or '–'} | {r.paper} | "
                      f"{pct(s and s.get('final_acc'))} | {pct(t_acc)} | {note} |")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"{name}_full.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(args, f"{name}_full.md", lines)
     return results
 
 
