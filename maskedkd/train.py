@@ -313,15 +313,16 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
         bar.close()
 
     # summary and final weights
-    summary = {"name": cfg.name, "config_hash": config_hash(cfg), "final_acc": history[-1]["acc"] if history else None,
+    h = config_hash(cfg)
+    summary = {"name": cfg.name, "config_hash": h, "final_acc": history[-1]["acc"] if history else None,
                "history": history, "num_keep": v.num_keep if v is not None else None, "steps": global_step,
                "world_size": world, "wall_s": round(time.time() - t_start, 1), "student": s_model.name,
                "teacher": view.cfg.name if view else None, "kernels": kernels()}
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        save_params(params, out / "params.safetensors", metadata={"config_hash": config_hash(cfg)})
+        save_params(params, out / "params.safetensors", metadata={"config_hash": h})
         if final_params_path is not None:
-            save_params(params, final_params_path, metadata={"config_hash": config_hash(cfg),
+            save_params(params, final_params_path, metadata={"config_hash": h,
                                                              "final_acc": str(summary["final_acc"])})
         log.close()
     return summary
