@@ -190,7 +190,7 @@ def test_figure2_smoke(tmp_path):
     ("ablation_tome", ["ablation_tome.md", "ablation_tome.csv", "ablation_tome.png"]),
 ])
 def test_analysis_scripts_smoke(script, files, tmp_path):
-    r = subprocess.run(["bash", str(ROOT / f"reproduce/{script}.sh"), "--smoke", "--jobs", "1", "--out",
+    r = subprocess.run(["bash", str(ROOT / f"reproduce/{script}.sh"), "--smoke", "--jobs", "2", "--out",
                         str(tmp_path / "r")], env=_env(tmp_path), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     for f in files:
