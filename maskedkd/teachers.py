@@ -95,8 +95,8 @@ def fold_input_norm(params: dict, data_norm, model_norm) -> dict:
 
 def kept_per_epoch(cfg: TrainConfig, num_patches: int) -> tuple[int | None, ...]:
     """The teacher's kept patches in each epoch of a run (None: every patch): num_keep, keep_ratio (by keep_count) or
-    keep_schedule, at most one of them. The view of the training program and the cost ledger (reproduce/lib/runner.py run_macs) read
-    the kept count from here alone."""
+    keep_schedule, at most one of them. The view of the training program and the cost ledger (run_macs in
+    reproduce/lib/runner.py) read the kept count from here alone."""
     if cfg.num_keep and cfg.keep_ratio < 1.0:
         raise ValueError(f"num_keep={cfg.num_keep} and keep_ratio={cfg.keep_ratio} both set the kept count: give one")
     if cfg.keep_schedule:

@@ -135,8 +135,8 @@ def train_cached_teacher(tcfg: TrainConfig) -> Path:
     path = cache_path(tcfg)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         raise ValueError(f"teacher cache:{tcfg.name} is not trained yet ({path} is missing) and this is a "
-                         f"{dist.get_world_size()}-process run: train it first in one process with "
-                         f"a one-process run that names it, or maskedkd.train.train_cached_teacher(config); it is then cached")
+                         f"{dist.get_world_size()}-process run: train it first in one process (a run that names it, or "
+                         f"maskedkd.train.train_cached_teacher(config)); it is then cached")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

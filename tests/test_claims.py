@@ -4,7 +4,6 @@ import inspect
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest

@@ -1,6 +1,5 @@
 """Table 1 rows 34-46: MAE-pretrained ViT-L/16 and ViT-H/14 students (global pool, layer-wise lr decay, a pre-trained
 file as the start) distilled from DeiT3-H/14, and G2SD's distillation-token DeiT-S distilled from MAE's ViT-B."""
-import sys
 from pathlib import Path
 
 import pytest

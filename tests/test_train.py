@@ -250,7 +250,6 @@ def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
     """Two runs that need the same missing cached teacher at once: one trains it, the other waits and loads it."""
     import threading
 
-    import maskedkd.teachers as teachers
     import maskedkd.train as train_mod
     from reproduce.lib.runner import prepare_cached_models
     monkeypatch.setenv("MASKEDKD_CACHE", str(tmp_path / "cache"))
@@ -445,7 +444,6 @@ def test_full_teacher_logit_memo_changes_no_number(tmp_path, monkeypatch, extra)
 
 
 def test_full_teacher_logit_memo_on_the_sound_set(tmp_path, monkeypatch):
-    import maskedkd.train as train
     from maskedkd.model import init_params
     teacher = tmp_path / "t.safetensors"
     mkd.save_params(init_params(MODELS["sounds_teacher"], seed=0), teacher)

@@ -9,6 +9,9 @@ from pathlib import Path
 from .core import (CONFIGS, DOCS, MODELS, NOT_HASHED, RATIOS, TrainConfig, apply_overrides, config_diff,
                    config_from_json, config_hash, model_config, register, write_config)
 
+__all__ = ["CONFIGS", "DOCS", "MODELS", "NOT_HASHED", "RATIOS", "TrainConfig", "apply_overrides", "config_diff",
+           "config_from_json", "config_hash", "get_config", "model_config", "register", "write_config"]
+
 
 def get_config(name_or_path: str) -> TrainConfig:
     """A registered config by name, a config file written as JSON (write_config), or CONFIG from a Python file."""

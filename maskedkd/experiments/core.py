@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -102,7 +101,7 @@ class TrainConfig:
     warmup_lr: float = 1e-6
     warmup_epochs: float = 5.0
     weight_decay: float = 0.05
-    layer_decay: float = 0.0  # >0: MAE's layer-wise lr decay (step.param_groups); 0: off (DeiT)
+    layer_decay: float = 0.0  # >0: MAE's layer-wise lr decay (optim.param_groups); 0: off (DeiT)
     seed: int = 0
     compile: bool = True
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast everywhere; fp32: none
