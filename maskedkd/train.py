@@ -341,6 +341,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = apply_overrides(get_config(argv[0]), argv[1:])
     summary = run(cfg)
     if dist.is_initialized():
+        # every rank reaches teardown together: a rank that destroys its gloo group while a peer is still writing
+        # the run's files was seen to abort at exit ("terminate called without an active exception", CI 2026-12-04)
+        dist.barrier()
         dist.destroy_process_group()
     return summary
 
