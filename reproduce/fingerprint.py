@@ -28,7 +28,7 @@ OVERRIDES = dict(num_keep=32, train_size=512, test_size=200, epochs=2, eval_ever
 
 def config():
     from maskedkd.experiments import get_config
-    return get_config("digits_student_kd").replace(name="fingerprint", **OVERRIDES)
+    return get_config("cluttered_student_kd").replace(name="fingerprint", **OVERRIDES)
 
 
 def fingerprint(root: Path, env: dict[str, str] | None = None) -> dict:

@@ -22,34 +22,45 @@ N_TRAIN_SOURCES = 1400  # of 1797, chosen in the project's early trials (not in 
 DIGITS_MEAN, DIGITS_STD = 0.15, 0.25  # normalisation constants of the default recipe (measured, rounded)
 
 
-@lru_cache(maxsize=1)
-def _digit_sources() -> tuple[np.ndarray, np.ndarray]:
-    """All 1797 digits as float32 (n, 16, 16) in [0, 1] (bilinear x2 upsampling), and labels, in a fixed
-    seeded order: the first N_TRAIN_SOURCES are the train sources, the rest the test sources."""
+@lru_cache(maxsize=4)
+def _digit_sources(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits as float32 (n, size, size) in [0, 1] (bilinear upsampling of the 8x8 originals; 16: x2), and
+    labels, in a fixed seeded order: the first N_TRAIN_SOURCES are the train sources, the rest the test sources."""
     from sklearn.datasets import load_digits
+    if not 8 <= size <= 64:
+        raise ValueError(f"digit size {size} px: expected 8 to 64 (the sources are 8x8)")
     d = load_digits()
     imgs = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
-    up = F.interpolate(imgs, scale_factor=2, mode="bilinear", align_corners=False)[:, 0].clamp(0, 1).numpy()
+    up = F.interpolate(imgs, size=(size, size), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1).numpy()
     order = np.random.default_rng(0).permutation(len(up))
     return up[order], d.target[order].astype(np.int64)
 
 
 def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter: int = 4, num_clutter: int = 3,
-                     clutter_size: tuple[int, int] = (5, 9), noise: float = 0.15, normalize: bool = True
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """n images (n, 1, canvas, canvas) and labels (n,): a digit of `split` ("train"/"test" sources) at the
-    centre +- jitter px, num_clutter crops of other digits anywhere, uniform noise in [0, noise]."""
+                     clutter_size: tuple[int, int] = (5, 9), noise: float = 0.15, normalize: bool = True,
+                     digit_size: int = 16, copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images (n, 1, canvas, canvas) and labels (n,): a digit_size-px digit of `split` ("train"/"test" sources)
+    at the centre +- jitter px, num_clutter crops (clutter_size px, of 16-px digits) of other digits anywhere,
+    uniform noise in [0, noise]. copies > 1: that many digits of the class (different sources: other hands) in
+    distinct cells of a grid of digit_size-px cells instead of one at the centre (jitter must be 0)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if canvas < 16 + 2 * jitter:
-        raise ValueError(f"canvas {canvas} is too small for a 16 px digit with jitter {jitter}")
-    imgs, labels = _digit_sources()
+    if canvas < digit_size + 2 * jitter:
+        raise ValueError(f"canvas {canvas} is too small for a {digit_size} px digit with jitter {jitter}")
+    if num_clutter < 0 or jitter < 0 or not 0 <= noise <= 1:
+        raise ValueError(f"num_clutter={num_clutter}, jitter={jitter} must be >= 0 and noise={noise} in [0, 1]")
+    cells = (canvas // digit_size) ** 2
+    if copies < 1 or copies > cells or (copies > 1 and jitter):
+        raise ValueError(f"copies={copies} must lie in [1, {cells}] (the {digit_size} px cells of a {canvas} px "
+                         f"canvas), with jitter 0 when above 1 (jitter={jitter})")
+    imgs, labels = _digit_sources(digit_size)
+    clutter_src = _digit_sources(16)[0]
     src = slice(0, N_TRAIN_SOURCES) if split == "train" else slice(N_TRAIN_SOURCES, None)
-    pool, pool_y = imgs[src], labels[src]
+    pool, pool_y, clutter_pool = imgs[src], labels[src], clutter_src[src]
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     which = rng.integers(0, len(pool), n)
     out = rng.uniform(0, noise, (n, canvas, canvas)).astype(np.float32)
-    centre = (canvas - 16) // 2
+    centre = (canvas - digit_size) // 2
     lo, hi = clutter_size
     for i in range(n):
         for _ in range(num_clutter):  # fragments of a random other-class digit from the same split
@@ -59,22 +70,33 @@ def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter:
             h, w = rng.integers(lo, hi + 1, 2)
             sy, sx = rng.integers(0, 16 - h + 1), rng.integers(0, 16 - w + 1)
             ty, tx = rng.integers(0, canvas - h + 1), rng.integers(0, canvas - w + 1)
-            np.maximum(out[i, ty:ty + h, tx:tx + w], pool[j, sy:sy + h, sx:sx + w], out=out[i, ty:ty + h, tx:tx + w])
-        dy, dx = rng.integers(-jitter, jitter + 1, 2)
-        y0, x0 = centre + dy, centre + dx
-        np.maximum(out[i, y0:y0 + 16, x0:x0 + 16], pool[which[i]], out=out[i, y0:y0 + 16, x0:x0 + 16])
+            np.maximum(out[i, ty:ty + h, tx:tx + w], clutter_pool[j, sy:sy + h, sx:sx + w],
+                       out=out[i, ty:ty + h, tx:tx + w])
+        if copies == 1:
+            dy, dx = rng.integers(-jitter, jitter + 1, 2)
+            places = [(centre + dy, centre + dx)]
+            sources = [which[i]]
+        else:
+            side = canvas // digit_size
+            places = [(c // side * digit_size, c % side * digit_size) for c in rng.choice(cells, copies, replace=False)]
+            same = np.flatnonzero(pool_y == pool_y[which[i]])
+            sources = [which[i], *rng.choice(same, copies - 1)]
+        for (y0, x0), j in zip(places, sources):
+            np.maximum(out[i, y0:y0 + digit_size, x0:x0 + digit_size], pool[j],
+                       out=out[i, y0:y0 + digit_size, x0:x0 + digit_size])
     x = torch.from_numpy(np.clip(out, 0, 1))[:, None]
     if normalize:
         x = (x - DIGITS_MEAN) / DIGITS_STD
     return x, torch.from_numpy(pool_y[which])
 
 
-def clean_digits(split: str, n: int, seed: int, *, canvas: int = 32, normalize: bool = True):
+def clean_digits(split: str, n: int, seed: int, *, canvas: int = 32, normalize: bool = True, digit_size: int = 16,
+                 copies: int = 1):
     """Centred digits without clutter or noise: the teacher's warm-up data (the project's early trials, not in this
     repository: it helps a ViT
     leave the chance plateau)."""
     return cluttered_digits(split, n, seed, canvas=canvas, jitter=0, num_clutter=0, noise=0.0,
-                            normalize=normalize)
+                            normalize=normalize, digit_size=digit_size, copies=copies)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -188,6 +210,21 @@ def mixup_cutmix(num_classes: int):
     numpy's global RNG and needs an even batch."""
     return _timm_data().Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_minmax=None, prob=1.0, switch_prob=0.5,
                               mode="batch", label_smoothing=0.1, num_classes=num_classes)
+
+
+def batch_augmentation(num_classes: int):
+    """DeiT's augmentation of a whole in-memory batch (x (b c h w) normalised, y (b,)) -> (x, soft y (b C)):
+    timm's RandomErasing (p 0.25, per-pixel normal noise, one box per image, as DeiT's `--reprob`) on each image,
+    then DeiT's MixUp/CutMix with label smoothing 0.1 (mixup_cutmix). Draws from python's, numpy's and torch's
+    global RNGs: call it under seeded_rngs."""
+    _timm_data()
+    from timm.data.random_erasing import RandomErasing
+    erase = RandomErasing(probability=0.25, mode="pixel", max_count=1, device="cpu")
+    mix = mixup_cutmix(num_classes)
+
+    def augment(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return mix(erase(x), y)
+    return augment
 
 
 @contextmanager

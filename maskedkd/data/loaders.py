@@ -21,8 +21,8 @@ from typing import Iterator
 
 import torch
 
-from .images import (RepeatAugSampler, SeededItems, clean_digits, cluttered_digits, image_folder, mixup_cutmix,
-                     seeded_rngs)
+from .images import (RepeatAugSampler, SeededItems, batch_augmentation, clean_digits, cluttered_digits, image_folder,
+                     mixup_cutmix, seeded_rngs)
 
 DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
 
@@ -68,6 +68,12 @@ def eval_shard(x, y, rank: int, world: int, batch: int):
     return [(x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)]
 
 
+def scene(cfg) -> dict:
+    """The cluttered_digits arguments a config's digit scene sets."""
+    return dict(digit_size=cfg.digit_size, jitter=cfg.jitter, num_clutter=cfg.num_clutter, noise=cfg.noise,
+                copies=cfg.copies)
+
+
 class DigitsData(InMemoryPool):
     """The embedded cluttered-digits set: a fresh clutter draw of train_size images every epoch (the first
     clean_epochs are clean centred digits), fixed test images from disjoint source digits."""
@@ -81,6 +87,10 @@ class DigitsData(InMemoryPool):
             raise ValueError(f"train_size={cfg.train_size} is smaller than batch_size={cfg.batch_size}")
         self._epoch_cache: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._test = None
+        self._aug = None
+        if cfg.batch_aug and (cfg.batch_size // world) % 2:
+            raise ValueError(f"batch_aug needs an even batch per process (MixUp pairs each image with its mirror): "
+                             f"batch_size={cfg.batch_size} over {world} process(es)")
 
     def draw(self, epoch: int) -> int:
         """Which clutter draw an epoch trains on: a fixed set's epochs share one."""
@@ -91,13 +101,32 @@ class DigitsData(InMemoryPool):
         clean = epoch < self.cfg.clean_epochs
         draw = self.draw(epoch)
         if self._epoch_cache is None or self._epoch_cache[0] != draw:
-            make = clean_digits if clean else cluttered_digits
-            self._epoch_cache = (draw, make("train", self.cfg.train_size, self.cfg.seed * 100_003 + draw))
+            seed = self.cfg.seed * 100_003 + draw
+            if clean:
+                made = clean_digits("train", self.cfg.train_size, seed, digit_size=self.cfg.digit_size,
+                                    copies=self.cfg.copies)
+            else:
+                made = cluttered_digits("train", self.cfg.train_size, seed, **scene(self.cfg))
+            self._epoch_cache = (draw, made)
         return self._epoch_cache[1]
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.epoch_data(epoch)
-        return sharded_batches(x, y, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
+        batches = sharded_batches(x, y, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
+        return self._augmented(batches, epoch, start) if self.cfg.batch_aug else batches
+
+    def _augmented(self, batches, epoch: int, start: int):
+        """DeiT's batch augmentation on each CPU batch, a pure function of (seed, rank, epoch, step)."""
+        if self._aug is None:
+            self._aug = batch_augmentation(self.num_classes)
+        for i, (x, y) in enumerate(batches):
+            with seeded_rngs((self.cfg.seed, self.rank, epoch, start + i)):
+                yield self._aug(x.clone(), y)
+
+    def teacher_rows(self, epoch: int, start: int, logits_of):
+        if self.cfg.batch_aug:
+            return None  # augmented per step: no pool whose logits could be computed once
+        return super().teacher_rows(epoch, start, logits_of)
 
     def train_pool(self, epoch: int) -> tuple[int, torch.Tensor]:
         return self.draw(epoch), self.epoch_data(epoch)[0]
@@ -113,7 +142,7 @@ class DigitsData(InMemoryPool):
 
     def eval_batches(self, batch: int = 500):
         if self._test is None:
-            self._test = cluttered_digits("test", self.cfg.test_size, DIGITS_TEST_SEED)
+            self._test = cluttered_digits("test", self.cfg.test_size, DIGITS_TEST_SEED, **scene(self.cfg))
         return eval_shard(*self._test, self.rank, self.world, batch)
 
 

@@ -64,6 +64,15 @@ class TrainConfig:
     test_size: int = 2000  # digits: fixed test images (disjoint source digits)
     clean_epochs: int = 0  # digits: first epochs on clean centred digits (teacher warm-up)
     fresh_clutter: bool = True  # digits: a new clutter draw every epoch (False: one fixed training set)
+    # digits: the scene (data.images.cluttered_digits): digit size in px on the 32-px canvas, jitter px around the
+    # centre, fragments of other digits, noise level. The defaults are the cluttered stress regime's.
+    digit_size: int = 16
+    copies: int = 1  # digits of the class in distinct cells of a digit_size grid (above 1: jitter 0)
+    jitter: int = 4
+    num_clutter: int = 3
+    noise: float = 0.15
+    batch_aug: bool = False  # digits: DeiT's batch augmentation (MixUp 0.8 / CutMix 1.0 / smoothing 0.1, random
+    #                          erasing 0.25 per image, as timm builds them), seeded by (seed, rank, epoch, step)
     mixup: bool = True  # imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1
     repeated_aug: int = 3  # imagefolder: repeated-augmentation count
     num_workers: int = 8

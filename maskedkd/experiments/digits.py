@@ -1,40 +1,73 @@
-"""Embedded cluttered-digits experiments (2 CPU cores, offline). The student accuracies are at embedded scale,
+"""Embedded digits experiments (2 CPU cores, offline): the default regime and the cluttered stress regime. The student accuracies are at embedded scale,
 not ImageNet's; the table they feed is paper table 1's accuracy column [docs/paper.md#table-1].
 
 lr values are per 512 images (the DeiT rule lr * batch / 512): 8e-3 at batch 64 is an actual lr of 1e-3.
 """
 from .core import TrainConfig, register
 
-TEACHER = register(TrainConfig(
-    name="digits_teacher", data="digits", model="digits_teacher", drop_path=0.1, clean_epochs=2, epochs=22,
-    batch_size=64, lr=8e-3, warmup_epochs=1, threads=2, compile=False),
-    doc="""Teacher of the embedded set: `python -m maskedkd.train digits_teacher`.
-Expected: ~90% test accuracy (see docs/benchmarks.md and the committed artefact's metadata).""")
+# --- the default embedded regime ---------------------------------------------------------------------------------
+# Chosen by reproduce/regime_trials.py on the teacher, no-KD and logit-KD figures alone, against targets fixed in
+# advance from the paper's regime (the trial log: reproduce/reference/regime_trials.jsonl; the measured figures:
+# reproduce/reference/regime.json).
+DIGIT_SIZE, JITTER, NOISE = 24, 4, 0.1
+TEACHER_RECIPE = dict(drop_path=0.1, epochs=12, train_size=8000, batch_size=64, lr=8e-3, warmup_epochs=1,
+                      batch_aug=True)
+STUDENT_RECIPE = dict(drop_path=0.0, epochs=10, train_size=3000, fresh_clutter=False, batch_size=32, lr=1.6e-2,
+                      warmup_epochs=1, eval_every=5)
+SCENE = dict(digit_size=DIGIT_SIZE, jitter=JITTER, num_clutter=0, noise=NOISE)
 
-register(TEACHER.replace(name="digits_teacher_smoke", epochs=1, clean_epochs=0, train_size=512, test_size=200),
+TEACHER = register(TrainConfig(
+    name="digits_teacher", data="digits", model="digits_teacher", **SCENE, **TEACHER_RECIPE, threads=2,
+    compile=False),
+    doc="""Teacher of the default embedded regime: `python -m maskedkd.train digits_teacher`.
+Expected: the test accuracy recorded in maskedkd/assets/digits_teacher.json (the shipped artefact).""")
+
+register(TEACHER.replace(name="digits_teacher_smoke", epochs=1, train_size=512, test_size=200),
          doc="A few steps of the teacher recipe, for smoke tests of the reproduce scripts: not a real teacher.")
 
-# The embedded student recipe (chosen by one-seed trials, see reproduce/README.md): a fixed set of 4000 cluttered
-# images seen 11 times after one epoch of clean centred digits (12 epochs), batch 32. The clean epoch raised the
-# no-KD student in the 8000 x 6 trial (51.3 on seed 0, against 38.3 ± 4.7 over 3 seeds without it); it does not
-# stop every MaskedKD run from starting with attention on background (4 of 12 in table 1 did). The fixed, smaller
-# set is the data-limited regime in which distillation helps (with 8000 images x 6 epochs logit KD was ~2.5
-# points *below* no KD on two seeds; with 4000 x 12 it was 6.8 above).
-STUDENT = TrainConfig(
-    name="digits_student_nokd", data="digits", model="digits_student", drop_path=0.0, epochs=12, train_size=4000,
-    clean_epochs=1, fresh_clutter=False, batch_size=32, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False,
-    eval_every=3)
+STUDENT = TrainConfig(name="digits_student_nokd", data="digits", model="digits_student", **SCENE, **STUDENT_RECIPE,
+                      threads=1, compile=False)
 
-register(STUDENT, doc="""No distillation, embedded scale: `python -m maskedkd.train digits_student_nokd`.
-Table 1's "No distillation" row at embedded scale; its accuracy is in results/table1.md (reproduce/table1.sh).""")
-register(STUDENT.replace(name="digits_student_kd", teacher="cache:digits_teacher", teacher_model="digits_teacher"),
-         doc="""Logit KD with the full teacher: `python -m maskedkd.train digits_student_kd`.
-Table 1's "Logit" row at embedded scale; expected above no distillation (results/table1.md).""")
-for pct in (75, 50, 40, 25):
-    register(STUDENT.replace(name=f"digits_student_maskedkd{pct}", teacher="cache:digits_teacher",
-                             teacher_model="digits_teacher", keep_ratio=pct / 100),
-             doc=f"""MaskedKD keeping {pct}% of the 64 patches: `python -m maskedkd.train digits_student_maskedkd{pct}`.
-Table 1's "+MaskedKD {pct}%" row at embedded scale (paper, ImageNet: within ~0.3 points of logit KD down to 40-50%).""")
+
+def _students(student: TrainConfig, teacher: str, regime: str) -> None:
+    """Register the no-KD, logit-KD and MaskedKD 75/50/40/25% runs of a regime, named PREFIX_student_*."""
+    prefix = student.name.split("_student_")[0]
+    register(student, doc=f"""No distillation, {regime}: `python -m maskedkd.train {prefix}_student_nokd`.
+Table 1's "No distillation" row at embedded scale (reproduce/table1.sh).""")
+    register(student.replace(name=f"{prefix}_student_kd", teacher=f"cache:{teacher}", teacher_model="digits_teacher"),
+             doc=f"""Logit KD with the full teacher, {regime}: `python -m maskedkd.train {prefix}_student_kd`.
+Table 1's "Logit" row at embedded scale.""")
+    for pct in (75, 50, 40, 25):
+        register(student.replace(name=f"{prefix}_student_maskedkd{pct}", teacher=f"cache:{teacher}",
+                                 teacher_model="digits_teacher", keep_ratio=pct / 100),
+                 doc=f"""MaskedKD keeping {pct}% of the 64 patches, {regime}: `python -m maskedkd.train \
+{prefix}_student_maskedkd{pct}`. Table 1's "+MaskedKD {pct}%" row at embedded scale (paper, ImageNet: within ~0.3
+points of logit KD down to 40-50% [docs/paper.md#table-1]).""")
+
+
+_students(STUDENT, "digits_teacher", "default embedded regime")
+
+# --- the cluttered-digits stress regime ---------------------------------------------------------------------------
+# The default until issue 25: a 16-px digit among fragments of other digits and noise. Its teacher keeps only 0.65
+# of its accuracy on a random half of the patches (the paper's keeps 0.94), so an immature student's attention can
+# hide the digit from it; full KD for the first epochs is the remedy (reproduce/reference/cluttered/). Kept to
+# stress the method, not to reproduce the paper. The recipes are unchanged but for their names.
+CLUTTERED_TEACHER = register(TrainConfig(
+    name="cluttered_teacher", data="digits", model="digits_teacher", drop_path=0.1, clean_epochs=2, epochs=22,
+    batch_size=64, lr=8e-3, warmup_epochs=1, threads=2, compile=False),
+    doc="""Teacher of the cluttered stress regime: `python -m maskedkd.train cluttered_teacher`.
+Expected: the test accuracy recorded in maskedkd/assets/cluttered_teacher.json (93.3% when it was trained).""")
+
+register(CLUTTERED_TEACHER.replace(name="cluttered_teacher_smoke", epochs=1, clean_epochs=0, train_size=512,
+                                   test_size=200),
+         doc="A few steps of the cluttered teacher recipe, for smoke tests: not a real teacher.")
+
+# Chosen by one-seed trials in the project's early days: a fixed set of 4000 cluttered images seen 11 times after
+# one epoch of clean centred digits (12 epochs), batch 32.
+_students(TrainConfig(
+    name="cluttered_student_nokd", data="digits", model="digits_student", drop_path=0.0, epochs=12, train_size=4000,
+    clean_epochs=1, fresh_clutter=False, batch_size=32, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False,
+    eval_every=3), "cluttered_teacher", "cluttered stress regime")
 
 # The embedded sound-event set (AST): the audio analogue [docs/paper.md#audio]; the paper's ESC-50 numbers are not
 # transcribed.

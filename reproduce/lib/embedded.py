@@ -56,19 +56,66 @@ def finish(args, script: str, files: tuple[str, ...]) -> None:
         update_reference(script, Path(args.out), (f"{script}_runs.json", *files))
 
 
+# The embedded image regimes (maskedkd/experiments/digits.py): the default, and the cluttered stress regime.
+REGIMES = ("digits", "cluttered")
+QUICK_EPOCHS = {"digits": 4, "cluttered": 4}  # cluttered: 1 clean + 3 cluttered of its 12
+
+
 def plan(mode: str, task: str = "digits") -> tuple[list[int], dict]:
-    """Seeds and student-run settings for the default / quick / smoke modes."""
+    """Seeds and student-run settings for the default / quick / smoke modes of a task (an image regime or
+    "sounds")."""
     if task == "sounds":
         return {"smoke": ([0], dict(epochs=1, train_size=128, test_size=64, batch_size=32)),
                 "quick": ([0], dict(epochs=6)),
                 "default": ([0, 1, 2, 3, 4], dict(epochs=10))}[mode]  # 5 seeds: the claims' 4 degrees of freedom
+    if task not in REGIMES:
+        raise ValueError(f"task {task!r}: expected 'sounds' or one of the image regimes {REGIMES}")
     if mode == "smoke":
         return [0], dict(epochs=1, train_size=256, test_size=200, batch_size=32)
-    if mode == "quick":  # a first look: 1 seed, 4 of the 12 epochs (1 clean + 3 cluttered)
-        return [0], dict(epochs=4)
+    if mode == "quick":  # a first look: 1 seed, fewer epochs
+        return [0], dict(epochs=QUICK_EPOCHS[task])
     # the student config's own recipe (experiments/digits.py); 5 seeds so that the paired differences of
-    # reproduce/lib/claims.py have 4 degrees of freedom (seeds 0-2 were the earlier 3-seed runs: same names, reused)
+    # reproduce/lib/claims.py have 4 degrees of freedom
     return [0, 1, 2, 3, 4], {}
+
+
+def regime_option(ap: argparse.ArgumentParser) -> None:
+    """--regime: the default embedded regime, or the cluttered stress regime (its own results folder)."""
+    ap.add_argument("--regime", choices=REGIMES, default="digits",
+                    help="digits: the default regime, chosen to match the paper's (reproduce/regime_trials.py); "
+                         "cluttered: the stress regime in which the teacher cannot cope with missing parts")
+
+
+CURVE_KEPT = (100, 75, 50, 40, 25)  # percent of the patches kept at random: the regime's teacher curve
+
+
+def teacher_curve(tcfg: TrainConfig, params_path, data_cfg: TrainConfig, draws: int = 3) -> dict[str, float]:
+    """Percent kept -> the teacher's test accuracy when shown that share of its patches chosen at random
+    (keep_count; the mean over `draws` fixed draws), on the test set of data_cfg's digit scene. The property the
+    method relies on: the paper's DeiT-B keeps 76.9 / 81.8 = 0.94 of its accuracy on a random half
+    [docs/paper.md#masking-criteria]."""
+    import statistics
+
+    import torch
+
+    import maskedkd as mkd
+    from maskedkd.data.loaders import DigitsData
+    from maskedkd.select import keep_count
+    t_cfg = MODELS[tcfg.model]
+    params = mkd.load_checkpoint(params_path, t_cfg)
+    (x, y), = DigitsData(data_cfg).eval_batches(batch=10**9)
+    n = t_cfg.num_patches
+    out = {}
+    with torch.no_grad():
+        for pct in CURVE_KEPT:
+            k = keep_count(n, pct / 100)
+            accs = []
+            for d in range(1 if k == n else draws):
+                g = torch.Generator().manual_seed(d)
+                idx = None if k == n else torch.rand(len(x), n, generator=g).argsort(-1)[:, :k].sort(-1).values
+                accs.append((mkd.teacher_forward(params, x, t_cfg, idx).argmax(-1) == y).float().mean().item())
+            out[str(pct)] = statistics.fmean(accs)
+    return out
 
 
 def teacher_config(mode: str, task: str = "digits") -> TrainConfig:
@@ -92,15 +139,15 @@ def student_run(mode: str, seed: int, num_keep: int | None, *, teacher: bool = T
 
 
 def warmup_epochs(mode: str) -> int:
-    """Full-KD epochs before MaskedKD 50% in the warm-up remedy (3 of the default 12; 1 in quick and smoke)."""
+    """Full-KD epochs before MaskedKD 50% in the warm-up remedy (3 in the default mode; 1 in quick and smoke)."""
     return 3 if mode == "default" else 1
 
 
-def warmup_run(mode: str, seed: int) -> TrainConfig:
+def warmup_run(mode: str, seed: int, task: str = "digits") -> TrainConfig:
     """The full-KD warm-up remedy: the teacher sees every patch for warmup_epochs(mode) epochs, then the 50% the
     student ranks highest (keep_schedule "100*3,50"). The same run as reproduce/beyond.py's warm-up row (named
     digits_student_sched100x3-50-sN in the default mode), so either script reuses the other's finished run."""
-    c = student_run(mode, seed, None, keep_schedule=f"100*{warmup_epochs(mode)},50")
+    c = student_run(mode, seed, None, keep_schedule=f"100*{warmup_epochs(mode)},50", task=task)
     return c.replace(epochs=2, eval_every=1) if mode == "smoke" else c  # smoke: 1 + 1 epochs
 
 
@@ -236,4 +283,7 @@ def regenerate(reference: Path = REFERENCE, readme: Path = README) -> None:
     for script, data in datas.items():
         if report.begin(script) in text:
             text = report.replace_block(text, report.readme_block(data), script)
+    if (reference / "regime.json").is_file() and report.begin("regime") in text:
+        from reproduce.lib import regime
+        text = report.replace_block(text, regime.block(json.loads((reference / "regime.json").read_text())), "regime")
     readme.write_text(report.replace_block(text, report.summary_block(datas), "*"))

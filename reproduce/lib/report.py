@@ -170,8 +170,9 @@ END = "<!-- generated: end -->"
 
 def begin(key: str = "table1") -> str:
     """The marker opening the README block generated from reproduce/reference/KEY_runs.json ('*' for the summary
-    of every runs file)."""
-    return f"<!-- generated from reproduce/reference/{key}_runs.json: begin -->"
+    of every runs file; 'regime' for the regime figures, reproduce/reference/regime.json)."""
+    name = "regime.json" if key == "regime" else f"{key}_runs.json"
+    return f"<!-- generated from reproduce/reference/{name}: begin -->"
 
 
 BEGIN = begin()

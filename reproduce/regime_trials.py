@@ -1,0 +1,117 @@
+"""Trials that chose the default embedded regime (issue 25), logged to reproduce/reference/regime_trials.jsonl.
+
+The regime (the digit scene, the teacher's recipe, the student's budget) is chosen on the teacher, no-KD and
+logit-KD figures alone, against targets fixed before any trial from the paper's regime [docs/paper.md#table-1]:
+
+- the teacher shown a random half of its patches keeps >= 0.90 of its full accuracy (paper: DeiT-B 76.9 / 81.8);
+- no-KD student / teacher between 0.80 and 0.95 (paper: DeiT-Ti 72.0 / DeiT-S 79.8);
+- logit KD beats no KD: paired 95% interval above zero over 5 seeds, paired SD <= 1.0 point, no stalled run;
+- table1.sh's default (5 seeds, every row) <= 15 minutes on 2 cores.
+
+No MaskedKD run is made here. Every trial appends one line (its overrides and measured figures) to the log, so the
+choice can be audited against the log alone.
+
+    python -m reproduce.regime_trials teacher NAME [key=value ...]          # a teacher candidate + its curve
+    python -m reproduce.regime_trials students NAME TEACHER_TRIAL [--seeds 0,1,2,3,4] [key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from maskedkd.experiments import apply_overrides, get_config, write_config
+from reproduce.lib.embedded import teacher_curve
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG = ROOT / "reproduce" / "reference" / "regime_trials.jsonl"
+WORK = ROOT / "results" / "regime_trials"
+
+
+def log(entry: dict) -> None:
+    entry = {"time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **entry}
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOG, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    print(json.dumps(entry, indent=1))
+
+
+def train(cfg, threads: int = 1) -> tuple[dict, float]:
+    """Train one config in a subprocess (one torch thread); its summary and wall seconds."""
+    out = WORK / "runs" / cfg.name
+    path = WORK / "configs" / f"{cfg.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_config(cfg.replace(out_dir=str(out), threads=threads, overwrite=True), path)
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "maskedkd.train", str(path)], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    return json.loads((out / "summary.json").read_text()), time.time() - t0
+
+
+def teacher_trial(name: str, overrides: list[str]) -> None:
+    cfg = apply_overrides(get_config("digits_teacher"), overrides).replace(name=f"trial_teacher_{name}")
+    summary, wall = train(cfg, threads=1)
+    curve = teacher_curve(cfg, WORK / "runs" / cfg.name / "params.safetensors", cfg)
+    log({"kind": "teacher", "trial": name, "overrides": overrides, "wall_s": round(wall, 1),
+         "teacher_full_acc": curve["100"], "random_curve": {k: round(v, 4) for k, v in curve.items()},
+         "random_half_over_full": round(curve["50"] / curve["100"], 4), "history": summary["history"]})
+
+
+def students_trial(name: str, teacher_trial_name: str, seeds: list[int], overrides: list[str], jobs: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    tcfg = json.loads((WORK / "configs" / f"trial_teacher_{teacher_trial_name}.json").read_text())
+    t_path = WORK / "runs" / f"trial_teacher_{teacher_trial_name}" / "params.safetensors"
+    scene = {k: tcfg[k] for k in ("digit_size", "copies", "jitter", "num_clutter", "noise")}
+    base = apply_overrides(get_config("digits_student_nokd").replace(**scene), overrides)
+    cfgs = []
+    for s in seeds:
+        cfgs.append(base.replace(seed=s, name=f"trial_{name}_nokd-s{s}"))
+        cfgs.append(base.replace(seed=s, name=f"trial_{name}_kd-s{s}", teacher=str(t_path),
+                                 teacher_model=tcfg["model"]))
+    with ThreadPoolExecutor(jobs) as ex:
+        results = list(ex.map(train, cfgs))
+    acc = {c.name: s["final_acc"] for c, (s, _) in zip(cfgs, results)}
+    nokd = [acc[f"trial_{name}_nokd-s{s}"] for s in seeds]
+    kd = [acc[f"trial_{name}_kd-s{s}"] for s in seeds]
+    diff = [100 * (a - b) for a, b in zip(kd, nokd)]
+    teacher_acc = json.loads(next(l for l in reversed(LOG.read_text().splitlines())
+                                  if f'"trial": "{teacher_trial_name}"' in l))["teacher_full_acc"]
+    entry = {"kind": "students", "trial": name, "teacher_trial": teacher_trial_name, "overrides": overrides,
+             "seeds": seeds, "nokd": nokd, "kd": kd, "kd_minus_nokd": [round(d, 2) for d in diff],
+             "kd_minus_nokd_mean": round(statistics.mean(diff), 2),
+             "kd_minus_nokd_sd": round(statistics.stdev(diff), 2) if len(diff) > 1 else None,
+             "nokd_over_teacher": round(statistics.mean(nokd) / teacher_acc, 4),
+             "wall_s": {c.name: round(w, 1) for c, (_, w) in zip(cfgs, results)},
+             "histories": {c.name: s["history"] for c, (s, _) in zip(cfgs, results)}}
+    if len(diff) > 1:
+        from reproduce.lib import stats
+        _, _, low, high = stats.t_interval(diff)
+        entry["kd_minus_nokd_ci95"] = [round(low, 2), round(high, 2)]
+    log(entry)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("teacher")
+    t.add_argument("name")
+    t.add_argument("overrides", nargs="*")
+    s = sub.add_parser("students")
+    s.add_argument("name")
+    s.add_argument("teacher_trial")
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--seeds", default="0,1,2,3,4")
+    s.add_argument("--jobs", type=int, default=2)
+    a = ap.parse_args(argv)
+    if a.what == "teacher":
+        teacher_trial(a.name, a.overrides)
+    else:
+        students_trial(a.name, a.teacher_trial, [int(v) for v in a.seeds.split(",")], a.overrides, a.jobs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The two embedded image regimes: the digit scene's options (copies, size), DeiT's batch augmentation on the
+in-memory set, and the cluttered stress regime being the former default recipe under a new name."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from maskedkd.data.images import _digit_sources, N_TRAIN_SOURCES, cluttered_digits
+from maskedkd.data.loaders import DigitsData
+from maskedkd.experiments import config_hash, get_config
+from maskedkd.teachers import ASSETS
+
+
+@pytest.mark.parametrize("size,copies", [(8, 1), (8, 5), (8, 16), (16, 3), (16, 4)])
+def test_copies_are_digits_of_the_label_in_distinct_cells(size, copies):
+    x, y = cluttered_digits("train", 12, 3, digit_size=size, copies=copies, jitter=0, num_clutter=0, noise=0.0,
+                            normalize=False)
+    imgs, labels = _digit_sources(size)
+    pool, pool_y = imgs[:N_TRAIN_SOURCES], labels[:N_TRAIN_SOURCES]
+    side = 32 // size
+    for img, label in zip(x[:, 0].numpy(), y.numpy()):
+        cells = [img[r * size:(r + 1) * size, c * size:(c + 1) * size] for r in range(side) for c in range(side)]
+        full = [cell for cell in cells if cell.max() > 0]
+        if copies == 1:  # one digit at the centre (jitter 0), whatever cells it straddles
+            lo = (32 - size) // 2
+            assert img[lo:lo + size, lo:lo + size].max() > 0 and np.delete(
+                np.delete(img, np.s_[lo:lo + size], 0), np.s_[lo:lo + size], 1).max() == 0
+            continue
+        assert len(full) == copies  # every other cell is empty (noise 0)
+        for cell in full:  # each is a whole source digit of the image's class
+            match = np.flatnonzero(np.abs(pool - cell).reshape(len(pool), -1).max(-1) < 1e-6)
+            assert len(match) and (pool_y[match] == label).all()
+
+
+def test_copies_come_from_different_hands():
+    x, y = cluttered_digits("test", 50, 0, digit_size=16, copies=4, jitter=0, num_clutter=0, noise=0.0,
+                            normalize=False)
+    cells = x[:, 0].unfold(1, 16, 16).unfold(2, 16, 16).reshape(50, 4, -1)
+    distinct = [len({tuple(c.tolist()) for c in img}) for img in cells]
+    assert np.mean(distinct) > 3  # sources drawn with replacement: a repeat is rare
+
+
+@pytest.mark.parametrize("kw,bad", [(dict(copies=5, digit_size=16, jitter=0), "copies=5"),
+                                    (dict(copies=0), "copies=0"),
+                                    (dict(copies=2, jitter=4), "jitter=4"),
+                                    (dict(digit_size=28, jitter=4), "too small"),
+                                    (dict(noise=1.5), "noise=1.5")])
+def test_bad_scenes_are_refused_naming_the_value(kw, bad):
+    with pytest.raises(ValueError, match=bad):
+        cluttered_digits("train", 2, 0, **kw)
+
+
+def _aug_cfg(**kw):
+    return get_config("digits_teacher").replace(train_size=256, test_size=50, batch_size=32, batch_aug=True, **kw)
+
+
+def test_batch_aug_is_a_function_of_seed_epoch_step_and_resumes_exactly():
+    d = DigitsData(_aug_cfg())
+    whole = list(d.train_batches(1))
+    again = list(DigitsData(_aug_cfg()).train_batches(1, start=3))
+    assert len(again) == len(whole) - 3
+    for (xa, ya), (xb, yb) in zip(whole[3:], again):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    other = list(DigitsData(_aug_cfg(seed=1)).train_batches(1))
+    assert not torch.equal(other[0][0], whole[0][0])
+    assert not torch.equal(list(d.train_batches(2))[0][0], whole[0][0])  # a new draw of the augmentation per epoch
+
+
+def test_batch_aug_gives_soft_targets_of_the_batch_classes_and_leaves_the_pool_alone():
+    d = DigitsData(_aug_cfg())
+    pool_before = d.epoch_data(0)[0].clone()
+    (x, y), *_ = d.train_batches(0)
+    assert y.shape == (32, 10) and torch.allclose(y.sum(-1), torch.ones(32))
+    assert (y.min() >= 0.1 / 10 - 1e-6)  # label smoothing 0.1 spreads 0.01 over every class
+    assert torch.equal(d.epoch_data(0)[0], pool_before)  # augmented copies; the pool is not mixed in place
+    assert not torch.equal(x, pool_before[:32])
+    assert d.teacher_rows(0, 0, lambda pool: pool) is None  # no per-pool logit memo over augmented batches
+
+
+def test_batch_aug_needs_an_even_batch():
+    with pytest.raises(ValueError, match="even batch"):
+        DigitsData(_aug_cfg().replace(batch_size=33))
+
+
+def test_cluttered_stress_regime_is_the_former_default_recipe():
+    """The shipped cluttered teacher was trained as digits_teacher; the renamed config is that recipe: the same
+    hash once the name is put back, and the asset's metadata matches the new name's hash."""
+    record = json.loads((ASSETS / "cluttered_teacher.json").read_text())
+    old_hash = record["trained_as"].split("config hash ")[1][:12]
+    c = get_config("cluttered_teacher")
+    assert config_hash(c.replace(name="digits_teacher")) == old_hash
+    assert record["config_hash"] == config_hash(c)
+    for kind in ("nokd", "kd", "maskedkd50"):
+        s = get_config(f"cluttered_student_{kind}")
+        assert (s.digit_size, s.copies, s.num_clutter, s.noise, s.batch_aug) == (16, 1, 3, 0.15, False)
