@@ -13,6 +13,8 @@ choice can be audited against the log alone.
 
     python -m reproduce.regime_trials teacher NAME [key=value ...]          # a teacher candidate + its curve
     python -m reproduce.regime_trials students NAME TEACHER_TRIAL [--seeds 0,1,2,3,4] [key=value ...]
+    python -m reproduce.regime_trials probe TEACHER_TRIAL      # the curve of a running teacher trial's checkpoint
+    python -m reproduce.regime_trials note NAME "text"          # a decision (a trial stopped early, and why)
 """
 from __future__ import annotations
 
@@ -61,11 +63,25 @@ def teacher_trial(name: str, overrides: list[str]) -> None:
          "random_half_over_full": round(curve["50"] / curve["100"], 4), "history": summary["history"]})
 
 
+def probe(name: str) -> None:
+    """Log the random-patch curve of a teacher trial's last checkpoint (a trial still training)."""
+    import torch
+
+    from maskedkd.experiments import config_from_json
+    cfg = config_from_json(WORK / "configs" / f"trial_teacher_{name}.json")
+    ck = torch.load(WORK / "runs" / cfg.name / "checkpoint.pt", weights_only=True)
+    curve = teacher_curve(cfg, ck["params"], cfg)
+    log({"kind": "probe", "trial": name, "checkpoint_epoch": ck["epoch"], "step_in_epoch": ck["step_in_epoch"],
+         "global_step": ck["global_step"], "teacher_full_acc": curve["100"],
+         "random_curve": {k: round(v, 4) for k, v in curve.items()},
+         "random_half_over_full": round(curve["50"] / curve["100"], 4)})
+
+
 def students_trial(name: str, teacher_trial_name: str, seeds: list[int], overrides: list[str], jobs: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
     tcfg = json.loads((WORK / "configs" / f"trial_teacher_{teacher_trial_name}.json").read_text())
     t_path = WORK / "runs" / f"trial_teacher_{teacher_trial_name}" / "params.safetensors"
-    scene = {k: tcfg[k] for k in ("digit_size", "copies", "jitter", "num_clutter", "noise")}
+    scene = {k: tcfg[k] for k in ("digit_size", "copies", "distractors", "jitter", "num_clutter", "noise") if k in tcfg}
     base = apply_overrides(get_config("digits_student_nokd").replace(**scene), overrides)
     cfgs = []
     for s in seeds:
@@ -94,6 +110,31 @@ def students_trial(name: str, teacher_trial_name: str, seeds: list[int], overrid
     log(entry)
 
 
+def table(path: Path = LOG) -> str:
+    """The trial log as a markdown table, one line per entry in the log's order."""
+    rows = ["| time (UTC) | kind | trial | settings | figures |", "|---|---|---|---|---|"]
+    for line in path.read_text().splitlines():
+        e = json.loads(line)
+        settings = " ".join(e.get("overrides", []))
+        if e["kind"] in ("teacher", "probe"):
+            c = e["random_curve"]
+            where = "" if e["kind"] == "teacher" else f"after {e['checkpoint_epoch']} epochs: "
+            figs = (f"{where}full {100 * e['teacher_full_acc']:.1f}; random half / full "
+                    f"{e['random_half_over_full']:.3f}; kept 75/40/25%: {100 * c['75']:.1f} / {100 * c['40']:.1f} / "
+                    f"{100 * c['25']:.1f}")
+        elif e["kind"] == "students":
+            settings = f"teacher {e['teacher_trial']}; {settings}"
+            ci = e.get("kd_minus_nokd_ci95")
+            figs = (f"no KD {100 * statistics.fmean(e['nokd']):.1f}, no KD / teacher {e['nokd_over_teacher']:.3f}; "
+                    f"KD - no KD {e['kd_minus_nokd_mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+                    + (f", paired SD {e['kd_minus_nokd_sd']:.2f}" if e["kd_minus_nokd_sd"] is not None else "")
+                    + f" ({len(e['seeds'])} seeds)")
+        else:
+            figs = e["text"]
+        rows.append(f"| {e['time'][:16]} | {e['kind']} | {e['trial']} | {settings} | {figs} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -106,8 +147,17 @@ def main(argv=None) -> None:
     s.add_argument("overrides", nargs="*")
     s.add_argument("--seeds", default="0,1,2,3,4")
     s.add_argument("--jobs", type=int, default=2)
+    p = sub.add_parser("probe")
+    p.add_argument("name")
+    n = sub.add_parser("note")
+    n.add_argument("name")
+    n.add_argument("text")
     a = ap.parse_args(argv)
-    if a.what == "teacher":
+    if a.what == "probe":
+        probe(a.name)
+    elif a.what == "note":
+        log({"kind": "note", "trial": a.name, "text": a.text})
+    elif a.what == "teacher":
         teacher_trial(a.name, a.overrides)
     else:
         students_trial(a.name, a.teacher_trial, [int(v) for v in a.seeds.split(",")], a.overrides, a.jobs)

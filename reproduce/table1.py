@@ -2,13 +2,15 @@
 
     bash reproduce/table1.sh            # default: embedded scale, 5 seeds (see reproduce/README.md for its time)
     bash reproduce/table1.sh --update-reference   # the default, then its small outputs -> reproduce/reference/
-    bash reproduce/table1.sh --quick    # 1 seed, 4 of the 12 epochs: a first look
+    bash reproduce/table1.sh --quick    # 1 seed, 5 of the 15 epochs: a first look
+    bash reproduce/table1.sh --regime cluttered   # the cluttered stress regime (results/cluttered/)
     bash reproduce/table1.sh --speedups # also part 1's teacher speed-ups measured on this CPU (minutes more)
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers [--rows 1,2] [--dry-run]
 
 Part 1, exact: the cost columns of every paper row (teacher GMAC/img, PFLOPs and their change, beside the
 paper's values) and the teacher-forward speed-up masked/unmasked measured here on random weights.
-Part 2, embedded scale: student accuracy on cluttered digits with a locally trained teacher, mean +- SD over
+Part 2, embedded scale: student accuracy on the default digits regime (or, --regime cluttered, the stress regime)
+with a locally trained teacher, mean +- SD over
 seeds: no KD, logit KD, MaskedKD at 75/50/40/25% kept, and full KD for 3 epochs then MaskedKD 50% (the remedy of
 beyond.sh, the same runs), beside the paper's ImageNet numbers; then the table-1 claims of reproduce/lib/claims.py,
 each a paired comparison of two rows over the seeds with a 95% interval and a verdict.

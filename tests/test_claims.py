@@ -12,9 +12,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "reproduce" / "reference"
 
-from reproduce.lib import claims
+from reproduce.lib import claims, embedded
 
-from reproduce.lib import report
+from reproduce.lib import regime, report
 
 from reproduce.lib import stats
 
@@ -146,7 +146,7 @@ def default_plan(script: str) -> dict[tuple[str, int], tuple[str, str]]:
     return {k: (c.name, config_hash(c)) for k, c in default_configs(script).items()}
 
 
-SCRIPTS = ("table1", "feature_kd", "figure2", "criteria", "ablation_student", "ablation_tome", "beyond", "audio")
+SCRIPTS = embedded.SCRIPTS_WITH_BLOCKS
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -282,19 +282,25 @@ def test_update_reference_copies_outputs_and_rewrites_the_readme_blocks(tmp_path
     out.mkdir()
     ids = [rid for rid, _, _ in table1.student_rows("default", 0)]
     data = {"script": "table1", "mode": "default", "seeds": [0, 1], "teacher_acc": 0.9, "num_patches": 64,
+            "teacher_random_curve": {"100": 0.9, "75": 0.88, "50": 0.85, "40": 0.8, "25": 0.6}, "trained_now": 14,
             "rows": [{"id": i, "label": i, "kept": "32 / 64", "saved": "51%", "paper": "–"} for i in ids],
             "runs": [_run(i, s, 0.5) for i in ids for s in (0, 1)]}
     data["claims"] = claims.evaluate_script(data)
     assert {r["key"] for r in data["claims"]} == {c.key for c in claims.CLAIMS if c.script == "table1" and c.kind}
     (out / "table1_runs.json").write_text(json.dumps(data))
-    for f in table1.REFERENCE_FILES[:-1]:
-        (out / f).write_text(f"{f}\n")
+    (out / "regime.json").write_text(json.dumps(regime.figures(data, 600.0)))
+    for f in table1.REFERENCE_FILES:
+        if not f.endswith(".json"):
+            (out / f).write_text(f"{f}\n")
     readme.write_text(f"# x\n{report.begin('*')}\nold\n{report.END}\n## t1\n{report.BEGIN}\nold\n{report.END}\n"
-                      "## next\n")
+                      f"## regime\n{report.begin('regime')}\nold\n{report.END}\n## next\n")
     table1.update_reference(out, ref, readme)
     assert sorted(p.name for p in ref.iterdir()) == sorted(table1.REFERENCE_FILES + ("claims.md",))
     text = readme.read_text()
     assert report.current_block(text) == report.readme_block(data)
+    fig = json.loads((ref / "regime.json").read_text())
+    assert fig["table1_minutes"] == 10.0 and fig["nokd_over_teacher"] == pytest.approx(0.505 / 0.9)  # seeds 0.50, 0.51
+    assert report.current_block(text, "regime") == regime.block(fig)
     assert report.current_block(text, "*") == report.summary_block({"table1": data})
     assert "| **inconclusive** | 4 |" in report.current_block(text, "*")  # its 2 rows x 2 seeds of 60 s: 4 run-minutes
     assert text.startswith("# x\n") and text.endswith("## next\n")
@@ -441,3 +447,28 @@ def test_speedup_claim_rules_on_made_up_runs(tmp_path):
 def test_speedup_claim_reads_the_committed_gpu_run():
     r = claims.speedup_result()
     assert r is not None and r["rises"] and r["verdict"] in ("holds", "holds in part")
+
+
+def test_regime_figures_trial_log_and_branches_agree_with_their_readme_blocks():
+    """reproduce/reference/regime.json is what reproduce/lib/regime.py makes of the committed table-1 runs file (the
+    wall time aside, which only the invocation knew), the README shows it and the trial log as generated, and the
+    branch comparison's first branch is the committed table-1 run."""
+    from reproduce import branches, regime_trials
+    readme = (ROOT / "reproduce" / "README.md").read_text()
+    assert report.current_block(readme, "regime_trials") == regime_trials.table(REF / "regime_trials.jsonl")
+    kinds = {json.loads(line)["kind"] for line in (REF / "regime_trials.jsonl").read_text().splitlines()}
+    assert {"teacher", "students"} <= kinds
+    if not (REF / "regime.json").is_file():
+        pytest.skip("no committed regime figures yet: bash reproduce/table1.sh --update-reference")
+    fig = json.loads((REF / "regime.json").read_text())
+    t1 = json.loads((REF / "table1_runs.json").read_text())
+    again = regime.figures(t1, None if fig["table1_minutes"] is None else 60 * fig["table1_minutes"])
+    assert again.pop("table1_minutes") == pytest.approx(fig.pop("table1_minutes")) and again == fig
+    fig = json.loads((REF / "regime.json").read_text())
+    assert report.current_block(readme, "regime") == regime.block(fig)
+    if (REF / "branches.json").is_file():
+        cmp = json.loads((REF / "branches.json").read_text())
+        first = cmp["branches"][0]
+        assert [(c["key"], c[first]["verdict"], c[first]["mean"]) for c in cmp["claims"]] == [
+            (c["key"], c["verdict"], c["mean"]) for c in t1["claims"]]
+        assert report.current_block(readme, "branches") == branches.block(cmp)

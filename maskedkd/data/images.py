@@ -38,11 +38,12 @@ def _digit_sources(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
 
 def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter: int = 4, num_clutter: int = 3,
                      clutter_size: tuple[int, int] = (5, 9), noise: float = 0.15, normalize: bool = True,
-                     digit_size: int = 16, copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                     digit_size: int = 16, copies: int = 1, distractors: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """n images (n, 1, canvas, canvas) and labels (n,): a digit_size-px digit of `split` ("train"/"test" sources)
     at the centre +- jitter px, num_clutter crops (clutter_size px, of 16-px digits) of other digits anywhere,
     uniform noise in [0, noise]. copies > 1: that many digits of the class (different sources: other hands) in
-    distinct cells of a grid of digit_size-px cells instead of one at the centre (jitter must be 0)."""
+    distinct cells of a grid of digit_size-px cells instead of one at the centre (jitter must be 0); distractors:
+    that many whole digits of other classes (one class per image) in further cells: the label is the majority."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if canvas < digit_size + 2 * jitter:
@@ -50,9 +51,11 @@ def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter:
     if num_clutter < 0 or jitter < 0 or not 0 <= noise <= 1:
         raise ValueError(f"num_clutter={num_clutter}, jitter={jitter} must be >= 0 and noise={noise} in [0, 1]")
     cells = (canvas // digit_size) ** 2
-    if copies < 1 or copies > cells or (copies > 1 and jitter):
-        raise ValueError(f"copies={copies} must lie in [1, {cells}] (the {digit_size} px cells of a {canvas} px "
-                         f"canvas), with jitter 0 when above 1 (jitter={jitter})")
+    grid = copies > 1 or distractors > 0
+    if copies < 1 or distractors < 0 or copies + distractors > cells or distractors >= copies or (grid and jitter):
+        raise ValueError(f"copies={copies} and distractors={distractors} must fit the {cells} cells of "
+                         f"{digit_size} px on a {canvas} px canvas, fewer distractors than copies, with jitter 0 when "
+                         f"either is above its default (jitter={jitter})")
     imgs, labels = _digit_sources(digit_size)
     clutter_src = _digit_sources(16)[0]
     src = slice(0, N_TRAIN_SOURCES) if split == "train" else slice(N_TRAIN_SOURCES, None)
@@ -72,15 +75,19 @@ def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter:
             ty, tx = rng.integers(0, canvas - h + 1), rng.integers(0, canvas - w + 1)
             np.maximum(out[i, ty:ty + h, tx:tx + w], clutter_pool[j, sy:sy + h, sx:sx + w],
                        out=out[i, ty:ty + h, tx:tx + w])
-        if copies == 1:
+        if not grid:
             dy, dx = rng.integers(-jitter, jitter + 1, 2)
             places = [(centre + dy, centre + dx)]
             sources = [which[i]]
         else:
             side = canvas // digit_size
-            places = [(c // side * digit_size, c % side * digit_size) for c in rng.choice(cells, copies, replace=False)]
+            places = [(c // side * digit_size, c % side * digit_size)
+                      for c in rng.choice(cells, copies + distractors, replace=False)]
             same = np.flatnonzero(pool_y == pool_y[which[i]])
             sources = [which[i], *rng.choice(same, copies - 1)]
+            if distractors:
+                other = (pool_y[which[i]] + rng.integers(1, 10)) % 10
+                sources += list(rng.choice(np.flatnonzero(pool_y == other), distractors))
         for (y0, x0), j in zip(places, sources):
             np.maximum(out[i, y0:y0 + digit_size, x0:x0 + digit_size], pool[j],
                        out=out[i, y0:y0 + digit_size, x0:x0 + digit_size])

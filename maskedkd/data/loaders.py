@@ -68,10 +68,19 @@ def eval_shard(x, y, rank: int, world: int, batch: int):
     return [(x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)]
 
 
+def noisy_labels(y: torch.Tensor, rate: float, seed: int, num_classes: int = 10) -> torch.Tensor:
+    """y with each label replaced, with probability `rate`, by a uniformly drawn other class (symmetric label
+    noise), a pure function of (y, rate, seed)."""
+    g = torch.Generator().manual_seed(seed * 7 + 3)
+    flip = torch.rand(len(y), generator=g) < rate
+    shift = torch.randint(1, num_classes, (len(y),), generator=g)
+    return torch.where(flip, (y + shift) % num_classes, y)
+
+
 def scene(cfg) -> dict:
     """The cluttered_digits arguments a config's digit scene sets."""
     return dict(digit_size=cfg.digit_size, jitter=cfg.jitter, num_clutter=cfg.num_clutter, noise=cfg.noise,
-                copies=cfg.copies)
+                copies=cfg.copies, distractors=cfg.distractors)
 
 
 class DigitsData(InMemoryPool):
@@ -107,6 +116,8 @@ class DigitsData(InMemoryPool):
                                     copies=self.cfg.copies)
             else:
                 made = cluttered_digits("train", self.cfg.train_size, seed, **scene(self.cfg))
+            if self.cfg.label_noise and not clean:
+                made = (made[0], noisy_labels(made[1], self.cfg.label_noise, seed))
             self._epoch_cache = (draw, made)
         return self._epoch_cache[1]
 

@@ -20,6 +20,9 @@ MODELS: dict[str, ViTConfig] = {
                                 embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0),
     "digits_teacher": ViTConfig(name="digits_teacher", img_size=32, patch_size=4, in_chans=1, num_classes=10,
                                 embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0),
+    # a smaller student for the default regime's trials (reproduce/regime_trials.py)
+    "digits_student_32": ViTConfig(name="digits_student_32", img_size=32, patch_size=4, in_chans=1, num_classes=10,
+                                   embed_dim=32, depth=3, num_heads=2, mlp_ratio=2.0),
 }
 
 
@@ -68,6 +71,8 @@ class TrainConfig:
     # centre, fragments of other digits, noise level. The defaults are the cluttered stress regime's.
     digit_size: int = 16
     copies: int = 1  # digits of the class in distinct cells of a digit_size grid (above 1: jitter 0)
+    distractors: int = 0  # whole digits of one other class in further cells (fewer than copies)
+    label_noise: float = 0.0  # digits: share of training labels replaced by another class (the test set is clean)
     jitter: int = 4
     num_clutter: int = 3
     noise: float = 0.15
@@ -145,6 +150,7 @@ class TrainConfig:
 RATIOS = (
     ("keep_ratio", "(0, 1]", lambda v: 0 < v <= 1, "the teacher's share of the patches; 1.0: all, plain logit KD"),
     ("kd_weight", "[0, 1]", lambda v: 0 <= v <= 1, "the distillation term's share of the loss"),
+    ("label_noise", "[0, 1)", lambda v: 0 <= v < 1, "the share of training labels replaced by another class"),
     ("adaptive_mass", "[0, 1]", lambda v: 0 <= v <= 1, "a share of the student's CLS attention; 0: off"),
     ("drop_path", "[0, 1)", lambda v: 0 <= v < 1, "the stochastic-depth rate of the last block"),
     ("layer_decay", "[0, 1]", lambda v: 0 <= v <= 1, "the lr ratio of a block to the one above it; 0: off"),
