@@ -72,7 +72,7 @@ def main(argv=None):
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     a.plot(keeps, [100 * mean_std(acc(t_runs, i))[0] for i in range(len(keeps))], "o-", label="teacher masked (MaskedKD)")
     a.plot(keeps, [100 * mean_std(acc(s_runs, i))[0] for i in range(len(keeps))], "s--", label="student masked")
-    a.set_title("embedded: cluttered digits (64 patches)", fontsize=9)
+    a.set_title("embedded digits (64 patches)", fontsize=9)
     b.plot(list(PAPER_TEACHER_MASKED), list(PAPER_TEACHER_MASKED.values()), "o-", label="teacher masked (MaskedKD)")
     b.plot(list(PAPER_STUDENT_MASKED), list(PAPER_STUDENT_MASKED.values()), "s--", label="student masked")
     b.set_title("paper: ImageNet, DeiT-S -> DeiT-Ti (x mapped to 64ths)", fontsize=9)

@@ -9,7 +9,7 @@ curriculum [docs/paper.md#masking-criteria]; an explicit one is an open question
 patches in the
 first epoch growing linearly to 75% in the last, and the reverse (75% -> 25%), against a fixed 50% (same mean kept
 fraction), on the embedded set. Teacher MACs over the run are printed for each (attention is quadratic, so they
-differ slightly). A warm-up: full KD for the first 3 of 12 epochs, then 50%, against fixed 40 of 64 patches at
+differ slightly). A warm-up: full KD for the first 3 epochs (of 15; 12 in the stress regime), then 50%, against fixed 40 of 64 patches at
 about the same teacher MACs (table 1 found MaskedKD runs whose immature student hid the digit from the teacher).
 Adaptive: each sample keeps the fewest patches holding a share (50% or 70%) of the student's CLS attention, at
 most 48 of 64, padded to 48 for a static shape; its "effective" teacher MACs use the mean kept count logged

@@ -43,7 +43,7 @@ def main(argv=None):
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for ax, xs, ys, yt, title in (
             (a, keeps, [100 * mean_std(stud[k])[0] for k in keeps], [100 * mean_std(teach[k])[0] for k in keeps],
-             f"embedded: cluttered digits, 64 patches ({len(seeds)} seed{'s' * (len(seeds) > 1)})"),
+             f"embedded digits, 64 patches ({len(seeds)} seed{'s' * (len(seeds) > 1)})"),
             (b, paper.FIG2_PATCHES, paper.FIG2_STUDENT, paper.FIG2_TEACHER,
              "paper: ImageNet, DeiT-S -> DeiT-Ti (read from plot)")):
         ax.plot(xs, ys, "o-", color="#4c72b0", label="student")
