@@ -28,9 +28,11 @@ FRACTIONS = [0.75, 0.5, 0.4, 0.25, 0.1]
 
 def full(args) -> None:
     """ESC-50 5-fold runs with a user-provided AST teacher (one process per run)."""
+    from maskedkd.data.audio import ESC50_SPECAUG
     from maskedkd.train import run
     base = get_config("sounds_student_nokd").replace(data="esc50", data_path=args.data, model="esc50_student",
-                                                    epochs=25, batch_size=48, lr=1e-5 * 512 / 48)  # AST ESC-50 recipe: lr 1e-5, batch 48, 25 epochs
+                                                    epochs=25, batch_size=48, lr=1e-5 * 512 / 48,  # AST ESC-50 recipe: lr 1e-5, batch 48, 25 epochs
+                                                    **ESC50_SPECAUG)  # and its SpecAugment bands (freqm 24, timem 96)
     rows = {}
     for label, kw in [("No distillation", {}), ("Logit KD", {"teacher": args.teacher,
                                                               "teacher_model": "esc50_teacher"})] + [

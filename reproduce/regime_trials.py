@@ -1,4 +1,5 @@
-"""Trials that chose the default embedded regime (issue 25), logged to reproduce/reference/regime_trials.jsonl.
+"""Trials that chose the default embedded regime (issue 25), logged to reproduce/reference/regime_trials.jsonl;
+with `--task sounds`, the trials of the embedded sound regime (issue 26), logged to audio_regime_trials.jsonl.
 
 The regime (the digit scene, the teacher's recipe, the student's budget) is chosen on the teacher, no-KD and
 logit-KD figures alone, against targets fixed before any trial from the paper's regime [docs/paper.md#table-1]:
@@ -15,6 +16,11 @@ choice can be audited against the log alone.
     python -m reproduce.regime_trials students NAME TEACHER_TRIAL [--seeds 0,1,2,3,4] [key=value ...]
     python -m reproduce.regime_trials probe TEACHER_TRIAL      # the curve of a running teacher trial's checkpoint
     python -m reproduce.regime_trials note NAME "text"          # a decision (a trial stopped early, and why)
+    python -m reproduce.regime_trials --task sounds teacher NAME [key=value ...]   # the same for the AST set
+
+The sound regime's targets are the same kind (issue 26): the AST teacher keeps >= 0.90 on a random half of its
+patches, no-KD / teacher between 0.80 and 0.95, logit KD above no KD with paired SD <= 1.5 points and no stalled
+student, `bash reproduce/audio.sh` <= 20 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -30,14 +36,20 @@ from maskedkd.experiments import apply_overrides, get_config, write_config
 from reproduce.lib.embedded import teacher_curve
 
 ROOT = Path(__file__).resolve().parents[1]
-LOG = ROOT / "reproduce" / "reference" / "regime_trials.jsonl"
+LOGS = {"digits": ROOT / "reproduce" / "reference" / "regime_trials.jsonl",
+        "sounds": ROOT / "reproduce" / "reference" / "audio_regime_trials.jsonl"}
+LOG = LOGS["digits"]
 WORK = ROOT / "results" / "regime_trials"
+# teacher-trial fields a student trial copies: the data a student sees is the data its teacher was chosen on
+SCENE_KEYS = {"digits": ("digit_size", "copies", "distractors", "jitter", "num_clutter", "noise"),
+              "sounds": ("train_size", "test_size", "label_noise")}
 
 
-def log(entry: dict) -> None:
+def log(entry: dict, path: Path | None = None) -> None:
+    path = path or LOG
     entry = {"time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **entry}
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOG, "a") as f:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
     print(json.dumps(entry, indent=1))
 
@@ -54,60 +66,72 @@ def train(cfg, threads: int = 1) -> tuple[dict, float]:
     return json.loads((out / "summary.json").read_text()), time.time() - t0
 
 
-def teacher_trial(name: str, overrides: list[str]) -> None:
-    cfg = apply_overrides(get_config("digits_teacher"), overrides).replace(name=f"trial_teacher_{name}")
+def half_over_full(curve: dict[str, float]) -> float | None:
+    """The teacher's accuracy on a random half of its patches over its full accuracy; None for a teacher at 0%."""
+    return round(curve["50"] / curve["100"], 4) if curve["100"] else None
+
+
+def trial_name(task: str, name: str) -> str:
+    return f"trial_teacher_{name}" if task == "digits" else f"trial_{task}_teacher_{name}"
+
+
+def teacher_trial(name: str, overrides: list[str], task: str = "digits") -> None:
+    cfg = apply_overrides(get_config(f"{task}_teacher"), overrides).replace(name=trial_name(task, name))
     summary, wall = train(cfg, threads=1)
     curve = teacher_curve(cfg, WORK / "runs" / cfg.name / "params.safetensors", cfg)
     log({"kind": "teacher", "trial": name, "overrides": overrides, "wall_s": round(wall, 1),
          "teacher_full_acc": curve["100"], "random_curve": {k: round(v, 4) for k, v in curve.items()},
-         "random_half_over_full": round(curve["50"] / curve["100"], 4), "history": summary["history"]})
+         "random_half_over_full": half_over_full(curve), "history": summary["history"]}, LOGS[task])
 
 
-def probe(name: str) -> None:
+def probe(name: str, task: str = "digits") -> None:
     """Log the random-patch curve of a teacher trial's last checkpoint (a trial still training)."""
     import torch
 
     from maskedkd.experiments import config_from_json
-    cfg = config_from_json(WORK / "configs" / f"trial_teacher_{name}.json")
+    cfg = config_from_json(WORK / "configs" / f"{trial_name(task, name)}.json")
     ck = torch.load(WORK / "runs" / cfg.name / "checkpoint.pt", weights_only=True)
     curve = teacher_curve(cfg, ck["params"], cfg)
     log({"kind": "probe", "trial": name, "checkpoint_epoch": ck["epoch"], "step_in_epoch": ck["step_in_epoch"],
          "global_step": ck["global_step"], "teacher_full_acc": curve["100"],
          "random_curve": {k: round(v, 4) for k, v in curve.items()},
-         "random_half_over_full": round(curve["50"] / curve["100"], 4)})
+         "random_half_over_full": half_over_full(curve)}, LOGS[task])
 
 
-def students_trial(name: str, teacher_trial_name: str, seeds: list[int], overrides: list[str], jobs: int) -> None:
+def students_trial(name: str, teacher_trial_name: str, seeds: list[int], overrides: list[str], jobs: int,
+                   task: str = "digits") -> None:
     from concurrent.futures import ThreadPoolExecutor
-    tcfg = json.loads((WORK / "configs" / f"trial_teacher_{teacher_trial_name}.json").read_text())
-    t_path = WORK / "runs" / f"trial_teacher_{teacher_trial_name}" / "params.safetensors"
-    scene = {k: tcfg[k] for k in ("digit_size", "copies", "distractors", "jitter", "num_clutter", "noise") if k in tcfg}
-    base = apply_overrides(get_config("digits_student_nokd").replace(**scene), overrides)
+    tname = trial_name(task, teacher_trial_name)
+    tcfg = json.loads((WORK / "configs" / f"{tname}.json").read_text())
+    t_path = WORK / "runs" / tname / "params.safetensors"
+    scene = {k: tcfg[k] for k in SCENE_KEYS[task] if k in tcfg}
+    base = apply_overrides(get_config(f"{task}_student_nokd").replace(**scene), overrides)
+    prefix = "trial" if task == "digits" else f"trial_{task}"
     cfgs = []
     for s in seeds:
-        cfgs.append(base.replace(seed=s, name=f"trial_{name}_nokd-s{s}"))
-        cfgs.append(base.replace(seed=s, name=f"trial_{name}_kd-s{s}", teacher=str(t_path),
+        cfgs.append(base.replace(seed=s, name=f"{prefix}_{name}_nokd-s{s}"))
+        cfgs.append(base.replace(seed=s, name=f"{prefix}_{name}_kd-s{s}", teacher=str(t_path),
                                  teacher_model=tcfg["model"]))
     with ThreadPoolExecutor(jobs) as ex:
         results = list(ex.map(train, cfgs))
     acc = {c.name: s["final_acc"] for c, (s, _) in zip(cfgs, results)}
-    nokd = [acc[f"trial_{name}_nokd-s{s}"] for s in seeds]
-    kd = [acc[f"trial_{name}_kd-s{s}"] for s in seeds]
+    nokd = [acc[f"{prefix}_{name}_nokd-s{s}"] for s in seeds]
+    kd = [acc[f"{prefix}_{name}_kd-s{s}"] for s in seeds]
     diff = [100 * (a - b) for a, b in zip(kd, nokd)]
-    teacher_acc = json.loads(next(l for l in reversed(LOG.read_text().splitlines())
+    teacher_acc = json.loads(next(l for l in reversed(LOGS[task].read_text().splitlines())
                                   if f'"trial": "{teacher_trial_name}"' in l))["teacher_full_acc"]
     entry = {"kind": "students", "trial": name, "teacher_trial": teacher_trial_name, "overrides": overrides,
              "seeds": seeds, "nokd": nokd, "kd": kd, "kd_minus_nokd": [round(d, 2) for d in diff],
              "kd_minus_nokd_mean": round(statistics.mean(diff), 2),
              "kd_minus_nokd_sd": round(statistics.stdev(diff), 2) if len(diff) > 1 else None,
-             "nokd_over_teacher": round(statistics.mean(nokd) / teacher_acc, 4),
+             "nokd_over_teacher": round(statistics.mean(nokd) / teacher_acc, 4) if teacher_acc else None,
              "wall_s": {c.name: round(w, 1) for c, (_, w) in zip(cfgs, results)},
              "histories": {c.name: s["history"] for c, (s, _) in zip(cfgs, results)}}
     if len(diff) > 1:
         from reproduce.lib import stats
         _, _, low, high = stats.t_interval(diff)
         entry["kd_minus_nokd_ci95"] = [round(low, 2), round(high, 2)]
-    log(entry)
+    log(entry, LOGS[task])
 
 
 def table(path: Path = LOG) -> str:
@@ -120,12 +144,14 @@ def table(path: Path = LOG) -> str:
             c = e["random_curve"]
             where = "" if e["kind"] == "teacher" else f"after {e['checkpoint_epoch']} epochs: "
             figs = (f"{where}full {100 * e['teacher_full_acc']:.1f}; random half / full "
-                    f"{e['random_half_over_full']:.3f}; kept 75/40/25%: {100 * c['75']:.1f} / {100 * c['40']:.1f} / "
+                    f"{'–' if e['random_half_over_full'] is None else format(e['random_half_over_full'], '.3f')}; kept 75/40/25%: {100 * c['75']:.1f} / {100 * c['40']:.1f} / "
                     f"{100 * c['25']:.1f}")
         elif e["kind"] == "students":
             settings = f"teacher {e['teacher_trial']}; {settings}"
             ci = e.get("kd_minus_nokd_ci95")
-            figs = (f"no KD {100 * statistics.fmean(e['nokd']):.1f}, no KD / teacher {e['nokd_over_teacher']:.3f}; "
+            ratio = e["nokd_over_teacher"]
+            figs = (f"no KD {100 * statistics.fmean(e['nokd']):.1f}, no KD / teacher "
+                    f"{'–' if ratio is None else format(ratio, '.3f')}; "
                     f"KD - no KD {e['kd_minus_nokd_mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
                     + (f", paired SD {e['kd_minus_nokd_sd']:.2f}" if e["kd_minus_nokd_sd"] is not None else "")
                     + f" ({len(e['seeds'])} seeds)")
@@ -137,6 +163,8 @@ def table(path: Path = LOG) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=sorted(LOGS), default="digits",
+                    help="digits: the image regime (issue 25); sounds: the AST sound regime (issue 26)")
     sub = ap.add_subparsers(dest="what", required=True)
     t = sub.add_parser("teacher")
     t.add_argument("name")
@@ -154,13 +182,13 @@ def main(argv=None) -> None:
     n.add_argument("text")
     a = ap.parse_args(argv)
     if a.what == "probe":
-        probe(a.name)
+        probe(a.name, a.task)
     elif a.what == "note":
-        log({"kind": "note", "trial": a.name, "text": a.text})
+        log({"kind": "note", "trial": a.name, "text": a.text}, LOGS[a.task])
     elif a.what == "teacher":
-        teacher_trial(a.name, a.overrides)
+        teacher_trial(a.name, a.overrides, a.task)
     else:
-        students_trial(a.name, a.teacher_trial, [int(v) for v in a.seeds.split(",")], a.overrides, a.jobs)
+        students_trial(a.name, a.teacher_trial, [int(v) for v in a.seeds.split(",")], a.overrides, a.jobs, a.task)
 
 
 if __name__ == "__main__":

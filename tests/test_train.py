@@ -368,7 +368,7 @@ def test_recipes_that_need_a_file_refuse_to_start_without_it(tmp_path):
                                                                   out_dir=str(tmp_path / "a"),
                                                                   **{k: v for k, v in TINY.items() if k not in ("data", "model")}))
     with pytest.raises(ValueError, match="fine-tunes a pre-trained student: pass init=PATH"):
-        run(get_config("mae_vit_large_nokd").replace(data="digits", out_dir=str(tmp_path / "b")))
+        run(get_config("mae_vit_large_nokd").replace(out_dir=str(tmp_path / "b")))
 
 
 def test_resume_refuses_another_config_or_world_size(tmp_path):

@@ -227,18 +227,43 @@ class FolderData:
 
 class TensorData(InMemoryPool):
     """A fixed in-memory set (the synthetic sound events, or one ESC-50 fold split): batches drawn by a
-    (seed, epoch) permutation, sharded over ranks like DigitsData."""
+    (seed, epoch) permutation, sharded over ranks like DigitsData. With cfg.freq_mask / time_mask, SpecAugment
+    (data.audio.SpecAugment, masked bands set to `mask_value`, the normalised fbank's zero) on each training batch,
+    a pure function of (seed, rank, epoch, step)."""
 
-    def __init__(self, cfg, tensors: dict[str, torch.Tensor], num_classes: int, rank: int = 0, world: int = 1):
+    def __init__(self, cfg, tensors: dict[str, torch.Tensor], num_classes: int, rank: int = 0, world: int = 1,
+                 mask_value: float | None = None):
         self.cfg, self.rank, self.world, self.t = cfg, rank, world, tensors
         self.num_classes = num_classes
         self.steps_per_epoch = len(tensors["y_train"]) // cfg.batch_size
         if self.steps_per_epoch < 1:
             raise ValueError(f"{len(tensors['y_train'])} training examples give no full batch of {cfg.batch_size}")
+        self._aug = None
+        if cfg.freq_mask or cfg.time_mask:
+            if mask_value is None:
+                raise ValueError("SpecAugment (freq_mask / time_mask) needs the mask value of this data's fbank "
+                                 "normalisation")
+            from .audio import SpecAugment
+            bins, frames = tensors["x_train"].shape[-1], tensors["x_train"].shape[-2]
+            if cfg.freq_mask > bins or cfg.time_mask > frames:
+                raise ValueError(f"freq_mask={cfg.freq_mask} / time_mask={cfg.time_mask} exceed the clips' "
+                                 f"{bins} bins / {frames} frames")
+            self._aug = SpecAugment(freq_mask=cfg.freq_mask, time_mask=cfg.time_mask, mask_value=mask_value)
 
     def train_batches(self, epoch: int, start: int = 0):
-        return sharded_batches(self.t["x_train"], self.t["y_train"], self.cfg, self.rank, self.world, epoch, start,
-                               self.steps_per_epoch)
+        batches = sharded_batches(self.t["x_train"], self.t["y_train"], self.cfg, self.rank, self.world, epoch, start,
+                                  self.steps_per_epoch)
+        return batches if self._aug is None else self._augmented(batches, epoch, start)
+
+    def _augmented(self, batches, epoch: int, start: int):
+        for i, (x, y) in enumerate(batches):
+            with seeded_rngs((self.cfg.seed, self.rank, epoch, start + i)):
+                yield self._aug(x), y
+
+    def teacher_rows(self, epoch: int, start: int, logits_of):
+        if self._aug is not None:
+            return None  # augmented per step: no pool whose logits could be computed once
+        return super().teacher_rows(epoch, start, logits_of)
 
     def train_pool(self, epoch: int) -> tuple[int, torch.Tensor]:
         return 0, self.t["x_train"]  # one pool for every epoch
@@ -265,14 +290,17 @@ def build_data(cfg, rank: int = 0, world: int = 1):
     if cfg.data == "digits":
         return DigitsData(cfg, rank, world)
     if cfg.data == "sounds":
-        from .audio import SOUND_CLASSES, synthetic_sound_events
+        from .audio import SOUND_CLASSES, SYNTH_MEAN, SYNTH_STD, synthetic_sound_events
         t = synthetic_sound_events(n_train=cfg.train_size, n_test=cfg.test_size, seed=SOUNDS_SEED)
-        return TensorData(cfg, t, len(SOUND_CLASSES), rank, world)
+        if cfg.label_noise:  # one noisy labelling of the one fixed set, for the teacher and every student alike
+            t = {**t, "y_train": noisy_labels(t["y_train"], cfg.label_noise, SOUNDS_SEED, len(SOUND_CLASSES))}
+        return TensorData(cfg, t, len(SOUND_CLASSES), rank, world, mask_value=-SYNTH_MEAN / (2 * SYNTH_STD))
     if cfg.data == "esc50":
-        from .audio import load_esc50
+        from .audio import ESC50_MEAN, ESC50_STD, load_esc50
         if not cfg.data_path:
             raise ValueError("data=esc50 needs data_path=/path/to/ESC-50 (with audio/ and meta/esc50.csv)")
-        return TensorData(cfg, load_esc50(cfg.data_path, test_fold=cfg.fold), 50, rank, world)
+        return TensorData(cfg, load_esc50(cfg.data_path, test_fold=cfg.fold), 50, rank, world,
+                          mask_value=-ESC50_MEAN / (2 * ESC50_STD))
     if cfg.data == "imagefolder":
         if not cfg.data_path:
             raise ValueError("data=imagefolder needs data_path=/path/with/train/and/val")

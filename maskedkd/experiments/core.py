@@ -72,13 +72,18 @@ class TrainConfig:
     digit_size: int = 16
     copies: int = 1  # digits of the class in distinct cells of a digit_size grid (above 1: jitter 0)
     distractors: int = 0  # whole digits of one other class in further cells (fewer than copies)
-    label_noise: float = 0.0  # digits: share of training labels replaced by another class (the test set is clean)
+    label_noise: float = 0.0  # digits, sounds: share of training labels replaced by another class (test set clean)
     jitter: int = 4
     num_clutter: int = 3
     noise: float = 0.15
     batch_aug: bool = False  # digits: DeiT's batch augmentation (MixUp 0.8 / CutMix 1.0 / smoothing 0.1, random
     #                          erasing 0.25 per image, as timm builds them), seeded by (seed, rank, epoch, step)
     mixup: bool = True  # imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1
+    # sounds, esc50: SpecAugment as AST trains (data.audio.SpecAugment): one frequency band of width uniform in
+    # [0, freq_mask) bins and one time band in [0, time_mask) frames masked per training clip, seeded per step;
+    # 0: off. AST's ESC-50 recipe: 24 and 96 (data.audio.ESC50_SPECAUG)
+    freq_mask: int = 0
+    time_mask: int = 0
     repeated_aug: int = 3  # imagefolder: repeated-augmentation count
     num_workers: int = 8
     # student
@@ -137,6 +142,14 @@ class TrainConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
                 raise ValueError(f"{key}={v!r} must lie in {interval} ({meaning})")
+        for key, kinds in DATA_ONLY.items():
+            if self.data not in kinds and getattr(self, key) != _DEFAULTS[key]:
+                raise ValueError(f"{key}={getattr(self, key)!r} applies to data {' / '.join(kinds)} only, not "
+                                 f"data={self.data!r}, where it would be ignored")
+        for key in ("freq_mask", "time_mask"):
+            if isinstance(getattr(self, key), bool) or getattr(self, key) < 0:
+                raise ValueError(f"{key}={getattr(self, key)!r} must be an int >= 0 (a SpecAugment band's widest "
+                                 f"width; 0: off)")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other: resume continues the checkpoint "
                              "in out_dir, overwrite starts over")
@@ -156,6 +169,15 @@ RATIOS = (
     ("layer_decay", "[0, 1]", lambda v: 0 <= v <= 1, "the lr ratio of a block to the one above it; 0: off"),
     ("temperature", "(0, inf)", lambda v: 0 < v < math.inf, "the distillation softmax temperature"),
 )
+
+# Fields that one data source reads and the others would ignore: a value other than the default with another data
+# source is refused (a digit-scene option on the sound set, SpecAugment on images).
+DIGITS = ("digits",)
+DATA_ONLY = {**{k: DIGITS for k in ("clean_epochs", "fresh_clutter", "digit_size", "copies", "distractors", "jitter",
+                                    "num_clutter", "noise", "batch_aug")},
+             "label_noise": ("digits", "sounds"), "freq_mask": ("sounds", "esc50"), "time_mask": ("sounds", "esc50"),
+             "fold": ("esc50",), "mixup": ("imagefolder",), "repeated_aug": ("imagefolder",)}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 # TrainConfig fields that do not change the trained weights
 NOT_HASHED = frozenset({"out_dir", "resume", "overwrite", "ckpt_every", "log_every", "threads", "num_workers",

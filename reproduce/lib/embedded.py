@@ -91,19 +91,19 @@ CURVE_KEPT = (100, 75, 50, 40, 25)  # percent of the patches kept at random: the
 
 def teacher_curve(tcfg: TrainConfig, params_path, data_cfg: TrainConfig, draws: int = 3) -> dict[str, float]:
     """Percent kept -> the teacher's test accuracy when shown that share of its patches chosen at random
-    (keep_count; the mean over `draws` fixed draws), on the test set of data_cfg's digit scene. The property the
-    method relies on: the paper's DeiT-B keeps 76.9 / 81.8 = 0.94 of its accuracy on a random half
-    [docs/paper.md#masking-criteria]."""
+    (keep_count; the mean over `draws` fixed draws), on the test set of data_cfg's data (the digit scene or the
+    sound set). The property the method relies on: the paper's DeiT-B keeps 76.9 / 81.8 = 0.94 of its accuracy on
+    a random half [docs/paper.md#masking-criteria]."""
     import statistics
 
     import torch
 
     import maskedkd as mkd
-    from maskedkd.data.loaders import DigitsData
+    from maskedkd.data.loaders import build_data
     from maskedkd.select import keep_count
     t_cfg = MODELS[tcfg.model]
     params = mkd.load_checkpoint(params_path, t_cfg)
-    (x, y), = DigitsData(data_cfg).eval_batches(batch=10**9)
+    (x, y), = build_data(data_cfg).eval_batches(batch=10**9)
     n = t_cfg.num_patches
     out = {}
     with torch.no_grad():

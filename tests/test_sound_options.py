@@ -1,0 +1,128 @@
+"""The sound sets' training options (label noise, SpecAugment as AST trains) and the refusal of an option that
+the named data source would ignore."""
+import pytest
+import torch
+
+from maskedkd.data.audio import SYNTH_MEAN, SYNTH_STD, SpecAugment
+from maskedkd.data.loaders import build_data, noisy_labels
+from maskedkd.experiments import TrainConfig, get_config
+from maskedkd.train import run
+
+SOUNDS = dict(data="sounds", model="sounds_student", train_size=64, test_size=32, batch_size=16, epochs=1,
+              lr=1e-3, warmup_epochs=0, compile=False, drop_path=0.0)
+MASK = -SYNTH_MEAN / (2 * SYNTH_STD)  # the synthetic set's normalised fbank zero, AST's mask value
+
+
+@pytest.mark.parametrize("field, value, data", [
+    ("copies", 3, "sounds"), ("batch_aug", True, "sounds"), ("label_noise", 0.2, "imagefolder"),
+    ("freq_mask", 8, "digits"), ("time_mask", 8, "imagefolder"), ("fold", 2, "sounds"), ("mixup", False, "digits"),
+    ("repeated_aug", 1, "sounds"), ("fresh_clutter", False, "esc50")])
+def test_an_option_of_another_data_source_is_refused_naming_it(field, value, data):
+    with pytest.raises(ValueError, match=f"{field}={value!r} applies to data .* not data='{data}'"):
+        TrainConfig(data=data, **{field: value})
+
+
+@pytest.mark.parametrize("field, value, data", [
+    ("copies", 3, "digits"), ("label_noise", 0.2, "sounds"), ("label_noise", 0.2, "digits"),
+    ("freq_mask", 8, "esc50"), ("time_mask", 8, "sounds"), ("fold", 2, "esc50"), ("mixup", False, "imagefolder")])
+def test_an_option_of_its_own_data_source_is_accepted(field, value, data):
+    assert getattr(TrainConfig(data=data, **{field: value}), field) == value
+
+
+@pytest.mark.parametrize("bad", [-1, True])
+def test_a_bad_specaugment_width_is_refused(bad):
+    with pytest.raises(ValueError, match=f"freq_mask={bad!r} must be an int >= 0"):
+        TrainConfig(data="sounds", freq_mask=bad)
+
+
+def test_sound_label_noise_flips_the_training_labels_once_for_every_run():
+    clean = build_data(TrainConfig(**{**SOUNDS, "train_size": 160}))
+    cfgs = [TrainConfig(**{**SOUNDS, "train_size": 160}, label_noise=0.25, seed=s) for s in (0, 1)]
+    noisy = [build_data(c) for c in cfgs]
+    y0, y = clean.t["y_train"], noisy[0].t["y_train"]
+    assert torch.equal(noisy[1].t["y_train"], y)  # one labelling of the one fixed set, whatever the student seed
+    assert torch.equal(y, noisy_labels(y0, 0.25, 0, 10))
+    assert 0.15 < (y != y0).float().mean().item() < 0.35
+    assert torch.equal(noisy[0].t["y_test"], clean.t["y_test"])  # the test set stays clean
+    assert torch.equal(noisy[0].t["x_train"], clean.t["x_train"])
+
+
+def test_specaugment_batches_mask_one_band_each_way_and_are_a_function_of_the_step():
+    cfg = TrainConfig(**SOUNDS, freq_mask=20, time_mask=30)
+    plain, aug = build_data(TrainConfig(**SOUNDS)), build_data(cfg)
+    rng = torch.get_rng_state()
+    got = list(aug.train_batches(0))
+    assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is left as it was
+    ref = list(plain.train_batches(0))
+    assert len(got) == len(ref) == 4
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, ref))  # labels untouched
+    masked_any = 0
+    for (xa, _), (xr, _) in zip(got, ref):
+        changed = xa != xr
+        assert torch.all(xa[changed] == MASK)
+        for c in changed[:, :98]:  # (t f) of the 98 real frames (the 2 padded ones already hold the mask value):
+            rows, cols = c.all(1), c.all(0)  # every changed entry lies in a full time band or a full bin band
+            assert torch.equal(c, rows[:, None] | cols[None, :])
+            for band, width in ((rows, 30), (cols, 20)):
+                idx = band.nonzero().flatten()
+                assert len(idx) < width and (len(idx) == 0 or idx[-1] - idx[0] + 1 == len(idx))
+            masked_any += bool(c.any())
+    assert masked_any > len(got) * 16 // 2
+    again = list(build_data(cfg).train_batches(0))
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(got, again))
+    tail = list(build_data(cfg).train_batches(0, start=2))  # a resumed epoch draws the masks of its own steps
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(got[2:], tail))
+    other = list(build_data(cfg).train_batches(1))
+    assert not torch.equal(got[0][0], other[0][0])
+    assert aug.teacher_rows(0, 0, lambda pool: pool) is None  # no pool logits for a per-step augmented source
+    assert plain.teacher_rows(0, 0, lambda pool: pool) is not None
+    (xe, _), = aug.eval_batches(batch=10**6)
+    (xp, _), = plain.eval_batches(batch=10**6)
+    assert torch.equal(xe, xp)  # evaluation sees clean clips
+
+
+def test_specaugment_equals_the_recipe_transform_under_the_same_seed():
+    from maskedkd.data.images import seeded_rngs
+    cfg = TrainConfig(**SOUNDS, freq_mask=20, time_mask=30, seed=3)
+    (x, _), = list(build_data(cfg).train_batches(0, start=3))
+    (xr, _), = list(build_data(TrainConfig(**SOUNDS, seed=3)).train_batches(0, start=3))
+    with seeded_rngs((3, 0, 0, 3)):
+        want = SpecAugment(freq_mask=20, time_mask=30, mask_value=MASK)(xr)
+    assert torch.equal(x, want)
+
+
+def test_specaugment_wider_than_the_clip_is_refused():
+    with pytest.raises(ValueError, match="freq_mask=200 / time_mask=0 exceed the clips' 128 bins / 100 frames"):
+        build_data(TrainConfig(**SOUNDS, freq_mask=200))
+
+
+def test_a_sound_teacher_recipe_with_specaugment_and_label_noise_trains(tmp_path):
+    s = run(TrainConfig(**SOUNDS, freq_mask=24, time_mask=20, label_noise=0.2, out_dir=str(tmp_path / "a")))
+    assert s["steps"] == 4 and len(s["history"]) == 1 and 0.0 <= s["final_acc"] <= 1.0
+    assert get_config("sounds_teacher").freq_mask == 0  # the registered recipes are unchanged by these options
+
+
+def test_sound_regime_trials_log_to_their_own_file(tmp_path, monkeypatch):
+    """`--task sounds`: a teacher trial with its random-patch curve and a students trial (no KD and logit KD per
+    seed) on the sound set, logged apart from the image regime's trials; students see the teacher's labels."""
+    import json
+
+    from reproduce import regime_trials as rt
+    logs = {"digits": tmp_path / "digits.jsonl", "sounds": tmp_path / "sounds.jsonl"}
+    monkeypatch.setattr(rt, "LOGS", logs)
+    monkeypatch.setattr(rt, "WORK", tmp_path / "work")
+    small = ["epochs=1", "train_size=48", "test_size=20", "batch_size=16", "warmup_epochs=0"]
+    rt.main(["--task", "sounds", "teacher", "T0", *small, "label_noise=0.1", "freq_mask=8"])
+    rt.main(["--task", "sounds", "students", "S0", "T0", *small, "--seeds", "0", "--jobs", "2"])
+    rt.main(["--task", "sounds", "note", "S0", "a decision"])
+    assert not logs["digits"].exists()
+    t, st, note = [json.loads(line) for line in logs["sounds"].read_text().splitlines()]
+    assert (t["kind"], st["kind"], note["kind"]) == ("teacher", "students", "note")
+    assert set(t["random_curve"]) == {"100", "75", "50", "40", "25"}
+    c = t["random_curve"]
+    assert t["random_half_over_full"] == (pytest.approx(c["50"] / c["100"], abs=1e-3) if c["100"] else None)
+    assert sorted(st["histories"]) == ["trial_sounds_S0_kd-s0", "trial_sounds_S0_nokd-s0"]
+    assert st["kd_minus_nokd"] == [pytest.approx(100 * (st["kd"][0] - st["nokd"][0]), abs=0.01)]
+    cfg = json.loads((tmp_path / "work" / "configs" / "trial_sounds_teacher_T0.json").read_text())
+    assert (cfg["data"], cfg["model"], cfg["label_noise"], cfg["freq_mask"]) == ("sounds", "sounds_teacher", 0.1, 8)
+    assert rt.table(logs["sounds"]).endswith("| note | S0 |  | a decision |")
