@@ -13,14 +13,16 @@ Face AST file, 512 frames, 50 classes) and the tiny AST student. The paper's aud
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
 from reproduce.lib import embedded
+from reproduce.lib import regime
 from reproduce.lib.embedded import mode_of, parser, plan, row_id, student_run
 
 from maskedkd.experiments import MODELS, get_config
-from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
+from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all, run_dir
 from maskedkd.select import keep_count
 
 FRACTIONS = [0.75, 0.5, 0.4, 0.25, 0.1]
@@ -65,15 +67,29 @@ def main(argv=None):
             + [(f"+MaskedKD {k}/{n} ({100 * k / n:.0f}%)", [student_run(mode, s, k, task="sounds") for s in seeds])
                for k in keeps])
     flat = [c for _, cs in rows for c in cs]
+    done_before = 0 if args.fresh else sum((run_dir(Path(args.out) / "runs", c) / "summary.json").is_file()
+                                           for c in flat)
     sums = run_all(flat, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh, desc="audio")
+    from maskedkd.teachers import cached_teacher
+    tcfg = embedded.teacher_config(mode, "sounds")
+    teacher_path = cached_teacher(tcfg)  # the shipped artefact when its hash matches; else trained by the runs
     by = {label: sums[i * len(seeds):(i + 1) * len(seeds)] for i, (label, _) in enumerate(rows)}
     data = embedded.record("audio", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(flat, sums)],
                            {row_id(cs[0]): label for label, cs in rows}, Path(args.out),
-                           paper_column="paper (ESC-50: not transcribed)")
+                           paper_column="paper (ESC-50: not transcribed)", regime="sounds",
+                           teacher=str(teacher_path), trained_now=len(flat) - done_before,
+                           teacher_random_curve=embedded.teacher_curve(tcfg, teacher_path, flat[0]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    wall_s = time.time() - t0
+    fig = regime.figures(data, wall_s)
+    (out / "audio_regime.json").write_text(json.dumps(fig, indent=1) + "\n")
+    minutes = fig["audio_minutes"]
     lines = [machine_header("Audio: MaskedKD on AST (embedded synthetic sound events)", seeds=seeds,
-                            wall_s=time.time() - t0, extra=f"mode: {mode}; 108 patches of 16x16, stride 10"),
+                            wall_s=wall_s, extra=f"mode: {mode}; 108 patches of 16x16, stride 10; teacher weights: "
+                            f"{teacher_path}; student runs: {len(flat)}, {data['trained_now']} trained in this "
+                            "invocation" + (f", so {minutes:.1f} minutes from an empty results/" if minutes is not None
+                                            else ", the others reused from results/runs")),
              "| method | student acc (%) | masked-teacher acc (%) | paper (ESC-50) |", "|---|---|---|---|"]
     table = []
     for label, ss in by.items():
@@ -81,7 +97,9 @@ def main(argv=None):
         t = [s["history"][-1].get("teacher_acc_masked") for s in ss]
         lines.append(f"| {label} | {fmt_pm(acc)} | {'–' if t[0] is None else fmt_pm(t)} | not transcribed |")
         table.append([label, *mean_std(acc), None if t[0] is None else mean_std(t)[0]])
-    lines += ["", embedded.claims_sentence(data)]
+    curve = ", ".join(f"{k}%: {100 * v:.1f}" for k, v in data["teacher_random_curve"].items())
+    lines += ["", f"The teacher's test accuracy with a random share of its 108 patches kept: {curve}.", "",
+              embedded.claims_sentence(data)]
     (out / "audio.md").write_text("\n".join(lines) + "\n")
     with open(out / "audio.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -98,7 +116,7 @@ def main(argv=None):
     plt.gca().invert_xaxis(), plt.xlabel("patches the teacher hears (of 108)"), plt.ylabel("student acc (%)")
     plt.legend(), plt.tight_layout(), plt.savefig(out / "audio.png", dpi=120)
     print("\n".join(lines))
-    embedded.finish(args, "audio", ("audio.md", "audio.csv"))
+    embedded.finish(args, "audio", ("audio.md", "audio.csv", "audio_regime.json"))
 
 
 if __name__ == "__main__":

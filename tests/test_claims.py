@@ -474,3 +474,36 @@ def test_regime_figures_trial_log_and_branches_agree_with_their_readme_blocks():
         assert [(c["key"], c[first]["verdict"], c[first]["mean"]) for c in cmp["claims"]] == [
             (c["key"], c["verdict"], c["mean"]) for c in t1["claims"]]
         assert report.current_block(readme, "branches") == branches.block(cmp)
+
+
+def test_sound_regime_figures_use_the_sound_targets_and_sit_beside_the_image_regime():
+    """Issue 26's targets: paired SD up to 1.5 points, stalled below 50%, audio.sh in 20 minutes; the block shows the
+    image regime's figures in their own column."""
+    def runs(regime_name, kd_gain, low_run):
+        seeds = [0, 1, 2, 3, 4]
+        rs = []
+        for s in seeds:
+            rs.append({"row": "nokd", "seed": s, "final_acc": 0.80 + s / 1000, "history": []})
+            rs.append({"row": "kd", "seed": s, "final_acc": 0.80 + s / 1000 + kd_gain[s] / 100, "history": []})
+        rs.append({"row": "keep54", "seed": 0, "final_acc": low_run, "history": []})
+        return {"regime": regime_name, "seeds": seeds, "trained_now": len(rs), "runs": rs,
+                "teacher_random_curve": {"100": 0.9, "75": 0.89, "50": 0.85, "40": 0.8, "25": 0.6}}
+    gains = [1.0, 2.0, 3.0, 4.0, 2.5]  # SD 1.14: within the sound target, beyond the image regime's 1.0
+    sound = regime.figures(runs("sounds", gains, 0.45), 19 * 60)
+    assert sound["audio_minutes"] == 19 and "table1_minutes" not in sound
+    assert sound["stalled_runs"] == 1  # 45% is stalled for sounds (below 50%); it would not be for digits (20%)
+    assert regime.figures(runs("digits", gains, 0.45), None)["stalled_runs"] == 0
+    assert regime.met(sound, "kd_minus_nokd_sd") is True and regime.met(sound, "audio_minutes") is True
+    assert regime.met(regime.figures(runs("digits", gains, 0.45), None), "kd_minus_nokd_sd") is False
+    assert regime.met(sound, "stalled_runs") is False
+    assert regime.met(regime.figures(runs("sounds", gains, 0.45), 21 * 60), "audio_minutes") is False
+    assert regime.met(regime.figures(runs("sounds", gains, 0.45), None), "audio_minutes") is None
+    image = json.loads((REF / "regime.json").read_text()) if (REF / "regime.json").is_file() else \
+        regime.figures(runs("digits", gains, 0.9), 600)
+    text = regime.block(sound, image)
+    head, _, *rows = text.splitlines()[:8]
+    assert "embedded image regime (table1.sh)" in head and "embedded sound regime (audio.sh)" in head
+    sd_row = next(r for r in rows if r.startswith("| paired SD"))
+    assert f"| {image['kd_minus_nokd_sd']:.2f} | {sound['kd_minus_nokd_sd']:.2f} | <= 1.5 | met |" in sd_row
+    assert "| 19.0 | <= 20 | met |" in rows[-1]
+    assert "**not met**" in next(r for r in rows if r.startswith("| stalled"))

@@ -291,7 +291,7 @@ def build_data(cfg, rank: int = 0, world: int = 1):
         return DigitsData(cfg, rank, world)
     if cfg.data == "sounds":
         from .audio import SOUND_CLASSES, SYNTH_MEAN, SYNTH_STD, synthetic_sound_events
-        t = synthetic_sound_events(n_train=cfg.train_size, n_test=cfg.test_size, seed=SOUNDS_SEED)
+        t = synthetic_sound_events(n_train=cfg.train_size, n_test=cfg.test_size, seed=SOUNDS_SEED, events=cfg.events)
         if cfg.label_noise:  # one noisy labelling of the one fixed set, for the teacher and every student alike
             t = {**t, "y_train": noisy_labels(t["y_train"], cfg.label_noise, SOUNDS_SEED, len(SOUND_CLASSES))}
         return TensorData(cfg, t, len(SOUND_CLASSES), rank, world, mask_value=-SYNTH_MEAN / (2 * SYNTH_STD))

@@ -84,6 +84,7 @@ class TrainConfig:
     # 0: off. AST's ESC-50 recipe: 24 and 96 (data.audio.ESC50_SPECAUG)
     freq_mask: int = 0
     time_mask: int = 0
+    events: int = 1  # sounds: events of the class per clip, overlapping in time (data.audio.render_sound_event)
     repeated_aug: int = 3  # imagefolder: repeated-augmentation count
     num_workers: int = 8
     # student
@@ -150,6 +151,8 @@ class TrainConfig:
             if isinstance(getattr(self, key), bool) or getattr(self, key) < 0:
                 raise ValueError(f"{key}={getattr(self, key)!r} must be an int >= 0 (a SpecAugment band's widest "
                                  f"width; 0: off)")
+        if isinstance(self.events, bool) or not isinstance(self.events, int) or self.events < 1:
+            raise ValueError(f"events={self.events!r} must be an int >= 1 (events of the class per sound clip)")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other: resume continues the checkpoint "
                              "in out_dir, overwrite starts over")
@@ -176,6 +179,7 @@ DIGITS = ("digits",)
 DATA_ONLY = {**{k: DIGITS for k in ("clean_epochs", "fresh_clutter", "digit_size", "copies", "distractors", "jitter",
                                     "num_clutter", "noise", "batch_aug")},
              "label_noise": ("digits", "sounds"), "freq_mask": ("sounds", "esc50"), "time_mask": ("sounds", "esc50"),
+             "events": ("sounds",),
              "fold": ("esc50",), "mixup": ("imagefolder",), "repeated_aug": ("imagefolder",)}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 

@@ -294,6 +294,16 @@ def regenerate(reference: Path = REFERENCE, readme: Path = README) -> None:
     if (reference / "regime.json").is_file() and report.begin("regime") in text:
         from reproduce.lib import regime
         text = report.replace_block(text, regime.block(json.loads((reference / "regime.json").read_text())), "regime")
+    if (reference / "audio_regime.json").is_file() and report.begin("audio_regime") in text:
+        from reproduce.lib import regime
+        image = reference / "regime.json"
+        text = report.replace_block(text, regime.block(json.loads((reference / "audio_regime.json").read_text()),
+                                                       json.loads(image.read_text()) if image.is_file() else None),
+                                    "audio_regime")
+    if (reference / "audio_regime_trials.jsonl").is_file() and report.begin("audio_regime_trials") in text:
+        from reproduce import regime_trials
+        text = report.replace_block(text, regime_trials.table(reference / "audio_regime_trials.jsonl"),
+                                    "audio_regime_trials")
     if (reference / "regime_trials.jsonl").is_file() and report.begin("regime_trials") in text:
         from reproduce import regime_trials
         text = report.replace_block(text, regime_trials.table(reference / "regime_trials.jsonl"), "regime_trials")
