@@ -42,7 +42,7 @@ LOG = LOGS["digits"]
 WORK = ROOT / "results" / "regime_trials"
 # teacher-trial fields a student trial copies: the data a student sees is the data its teacher was chosen on
 SCENE_KEYS = {"digits": ("digit_size", "copies", "distractors", "jitter", "num_clutter", "noise"),
-              "sounds": ("train_size", "test_size", "label_noise", "events", "freq_mask", "time_mask")}
+              "sounds": ("train_size", "test_size", "label_noise", "events")}
 
 
 def log(entry: dict, path: Path | None = None) -> None:

@@ -16,7 +16,7 @@ MASK = -SYNTH_MEAN / (2 * SYNTH_STD)  # the synthetic set's normalised fbank zer
 @pytest.mark.parametrize("field, value, data", [
     ("copies", 3, "sounds"), ("batch_aug", True, "sounds"), ("label_noise", 0.2, "imagefolder"),
     ("freq_mask", 8, "digits"), ("time_mask", 8, "imagefolder"), ("fold", 2, "sounds"), ("mixup", False, "digits"),
-    ("repeated_aug", 1, "sounds"), ("fresh_clutter", False, "esc50")])
+    ("repeated_aug", 1, "sounds"), ("fresh_clutter", False, "esc50"), ("events", 3, "digits"), ("events", 2, "esc50")])
 def test_an_option_of_another_data_source_is_refused_naming_it(field, value, data):
     with pytest.raises(ValueError, match=f"{field}={value!r} applies to data .* not data='{data}'"):
         TrainConfig(data=data, **{field: value})
@@ -24,7 +24,8 @@ def test_an_option_of_another_data_source_is_refused_naming_it(field, value, dat
 
 @pytest.mark.parametrize("field, value, data", [
     ("copies", 3, "digits"), ("label_noise", 0.2, "sounds"), ("label_noise", 0.2, "digits"),
-    ("freq_mask", 8, "esc50"), ("time_mask", 8, "sounds"), ("fold", 2, "esc50"), ("mixup", False, "imagefolder")])
+    ("freq_mask", 8, "esc50"), ("time_mask", 8, "sounds"), ("fold", 2, "esc50"), ("mixup", False, "imagefolder"),
+    ("events", 3, "sounds")])
 def test_an_option_of_its_own_data_source_is_accepted(field, value, data):
     assert getattr(TrainConfig(data=data, **{field: value}), field) == value
 
@@ -126,3 +127,64 @@ def test_sound_regime_trials_log_to_their_own_file(tmp_path, monkeypatch):
     cfg = json.loads((tmp_path / "work" / "configs" / "trial_sounds_teacher_T0.json").read_text())
     assert (cfg["data"], cfg["model"], cfg["label_noise"], cfg["freq_mask"]) == ("sounds", "sounds_teacher", 0.1, 8)
     assert rt.table(logs["sounds"]).endswith("| note | S0 |  | a decision |")
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_a_bad_event_count_is_refused(bad):
+    with pytest.raises(ValueError, match=f"events={bad!r} must be an int >= 1"):
+        TrainConfig(data="sounds", events=bad)
+
+
+def _single_event_clip_as_first_written(label, rng, seconds=1.0):
+    """The one-event clip as the set drew it before `events` existed (its draw order and normalisation), written
+    out again here: events=1 must draw exactly this."""
+    import numpy as np
+
+    from maskedkd.data.audio import SAMPLE_RATE, SOUND_CLASSES, _event
+    n = int(round(seconds * SAMPLE_RATE))
+    m = int(n * rng.uniform(0.3, 0.7))
+    start = int(rng.integers(0, n - m + 1))
+    env = np.ones(m)
+    ramp = SAMPLE_RATE // 100
+    env[:ramp], env[-ramp:] = np.linspace(0, 1, ramp), np.linspace(1, 0, ramp)
+    ev = np.zeros(n)
+    ev[start:start + m] = _event(SOUND_CLASSES[label], rng, m) * env
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    spec /= np.maximum(f, 20.0) ** (rng.uniform(0, 1.5) / 2)
+    bg = np.fft.irfft(spec, n)
+    level = 10 ** rng.uniform(-1.6, -0.8)
+    x = level * (ev / (ev[start:start + m].std() + 1e-12) + 10 ** (-rng.uniform(0, 30) / 20) * bg / bg.std())
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("label", range(10))
+def test_one_event_per_clip_draws_the_former_clip_bit_for_bit(label):
+    import numpy as np
+
+    from maskedkd.data.audio import render_sound_event
+    for i in range(3):
+        new = render_sound_event(label, np.random.default_rng([0, 0, 10 * i + label]), events=1)
+        old = _single_event_clip_as_first_written(label, np.random.default_rng([0, 0, 10 * i + label]))
+        assert np.array_equal(new, old)
+
+
+def test_several_events_repeat_the_class_across_the_clip():
+    """Three events of a tone class put energy in more frequency bands than one (each event draws its own
+    frequency), and the config option reaches the set's clips."""
+    import numpy as np
+
+    from maskedkd.data.audio import render_sound_event
+
+    def bands(x):  # spectral peaks above a tenth of the largest, in 50 Hz bins
+        mag = np.abs(np.fft.rfft(x))
+        binned = mag[: len(mag) // 25 * 25].reshape(-1, 25).max(1)
+        return int((binned > 0.1 * binned.max()).sum())
+    one = [bands(render_sound_event(0, np.random.default_rng([7, i]), events=1)) for i in range(20)]
+    three = [bands(render_sound_event(0, np.random.default_rng([7, i]), events=3)) for i in range(20)]
+    assert np.mean(three) > 1.5 * np.mean(one), (one, three)
+    x1 = build_data(TrainConfig(**SOUNDS)).eval_batches(batch=10**6)
+    x3 = build_data(TrainConfig(**SOUNDS, events=3)).eval_batches(batch=10**6)
+    (a, ya), = x1
+    (b, yb), = x3
+    assert torch.equal(ya, yb) and not torch.equal(a, b)
