@@ -22,7 +22,7 @@ from reproduce.lib import regime
 from reproduce.lib.embedded import mode_of, parser, plan, row_id, student_run
 
 from maskedkd.experiments import MODELS, get_config
-from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all, run_dir
+from reproduce.lib.runner import fmt_pm, machine_header, finished_runs, mean_std, run_all
 from maskedkd.select import keep_count
 
 FRACTIONS = [0.75, 0.5, 0.4, 0.25, 0.1]
@@ -67,8 +67,7 @@ def main(argv=None):
             + [(f"+MaskedKD {k}/{n} ({100 * k / n:.0f}%)", [student_run(mode, s, k, task="sounds") for s in seeds])
                for k in keeps])
     flat = [c for _, cs in rows for c in cs]
-    done_before = 0 if args.fresh else sum((run_dir(Path(args.out) / "runs", c) / "summary.json").is_file()
-                                           for c in flat)
+    done_before = finished_runs(flat, Path(args.out) / "runs", args.fresh)
     sums = run_all(flat, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh, desc="audio")
     from maskedkd.teachers import cached_teacher
     tcfg = embedded.teacher_config(mode, "sounds")

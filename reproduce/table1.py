@@ -34,7 +34,7 @@ from maskedkd.bench import bench_teacher
 from maskedkd.experiments import MODELS, TrainConfig, config_hash
 from maskedkd.select import keep_count
 from reproduce.lib import claims, embedded, full, paper, regime, report, stats
-from reproduce.lib.runner import machine_header, mean_std, run_all, run_dir
+from reproduce.lib.runner import machine_header, mean_std, finished_runs, run_all
 from reproduce.lib.embedded import (describe, mode_of, parse_or_full, parser, plan, student_run, teacher_config,
                       warmup_epochs, warmup_run)
 
@@ -120,7 +120,7 @@ def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False
     teacher_path = train_cached_teacher(tcfg)  # trains once (minutes) if neither shipped nor cached
     teacher_s = time.time() - t0
     runs = [(seed, rid, c) for seed in seeds for rid, _, c in student_rows(mode, seed, feature_kd, task)]
-    done_before = sum((run_dir(out / "runs", c) / "summary.json").is_file() for _, _, c in runs) if not fresh else 0
+    done_before = finished_runs([c for *_, c in runs], out / "runs", fresh)
     summaries = run_all([c for *_, c in runs], root=out / "runs", jobs=jobs, fresh=fresh, desc="table 1 students")
     curve = embedded.teacher_curve(tcfg, teacher_path, runs[0][2].replace(test_size=kw.get("test_size", 2000)))
     t_cfg = MODELS[tcfg.model]

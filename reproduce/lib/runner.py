@@ -95,6 +95,11 @@ def check_criteria(cfgs: list[TrainConfig]) -> None:
                          f"the run's own process imports it")
 
 
+def finished_runs(cfgs: list[TrainConfig], root: str | Path, fresh: bool = False) -> int:
+    """How many of cfgs run_all would reuse (a finished summary in root) rather than train; 0 with fresh."""
+    return 0 if fresh else sum((run_dir(Path(root), c) / "summary.json").is_file() for c in cfgs)
+
+
 def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs: int = 2, fresh: bool = False,
             desc: str = "runs") -> list[dict]:
     """Train every config (skipping those with a finished summary unless fresh), `jobs` at a time, one thread
