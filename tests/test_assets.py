@@ -1,6 +1,6 @@
 """The committed embedded teachers are what their metadata says: made by `python -m maskedkd.train NAME` (config
 hash; a teacher trained under another name records it in `trained_as`), with the recorded test accuracy
-(recomputed here on the fixed test set of its regime)."""
+(recomputed here on the fixed test set of its regime: the digit scene or the sound set)."""
 import json
 
 import pytest
@@ -8,12 +8,12 @@ import torch
 from safetensors import safe_open
 
 import maskedkd as mkd
-from maskedkd.data.loaders import DigitsData
+from maskedkd.data.loaders import fixed_test_set
 from maskedkd.experiments import MODELS, config_hash, get_config
 from maskedkd.teachers import ASSETS, cached_teacher
 
 
-@pytest.mark.parametrize("name", ["digits_teacher", "cluttered_teacher"])
+@pytest.mark.parametrize("name", ["digits_teacher", "cluttered_teacher", "sounds_teacher"])
 def test_shipped_teacher_matches_its_config_and_recorded_accuracy(name):
     shipped = ASSETS / f"{name}.safetensors"
     assert shipped.is_file(), f"the embedded teacher artefact {shipped} is missing"
@@ -29,7 +29,7 @@ def test_shipped_teacher_matches_its_config_and_recorded_accuracy(name):
         old_name, old_hash = record["trained_as_config"]
         assert config_hash(cfg.replace(name=old_name)) == old_hash
     params = mkd.load_checkpoint(shipped, MODELS[cfg.model])
-    (x, y), = DigitsData(cfg).eval_batches(batch=10**6)
+    x, y = fixed_test_set(cfg)
     with torch.no_grad():
         acc = (mkd.forward(params, x, MODELS[cfg.model]).argmax(-1) == y).float().mean().item()
     assert acc == pytest.approx(float(meta["final_acc"]), abs=2e-3)

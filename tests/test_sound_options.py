@@ -188,3 +188,34 @@ def test_several_events_repeat_the_class_across_the_clip():
     (a, ya), = x1
     (b, yb), = x3
     assert torch.equal(ya, yb) and not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cfg", [TrainConfig(**SOUNDS, events=3), TrainConfig(**SOUNDS, label_noise=0.3),
+                                 get_config("digits_student_nokd").replace(train_size=64, test_size=40)])
+def test_the_test_split_alone_equals_the_eval_batch_of_the_whole_data_set(cfg):
+    from maskedkd.data.loaders import fixed_test_set
+    (x, y), = build_data(cfg).eval_batches(batch=10**6)
+    xt, yt = fixed_test_set(cfg)
+    assert torch.equal(x, xt) and torch.equal(y, yt) and len(y) == cfg.test_size
+
+
+def test_the_esc50_runs_are_the_ast_recipe_and_carry_nothing_of_the_embedded_sound_regime(tmp_path):
+    """audio.sh --full writes its ESC-50 config out in full: the embedded student's label noise, events and batch
+    (issue 26's regime) must not reach it, and each row and fold gets its own run directory."""
+    from maskedkd.data import audio as A
+    from maskedkd.data.audio import ESC50_SPECAUG
+    from reproduce.audio import FRACTIONS, esc50_run
+    embedded = get_config("sounds_student_nokd")
+    assert embedded.label_noise > 0 and embedded.events > 1  # what must not leak
+    cfgs = [esc50_run("/data/ESC-50", k, tmp_path, t, f) for k in range(1, 6)
+            for t, f in [("", 1.0), ("t.safetensors", 1.0)] + [("t.safetensors", f) for f in FRACTIONS]]
+    assert len({c.out_dir for c in cfgs}) == len({c.name for c in cfgs}) == len(cfgs) == 35
+    for c in cfgs:
+        assert (c.data, c.model, c.label_noise, c.events, c.batch_size, c.epochs) == ("esc50", "esc50_student", 0.0,
+                                                                                     1, 48, 25)
+        assert c.lr * 48 / 512 == pytest.approx(1e-5) and (c.freq_mask, c.time_mask) == tuple(ESC50_SPECAUG.values())
+        assert (c.teacher_model == "esc50_teacher") == bool(c.teacher)
+    assert {c.keep_ratio for c in cfgs if c.teacher} == {1.0, *FRACTIONS}
+    root = A.write_esc50_fixture(tmp_path / "ESC-50", classes=(0, 1), clips_per_fold=1, seconds=0.5)
+    data = build_data(esc50_run(str(root), 3, tmp_path).replace(batch_size=2))
+    assert data.num_classes == 50

@@ -285,6 +285,17 @@ class TensorData(InMemoryPool):
 SOUNDS_SEED = 0  # one fixed synthetic sound set for every run
 
 
+def fixed_test_set(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed test set a TrainConfig names, (x, y) whole, as build_data(cfg).eval_batches gives it in one batch; for
+    the synthetic sound set without making its train split (a few seconds a call), whose clips are drawn one by one."""
+    if cfg.data == "sounds":
+        from .audio import synthetic_sound_events
+        t = synthetic_sound_events(n_train=0, n_test=cfg.test_size, seed=SOUNDS_SEED, events=cfg.events)
+        return t["x_test"], t["y_test"]
+    (x, y), = build_data(cfg).eval_batches(batch=10**9)
+    return x, y
+
+
 def build_data(cfg, rank: int = 0, world: int = 1):
     """The data source a TrainConfig names: digits, imagefolder, sounds (synthetic) or esc50 (data_path, fold)."""
     if cfg.data == "digits":

@@ -76,17 +76,22 @@ _students(TrainConfig(
     eval_every=3), "cluttered_teacher", "cluttered stress regime")
 
 # The embedded sound-event set (AST): the audio analogue [docs/paper.md#audio]; the paper's ESC-50 numbers are not
-# transcribed.
+# transcribed. The regime (3 events of the class per clip; the teacher's recipe) was chosen by the trials logged in
+# reproduce/reference/audio_regime_trials.jsonl (issue 26), on the teacher, no-KD and logit-KD figures alone.
 SOUND_TEACHER = register(TrainConfig(
-    name="sounds_teacher", data="sounds", model="sounds_teacher", train_size=3000, test_size=1000, drop_path=0.1,
-    epochs=15, batch_size=64, lr=8e-3, warmup_epochs=1, threads=2, compile=False),
+    name="sounds_teacher", data="sounds", model="sounds_teacher", train_size=3000, test_size=1000, events=3,
+    drop_path=0.1, epochs=15, batch_size=64, lr=8e-3, warmup_epochs=1, threads=2, compile=False),
     doc="""AST teacher of the synthetic sound set: `python -m maskedkd.train sounds_teacher`.
-Expected: well above the student (a 64-wide depth-4 AST reached 84.5% in the project's first audio trial).""")
+Expected: the test accuracy recorded in maskedkd/assets/sounds_teacher.json (trial ev3 of the sound regime log).""")
 register(SOUND_TEACHER.replace(name="sounds_teacher_smoke", epochs=1, train_size=128, test_size=64),
          doc="A few steps of the sound teacher recipe, for smoke tests: not a real teacher.")
+# The student's recipe is trial S5 of that log (note choice_S5): a smaller set of the teacher's clips with 20% of
+# its labels flipped (the data-limited student in which KD helps), batch 16 so that every seed leaves the initial
+# plateau at ln(10) loss within its 1250 optimizer steps.
 SOUND_STUDENT = TrainConfig(
-    name="sounds_student_nokd", data="sounds", model="sounds_student", train_size=3000, test_size=1000,
-    drop_path=0.0, epochs=10, batch_size=64, lr=1.6e-2, warmup_epochs=1, threads=1, compile=False)
+    name="sounds_student_nokd", data="sounds", model="sounds_student", train_size=2000, test_size=1000, events=3,
+    label_noise=0.2, drop_path=0.0, epochs=10, batch_size=16, lr=8e-3, warmup_epochs=1, eval_every=5, threads=1,
+    compile=False)
 register(SOUND_STUDENT, doc="AST student without distillation: `python -m maskedkd.train sounds_student_nokd`.")
 register(SOUND_STUDENT.replace(name="sounds_student_maskedkd50", teacher="cache:sounds_teacher",
                                teacher_model="sounds_teacher", keep_ratio=0.5),

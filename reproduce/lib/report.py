@@ -170,9 +170,10 @@ END = "<!-- generated: end -->"
 
 def begin(key: str = "table1") -> str:
     """The marker opening the README block generated from reproduce/reference/KEY_runs.json ('*' for the summary
-    of every runs file; 'regime', 'branches' and 'regime_trials' for reproduce/reference/regime.json, branches.json
-    and regime_trials.jsonl)."""
-    name = {"regime": "regime.json", "branches": "branches.json", "regime_trials": "regime_trials.jsonl"}.get(
+    of every runs file; 'regime', 'branches', 'regime_trials', 'audio_regime' and 'audio_regime_trials' for
+    reproduce/reference/KEY.json, or KEY.jsonl for the trial logs)."""
+    name = {"regime": "regime.json", "branches": "branches.json", "regime_trials": "regime_trials.jsonl",
+            "audio_regime": "audio_regime.json", "audio_regime_trials": "audio_regime_trials.jsonl"}.get(
         key, f"{key}_runs.json")
     return f"<!-- generated from reproduce/reference/{name}: begin -->"
 
