@@ -81,7 +81,7 @@ def main(argv=None):
     data = embedded.record("audio", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(flat, sums)],
                            {row_id(cs[0]): label for label, cs in rows}, Path(args.out),
                            paper_column="paper (ESC-50: not transcribed)", regime="sounds",
-                           teacher=str(teacher_path), trained_now=len(flat) - done_before,
+                           teacher=embedded.shown_path(teacher_path), trained_now=len(flat) - done_before,
                            teacher_random_curve=embedded.teacher_curve(tcfg, teacher_path, flat[0]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def main(argv=None):
     minutes = fig["audio_minutes"]
     lines = [machine_header("Audio: MaskedKD on AST (embedded synthetic sound events)", seeds=seeds,
                             wall_s=wall_s, extra=f"mode: {mode}; 108 patches of 16x16, stride 10; teacher weights: "
-                            f"{teacher_path}; student runs: {len(flat)}, {data['trained_now']} trained in this "
+                            f"{data['teacher']}; student runs: {len(flat)}, {data['trained_now']} trained in this "
                             "invocation" + (f", so {minutes:.1f} minutes from an empty results/" if minutes is not None
                                             else ", the others reused from results/runs")),
              "| method | student acc (%) | masked-teacher acc (%) | paper (ESC-50) |", "|---|---|---|---|"]

@@ -128,7 +128,8 @@ def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False
     for rid, label, c in student_rows(mode, seeds[0], feature_kd, task):
         kept, saved = describe(c)
         rows.append({"id": rid, "label": label, "kept": kept, "saved": saved, "paper": PAPER_TI[rid]})
-    result = {"script": "table1", "mode": mode, "regime": task, "seeds": seeds, "teacher": str(teacher_path),
+    result = {"script": "table1", "mode": mode, "regime": task, "seeds": seeds,
+              "teacher": embedded.shown_path(teacher_path),
               "teacher_acc": curve["100"], "teacher_random_curve": curve, "teacher_s": teacher_s,
               "num_patches": t_cfg.num_patches, "trained_now": len(runs) - done_before,
               "margin": stats.MARGIN, "rows": rows,

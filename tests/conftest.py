@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the suite's teacher and data caches live in a fresh folder of its own, not in the user's ~/.cache/maskedkd
+os.environ.setdefault("MASKEDKD_CACHE", tempfile.mkdtemp(prefix="maskedkd-test-cache-"))
 
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -476,6 +476,27 @@ def test_regime_figures_trial_log_and_branches_agree_with_their_readme_blocks():
         assert report.current_block(readme, "branches") == branches.block(cmp)
 
 
+def test_sound_regime_figures_and_trial_log_agree_with_their_readme_blocks():
+    """reproduce/reference/audio_regime.json is what reproduce/lib/regime.py makes of the committed audio runs file
+    (the wall time aside), measured from an empty results/ (every run trained in the invocation), and the README
+    shows it beside the image regime's figures, and the sound trial log, as generated."""
+    from reproduce import regime_trials
+    readme = (ROOT / "reproduce" / "README.md").read_text()
+    assert report.current_block(readme, "audio_regime_trials") == regime_trials.table(REF / "audio_regime_trials.jsonl")
+    log = [json.loads(line) for line in (REF / "audio_regime_trials.jsonl").read_text().splitlines()]
+    assert {"teacher", "students", "note"} <= {e["kind"] for e in log}
+    fig = json.loads((REF / "audio_regime.json").read_text())
+    runs = json.loads((REF / "audio_runs.json").read_text())
+    assert fig["regime"] == runs["regime"] == "sounds" and fig["audio_minutes"] is not None
+    again = regime.figures(runs, 60 * fig["audio_minutes"])
+    assert again.pop("audio_minutes") == pytest.approx(fig.pop("audio_minutes")) and again == fig
+    fig = json.loads((REF / "audio_regime.json").read_text())
+    image = json.loads((REF / "regime.json").read_text())
+    assert report.current_block(readme, "audio_regime") == regime.block(fig, image)
+    # the run's time is in the generated header of audio.md too
+    assert f"{fig['audio_minutes']:.1f} minutes from an empty results/" in (REF / "audio.md").read_text()
+
+
 def test_sound_regime_figures_use_the_sound_targets_and_sit_beside_the_image_regime():
     """Issue 26's targets: paired SD up to 1.5 points, stalled below 50%, audio.sh in 20 minutes; the block shows the
     image regime's figures in their own column."""

@@ -219,3 +219,38 @@ def test_the_esc50_runs_are_the_ast_recipe_and_carry_nothing_of_the_embedded_sou
     root = A.write_esc50_fixture(tmp_path / "ESC-50", classes=(0, 1), clips_per_fold=1, seconds=0.5)
     data = build_data(esc50_run(str(root), 3, tmp_path).replace(batch_size=2))
     assert data.num_classes == 50
+
+
+def test_a_sound_split_is_made_once_then_read_from_the_cache_bit_for_bit(tmp_path, monkeypatch):
+    """loaders.sound_split keeps each split of the synthetic set in the data cache: the first call makes it (equal to
+    synthetic_sound_events), the next reads it without making anything; another size, event count or split is
+    another entry; a damaged or mislabelled file raises naming it instead of feeding a run wrong clips."""
+    from safetensors.torch import save_file
+
+    from maskedkd.data import audio, loaders
+    monkeypatch.setenv("MASKEDKD_CACHE", str(tmp_path))
+    fresh = audio.synthetic_sound_events(n_train=12, n_test=6, seed=0, events=2)
+    x, y = loaders.sound_split("train", 12, 2)
+    assert torch.equal(x, fresh["x_train"]) and torch.equal(y, fresh["y_train"])
+    xt, yt = loaders.sound_split("test", 6, 2)
+    assert torch.equal(xt, fresh["x_test"]) and torch.equal(yt, fresh["y_test"])
+    files = sorted((tmp_path / "data").glob("*.safetensors"))
+    assert len(files) == 2
+
+    def made(**kw):
+        raise RuntimeError(f"made {kw}")
+    monkeypatch.setattr(audio, "synthetic_sound_events", made)
+    again = loaders.sound_split("train", 12, 2)  # read back, nothing made
+    assert torch.equal(again[0], x) and torch.equal(again[1], y)
+    for split, n, events in [("train", 13, 2), ("train", 12, 3), ("test", 12, 2)]:
+        with pytest.raises(RuntimeError, match="made"):
+            loaders.sound_split(split, n, events)
+    with pytest.raises(ValueError, match="split='val'"):
+        loaders.sound_split("val", 12, 2)
+    train_file = next(f for f in files if "-train-" in f.name)
+    save_file({"x": x[:11].contiguous(), "y": y[:11].contiguous()}, str(train_file))
+    with pytest.raises(ValueError, match=f"{train_file.name} holds x \\(11, "):
+        loaders.sound_split("train", 12, 2)
+    train_file.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=f"{train_file.name} is unreadable"):
+        loaders.sound_split("train", 12, 2)

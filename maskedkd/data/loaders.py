@@ -285,13 +285,53 @@ class TensorData(InMemoryPool):
 SOUNDS_SEED = 0  # one fixed synthetic sound set for every run
 
 
+def sound_split(split: str, n: int, events: int, seed: int = SOUNDS_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of one split of the synthetic sound set (audio.synthetic_sound_events), kept in the data cache
+    (teachers.cache_dir()/data) once made: making a 3000-clip set takes about 10 s on one core, once per training
+    process, so a 35-run audio table spent minutes on it. A clip depends on (seed, split, index) alone, so a split
+    is cached by its size; the key also holds the generator's source and the torch, torchaudio and numpy versions
+    that shape the fbank, so a change to any of them makes a new entry instead of reading a stale one. A cache
+    file that does not hold the split's tensors raises, naming it."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import numpy
+    import torchaudio
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    from ..checkpoint import atomic_write
+    from ..teachers import cache_dir
+    from . import audio
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}: expected 'train' or 'test'")
+    source = hashlib.sha256(Path(audio.__file__).read_bytes()).hexdigest()
+    key = hashlib.sha256(json.dumps([source, torch.__version__, torchaudio.__version__, numpy.__version__]).encode())
+    path = cache_dir() / "data" / f"sounds-{split}-n{n}-events{events}-seed{seed}-{key.hexdigest()[:12]}.safetensors"
+    if path.is_file():
+        try:
+            t = load_file(path)
+            x, y = t["x"], t["y"]
+        except (SafetensorError, KeyError, OSError) as e:
+            raise ValueError(f"sound-set cache file {path} is unreadable ({e}): delete it to make it again") from e
+        if x.shape[0] != n or y.shape != (n,) or x.dtype != torch.float32 or y.dtype != torch.long:
+            raise ValueError(f"sound-set cache file {path} holds x {tuple(x.shape)} {x.dtype}, y {tuple(y.shape)} "
+                             f"{y.dtype}, not the {n} clips of its name: delete it to make it again")
+        return x, y
+    t = audio.synthetic_sound_events(n_train=n if split == "train" else 0, n_test=n if split == "test" else 0,
+                                     seed=seed, events=events)
+    x, y = t[f"x_{split}"].contiguous(), t[f"y_{split}"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file({"x": x, "y": y}, tmp))
+    return x, y
+
+
 def fixed_test_set(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed test set a TrainConfig names, (x, y) whole, as build_data(cfg).eval_batches gives it in one batch; for
-    the synthetic sound set without making its train split (a few seconds a call), whose clips are drawn one by one."""
+    the synthetic sound set without making its train split."""
     if cfg.data == "sounds":
-        from .audio import synthetic_sound_events
-        t = synthetic_sound_events(n_train=0, n_test=cfg.test_size, seed=SOUNDS_SEED, events=cfg.events)
-        return t["x_test"], t["y_test"]
+        return sound_split("test", cfg.test_size, cfg.events)
     (x, y), = build_data(cfg).eval_batches(batch=10**9)
     return x, y
 
@@ -301,8 +341,10 @@ def build_data(cfg, rank: int = 0, world: int = 1):
     if cfg.data == "digits":
         return DigitsData(cfg, rank, world)
     if cfg.data == "sounds":
-        from .audio import SOUND_CLASSES, SYNTH_MEAN, SYNTH_STD, synthetic_sound_events
-        t = synthetic_sound_events(n_train=cfg.train_size, n_test=cfg.test_size, seed=SOUNDS_SEED, events=cfg.events)
+        from .audio import SOUND_CLASSES, SYNTH_MEAN, SYNTH_STD
+        (x_train, y_train), (x_test, y_test) = (sound_split(split, n, cfg.events) for split, n in
+                                                (("train", cfg.train_size), ("test", cfg.test_size)))
+        t = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
         if cfg.label_noise:  # one noisy labelling of the one fixed set, for the teacher and every student alike
             t = {**t, "y_train": noisy_labels(t["y_train"], cfg.label_noise, SOUNDS_SEED, len(SOUND_CLASSES))}
         return TensorData(cfg, t, len(SOUND_CLASSES), rank, world, mask_value=-SYNTH_MEAN / (2 * SYNTH_STD))

@@ -118,6 +118,14 @@ def teacher_curve(tcfg: TrainConfig, params_path, data_cfg: TrainConfig, draws: 
     return out
 
 
+def shown_path(path) -> str:
+    """A weights path as a report shows it: relative to the repository when inside it (the shipped teacher, the same
+    on every checkout), else as given (a cache entry)."""
+    p = Path(path).resolve()
+    root = REFERENCE.parents[1]
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(path)
+
+
 def teacher_config(mode: str, task: str = "digits") -> TrainConfig:
     return get_config(f"{task}_teacher_smoke" if mode == "smoke" else f"{task}_teacher")
 
