@@ -3,9 +3,12 @@
     bash reproduce/audio.sh [--quick]     # embedded synthetic sound events: results/audio.md, .csv, .png
     bash reproduce/audio.sh --full --data /path/to/ESC-50 --teacher /path/to/ast_esc50_teacher.safetensors
 
-Embedded default: an AST teacher (128 wide, 4 blocks) trained once and cached, a smaller AST student (64 wide,
-3 blocks), 1.0 s clips (100 frames x 128 mel bins, 108 overlapping patches): no KD, logit KD and MaskedKD at
-several keep fractions (the paper suggests the best fraction differs from vision, so it is swept).
+Embedded default: the sound regime of issue 26, chosen on teacher, no-KD and logit-KD figures alone
+(reproduce/reference/audio_regime_trials.jsonl): clips of three events of the class, an AST teacher (128 wide,
+4 blocks) shipped in maskedkd/assets, a smaller AST student (64 wide, 3 blocks) on 2000 of those clips with a fifth
+of the labels wrong, 1.0 s clips (100 frames x 128 mel bins, 108 overlapping patches): no KD, logit KD and MaskedKD
+at several keep fractions (the paper suggests the best fraction differs from vision, so it is swept), 5 seeds.
+Writes results/audio_regime.json, the regime's figures against their targets (reproduce/lib/regime.py).
 --full: ESC-50's 5 folds (train on 4, test on 1, averaged: the AST recipe) with a teacher checkpoint (a Hugging
 Face AST file, 512 frames, 50 classes) and the tiny AST student. The paper's audio numbers are not transcribed
 (docs/paper.md#audio): their cells say so.
