@@ -105,7 +105,8 @@ def block(fig: dict, beside: dict | None = None) -> str:
         head = "| property the method relies on | paper (ImageNet) | embedded default | target | |\n|---|---|---|---|---|"
         rows = [f"| {p} | {q} | {o} | {t} | {mark(k)} |" for p, q, o, t, k in zip(props, paper, ours, target_text, keys)]
     else:
-        props[4] = "stalled runs"
+        props[4] = (f"stalled runs (final accuracy below {100 * REGIMES[beside['regime']][2]:.0f}% in the image regime, "
+                    f"{100 * stalled:.0f}% in the sound regime)")
         props[5] = "the script's minutes from an empty results/ (2 cores)"
         other = values(beside)
         head = ("| property the method relies on | paper (ImageNet) | embedded image regime (table1.sh) | "
