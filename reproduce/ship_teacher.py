@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import maskedkd as mkd
+from maskedkd.checkpoint import atomic_write
 from maskedkd.data.loaders import fixed_test_set
 from maskedkd.experiments import MODELS, config_hash, get_config
 from maskedkd.teachers import ASSETS
@@ -29,13 +29,6 @@ def test_accuracy(cfg, params) -> float:
     x, y = fixed_test_set(cfg)
     with torch.no_grad():
         return (mkd.forward(params, x, MODELS[cfg.model]).argmax(-1) == y).float().mean().item()
-
-
-def atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> None:
@@ -69,8 +62,8 @@ def main(argv=None) -> None:
               "reproduction_tolerance": "a re-run on another machine or thread count is not bit-identical (fp32 "
                                         "reduction order)",
               "params": sum(v.numel() for v in weights.values())}
-    atomic_write(ASSETS / f"{args.name}.safetensors", lambda p: save_file(weights, str(p), metadata=meta))
-    atomic_write(ASSETS / f"{args.name}.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
+    mkd.save_params(weights, ASSETS / f"{args.name}.safetensors", metadata=meta)
+    atomic_write(ASSETS / f"{args.name}.json", lambda p: Path(p).write_text(json.dumps(record, indent=1) + "\n"))
     print(json.dumps(record, indent=1))
 
 

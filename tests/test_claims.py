@@ -528,3 +528,23 @@ def test_sound_regime_figures_use_the_sound_targets_and_sit_beside_the_image_reg
     assert f"| {image['kd_minus_nokd_sd']:.2f} | {sound['kd_minus_nokd_sd']:.2f} | <= 1.5 | met |" in sd_row
     assert "| 19.0 | <= 20 | met |" in rows[-1]
     assert "**not met**" in next(r for r in rows if r.startswith("| stalled"))
+
+
+def test_the_audio_sections_recipe_words_are_the_configs():
+    """The recipe facts typed in the audio section of reproduce/README.md are the registered sound configs and the
+    default plan, so a change of recipe that leaves the prose behind fails here."""
+    from maskedkd.experiments import MODELS, get_config
+    from reproduce.lib.embedded import plan
+    readme = " ".join((ROOT / "reproduce" / "README.md").read_text().split())
+    section = readme[readme.index("## Audio at embedded scale"):readme.index(report.begin("audio_regime"))]
+    t, s = get_config("sounds_teacher"), get_config("sounds_student_nokd")
+    tm, sm = MODELS[t.model], MODELS[s.model]
+    words = {1: "one", 2: "two", 3: "three"}
+    assert t.events == s.events and s.label_noise == 0.2  # "a fifth of its labels wrong"
+    for fact in (f"{sm.num_patches} overlapping 16x16 patches",
+                 f"each clip holds {words[s.events]} events of its class",
+                 f"an AST teacher {tm.embed_dim} wide x {tm.depth} blocks",
+                 f"an AST student {sm.embed_dim} x {sm.depth}",
+                 f"trained for {s.epochs} epochs at batch {s.batch_size} on a fixed set of {s.train_size} clips with a "
+                 "fifth of its labels wrong", f"{len(plan('default', 'sounds')[0])} paired seeds"):
+        assert fact in section, fact

@@ -287,11 +287,10 @@ SOUNDS_SEED = 0  # one fixed synthetic sound set for every run
 
 def sound_split(split: str, n: int, events: int, seed: int = SOUNDS_SEED) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) of one split of the synthetic sound set (audio.synthetic_sound_events), kept in the data cache
-    (teachers.cache_dir()/data) once made: making a 3000-clip set takes about 10 s on one core, once per training
-    process, so a 35-run audio table spent minutes on it. A clip depends on (seed, split, index) alone, so a split
-    is cached by its size; the key also holds the generator's source and the torch, torchaudio and numpy versions
-    that shape the fbank, so a change to any of them makes a new entry instead of reading a stale one. A cache
-    file that does not hold the split's tensors raises, naming it."""
+    (teachers.cache_dir()/data) once made, instead of remaking its fbanks in every training process of a table. A
+    clip depends on (seed, split, index) alone, so a split is cached by its size; the key also holds the generator's
+    source and the torch, torchaudio and numpy versions that shape the fbank, so a change to any of them makes a new
+    entry instead of reading a stale one. A cache file that does not hold the split's tensors raises, naming it."""
     import hashlib
     import json
     from pathlib import Path
@@ -342,8 +341,8 @@ def build_data(cfg, rank: int = 0, world: int = 1):
         return DigitsData(cfg, rank, world)
     if cfg.data == "sounds":
         from .audio import SOUND_CLASSES, SYNTH_MEAN, SYNTH_STD
-        (x_train, y_train), (x_test, y_test) = (sound_split(split, n, cfg.events) for split, n in
-                                                (("train", cfg.train_size), ("test", cfg.test_size)))
+        x_train, y_train = sound_split("train", cfg.train_size, cfg.events)
+        x_test, y_test = sound_split("test", cfg.test_size, cfg.events)
         t = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
         if cfg.label_noise:  # one noisy labelling of the one fixed set, for the teacher and every student alike
             t = {**t, "y_train": noisy_labels(t["y_train"], cfg.label_noise, SOUNDS_SEED, len(SOUND_CLASSES))}
