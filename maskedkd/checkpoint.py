@@ -16,7 +16,7 @@ import torch
 
 from .attention import Params
 from .config import ViTConfig
-from .model import param_shapes
+from .model import check_params, param_shapes
 
 # Official DeiT-III release names -> timm names (timm's deit3 checkpoint filter does the same renames).
 _RENAMES = [(re.compile(r"^blocks\.(\d+)\.gamma_1$"), r"blocks.\1.ls1.gamma"),
@@ -65,39 +65,34 @@ def rename_keys(sd: dict[str, torch.Tensor], rules=_RENAMES) -> dict[str, torch.
     return out
 
 
-def match_params(sd: dict[str, torch.Tensor], cfg: ViTConfig, *, dtype: torch.dtype = torch.float32) -> Params:
-    """Check sd against cfg's parameter names and shapes exactly; raise ValueError naming every mismatch."""
-    want = param_shapes(cfg)
-    missing = sorted(set(want) - set(sd))
-    unexpected = sorted(set(sd) - set(want))
-    shapes = sorted(f"{k}: file {tuple(sd[k].shape)} vs config {want[k]}"
-                    for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k])
-    if missing or unexpected or shapes:
-        def show(xs):
-            return f"{xs[:12]}{' ...' if len(xs) > 12 else ''} ({len(xs)})"
-        raise ValueError(
-            f"checkpoint does not match config {cfg.name!r}: missing keys {show(missing)}; "
-            f"unexpected keys {show(unexpected)}; mis-shaped {show(shapes)}")
-    return {k: sd[k].detach().to(dtype).clone() for k in want}
+def match_params(sd: dict[str, torch.Tensor], cfg: ViTConfig, *, dtype: torch.dtype = torch.float32,
+                 source: str = "checkpoint") -> Params:
+    """Check sd against cfg's parameter names and shapes exactly (model.check_params); raise ValueError naming the
+    source and every mismatch."""
+    check_params(sd, cfg, source)
+    return {k: sd[k].detach().to(dtype).clone() for k in param_shapes(cfg)}
 
 
 Converter = Callable[[dict[str, torch.Tensor], ViTConfig], dict[str, torch.Tensor]]
 CONVERTERS: list[Converter] = []  # tried in turn for layouts other than timm's (e.g. Hugging Face AST)
 
 
-def load_checkpoint(path_or_state_dict, cfg: ViTConfig, *, dtype: torch.dtype = torch.float32) -> Params:
+def load_checkpoint(path_or_state_dict, cfg: ViTConfig, *, dtype: torch.dtype = torch.float32,
+                    source: str | None = None) -> Params:
     """A local checkpoint file or a state dict -> params for cfg. Reads timm state dicts (.pth, .safetensors),
     the official DeiT release ({"model": sd}) and DeiT-III (timm names or the release's gamma_1/gamma_2), CaiT
     (timm names, = the official S24_224.pth release inside {"model": sd}) and timm's CLIP ViT-B/16 files."""
     if isinstance(path_or_state_dict, (str, os.PathLike)):
+        source = source or f"checkpoint {path_or_state_dict}"
         sd = read_state_dict(path_or_state_dict)
     else:
+        source = source or "state dict"
         sd = unwrap_state_dict(path_or_state_dict)
     if cfg.family == "vit":  # CaiT's own names are blocks.i.gamma_1 / gamma_2: never rename those
         sd = rename_keys(sd)
     for convert in CONVERTERS:
         sd = convert(sd, cfg)
-    return match_params(sd, cfg, dtype=dtype)
+    return match_params(sd, cfg, dtype=dtype, source=source)
 
 
 # A fine-tuning run's starting weights (TrainConfig.init): the parameters a pre-trained file may lack, each drawn as
@@ -142,7 +137,8 @@ def load_init(path_or_state_dict, cfg: ViTConfig, *, seed: int = 0) -> Params:
         if kind == "trunc_normal":  # timm's trunc_normal_ bounds (-2, 2) are absolute: a plain normal at these stds
             t = torch.nn.init.trunc_normal_(t, std=std, a=-2.0, b=2.0, generator=g)
         sd[k] = t
-    return match_params(sd, cfg)
+    return match_params(sd, cfg, source=f"checkpoint {path_or_state_dict}" if isinstance(
+        path_or_state_dict, (str, os.PathLike)) else "state dict")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:

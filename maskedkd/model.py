@@ -65,6 +65,25 @@ def param_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
     return s
 
 
+def check_params(params, cfg: ViTConfig, source: str = "params") -> None:
+    """The one check that parameters fit a config: exactly cfg's names (param_shapes) with cfg's shapes, tensors
+    all. Run where parameters meet a config (a checkpoint load, a TeacherView, a train step's first call), not per
+    forward. Raises naming the source, every missing, unexpected and mis-shaped key (a wider or deeper model's
+    parameters would otherwise run with the config's head count, or with blocks ignored)."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{source}: expected a dict of tensors keyed by timm's names, got {type(params).__name__}")
+    want = param_shapes(cfg)
+    missing = sorted(set(want) - set(params))
+    unexpected = sorted(set(params) - set(want))
+    shapes = sorted(f"{k}: given {tuple(getattr(params[k], 'shape', ()))} vs config {want[k]}" for k in set(want) & set(params)
+                    if not isinstance(params[k], torch.Tensor) or tuple(params[k].shape) != want[k])
+    if missing or unexpected or shapes:
+        def show(xs):
+            return f"{xs[:12]}{' ...' if len(xs) > 12 else ''} ({len(xs)})"
+        raise ValueError(f"{source}: parameters do not match config {cfg.name!r}: missing keys {show(missing)}; unexpected keys "
+                         f"{show(unexpected)}; mis-shaped {show(shapes)}")
+
+
 def init_params(cfg: ViTConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> Params:
     """Fresh parameters, initialised as timm does: trunc-normal(0.02) linears and position embedding,
     PyTorch's default (kaiming-uniform) patch filters, unit LayerNorms, layer scale at cfg.layer_scale

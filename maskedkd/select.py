@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .checks import InputError, as_int, as_number
+
 Criterion = Callable[[torch.Tensor, int, "torch.Generator | None"], torch.Tensor]
 CRITERIA: dict[str, Criterion] = {}
 BUILTIN_NAMES = ("topk", "bottomk", "random")
@@ -69,6 +71,15 @@ def check_criterion(name: str) -> Criterion:
     return CRITERIA[name]
 
 
+def check_criterion_name(name: str) -> str:
+    """A criterion name as a config holds it, checked without importing anything: a registered name, or
+    "module:name" (its module is imported where the run starts, check_criterion)."""
+    if not isinstance(name, str) or not (name in CRITERIA or (name.count(":") == 1 and all(name.split(":")))):
+        raise InputError(f"criterion={name!r} is not a registered criterion {sorted(CRITERIA)} nor a plug-in "
+                         f"'module:name' (a module that calls register_criterion('name'))")
+    return name
+
+
 def select_tokens(scores: torch.Tensor, num_keep: int, criterion: str = "topk",
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """scores (b n) -> (b num_keep) int64 indices of the patches the teacher sees."""
@@ -97,14 +108,18 @@ def keep_count(num_patches: int, ratio: float, *, convention: str = "paper") -> 
     """Patches kept for a keep ratio (a percent p is ratio p / 100): the one rounding rule of the project, used by
     keep_ratio, keep schedules and the cost tables. convention="paper": the paper's counts for its labels where it
     has one (196 patches: 75% -> 144, 50% -> 98, 40% -> 80, 25% -> 49; 256: 192, 128), else round(ratio * n);
-    "exact": always round(ratio * n). Clamped to 1..num_patches."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
-        raise ValueError(f"keep ratio {ratio!r} must lie in (0, 1]")
+    "exact": always round(ratio * n). A ratio that keeps no patch (round(ratio * n) = 0) raises."""
+    n = as_int(num_patches, "num_patches", "[1, inf)", "the teacher's patches")
+    ratio = as_number(ratio, "keep ratio", "(0, 1]", "the share of the patches kept")
     if convention not in ("paper", "exact"):
         raise ValueError(f"convention {convention!r} must be 'paper' or 'exact'")
-    if convention == "paper" and (num_patches, round(ratio, 6)) in PAPER_KEEP_COUNTS:
-        return PAPER_KEEP_COUNTS[(num_patches, round(ratio, 6))]
-    return max(1, min(num_patches, round(ratio * num_patches)))
+    if convention == "paper" and (n, round(ratio, 6)) in PAPER_KEEP_COUNTS:
+        return PAPER_KEEP_COUNTS[(n, round(ratio, 6))]
+    k = round(ratio * n)
+    if k < 1:
+        raise InputError(f"keep ratio {ratio!r} of {n} patches keeps {ratio * n:.3g} patches, which rounds to none "
+                         f"(a percent p is the ratio p / 100)")
+    return min(n, k)
 
 
 def resample_scores(scores: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int]) -> torch.Tensor:
@@ -125,13 +140,43 @@ def adaptive_budget(scores: torch.Tensor, mass: float, max_keep: int) -> tuple[t
     """Per-sample budget (beyond the paper): each sample keeps the fewest top patches whose share of its CLS
     attention over patches reaches `mass`, at most max_keep; padded to the static size max_keep for compilation.
     scores (b n) -> (keep_idx (b max_keep) by descending score, valid (b max_keep) bool, count (b,))."""
-    if not 0.0 < mass <= 1.0:
-        raise ValueError(f"attention mass {mass!r} must lie in (0, 1]")
+    mass = as_number(mass, "adaptive_mass", "(0, 1]", "a share of the student's CLS attention")
     idx = select_tokens(scores, max_keep, "topk")  # sorted by descending score
     share = torch.gather(scores, 1, idx) / scores.sum(-1, keepdim=True).clamp_min(1e-12)
     count = ((share.cumsum(-1) < mass).sum(-1) + 1).clamp(max=max_keep)
     valid = torch.arange(max_keep, device=scores.device)[None] < count[:, None]
     return idx, valid, count
+
+
+def parse_keep_schedule(spec: str, epochs: int) -> list[tuple[float, int]]:
+    """A keep_schedule spec -> phases [(percent, epochs), ...] covering `epochs` ("A:B" gives one (A, 0), (B, 0) pair
+    marked linear by epochs 0): the syntax, the percent range (0, 100] and the phase lengths checked, so a config can
+    refuse a bad spec before it knows its patch count. A spec whose every percent is at most 1 reads as fractions
+    ("0.25:0.75" for 25:75) and is refused."""
+    epochs = as_int(epochs, "epochs", "[1, inf)", "the run's epochs")
+    if not isinstance(spec, str):
+        raise InputError(f"keep_schedule={spec!r} must be text such as '25:75' or '100*3,50', not {type(spec).__name__}")
+    bad = (f"keep_schedule={spec!r} must look like '25:75' (linear, percent) or '100*3,50' (percent*epochs "
+           f"phases, the last without epochs)")
+    try:
+        if ":" in spec:
+            a, b = (float(v) for v in spec.split(":"))
+            phases = [(a, 0), (b, 0)]
+        else:
+            *first, last = spec.split(",")
+            phases = [(float(p), int(e)) for p, e in (h.split("*") for h in first)] + [(float(last), epochs)]
+    except ValueError:
+        raise InputError(bad) from None
+    for pct, _ in phases:
+        if not 0 < pct <= 100:
+            raise InputError(f"{bad}: {pct:g}% is out of range (0, 100]")
+    if all(pct <= 1 for pct, _ in phases):
+        raise InputError(f"{bad}: every percent is at most 1%, which reads as fractions; the spec takes percent "
+                         f"(25:75 keeps 25% then 75%)")
+    if ":" not in spec and (any(e < 1 for _, e in phases[:-1]) or sum(e for _, e in phases[:-1]) >= epochs):
+        raise InputError(f"keep_schedule={spec!r}: each phase needs >= 1 epoch and the last phase must start before "
+                         f"epoch {epochs} (epochs={epochs})")
+    return phases
 
 
 def keep_schedule(spec: str, num_patches: int, epochs: int) -> tuple[int | None, ...]:
@@ -140,28 +185,14 @@ def keep_schedule(spec: str, num_patches: int, epochs: int) -> tuple[int | None,
         paper's open question), or
     "A*E,B" (percent, epochs): A% for the first E epochs, then B% (e.g. "100*3,50": full KD while the student's
         attention is immature, MaskedKD after); more phases chain ("100*2,75*4,50"); the last lasts to the end."""
-    bad = (f"keep_schedule={spec!r} must look like '25:75' (linear, percent) or '100*3,50' (percent*epochs "
-           f"phases, the last without epochs)")
+    phases = parse_keep_schedule(spec, epochs)
+    n = as_int(num_patches, "num_patches", "[1, inf)", "the teacher's patches")
 
     def count(pct: float) -> int | None:
-        if not 0 < pct <= 100:
-            raise ValueError(f"{bad}: {pct:g}% is out of range (0, 100]")
-        k = keep_count(num_patches, pct / 100)
-        return None if k == num_patches else k
-    try:
-        if ":" in spec:
-            a, b = (float(v) for v in spec.split(":"))
-            phases = None
-        else:
-            *first, last = spec.split(",")
-            phases = [(float(p), int(e)) for p, e in (h.split("*") for h in first)] + [(float(last), epochs)]
-    except ValueError:
-        raise ValueError(bad) from None
-    if phases is None:
-        count(a), count(b)  # range checks
+        k = keep_count(n, pct / 100)
+        return None if k == n else k
+    if ":" in spec:
+        (a, _), (b, _) = phases
         return tuple(count(a + (b - a) * (e / max(1, epochs - 1))) for e in range(epochs))
-    if any(e < 1 for _, e in phases[:-1]) or sum(e for _, e in phases[:-1]) >= epochs:
-        raise ValueError(f"keep_schedule={spec!r}: each phase needs >= 1 epoch and the last phase must start "
-                         f"before epoch {epochs} (epochs={epochs})")
     per_epoch = [count(p) for p, e in phases[:-1] for _ in range(e)]
     return tuple(per_epoch + [count(phases[-1][0])] * (epochs - len(per_epoch)))

@@ -15,7 +15,7 @@ import torch
 from .attention import Params
 from .config import ViTConfig
 from .losses import kd_loss_terms
-from .model import forward_tokens, gather_patches, head, head_pair
+from .model import check_params, forward_tokens, gather_patches, head, head_pair
 from .precision import PRECISIONS, autocast
 from .select import select_tokens
 from .view import TeacherOut, TeacherView
@@ -130,8 +130,13 @@ def make_train_step(student_cfg: ViTConfig, *, view: TeacherView | None = None, 
     if compile:
         grad_fn = torch.compile(grad_fn, **({"backend": compile} if isinstance(compile, str) else {}))
 
+    checked = []  # the student's parameters are checked against student_cfg once, at the first call
+
     def step(params: Params, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
              teacher_logits: torch.Tensor | None = None):
+        if not checked:
+            check_params(params, student_cfg, "the student's params")
+            checked.append(True)
         grads, (loss, metrics) = grad_fn({k: p.detach() for k, p in params.items()}, x, y, teacher_logits)
         if grad_sync is not None:
             grad_sync(grads)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint, read_state_dict
-from .experiments import TrainConfig, config_hash, get_config, model_config
+from .experiments import TrainConfig, check_runnable, config_hash, get_config, model_config
 from .select import keep_count, keep_schedule
 from .view import TeacherView
 
@@ -52,20 +52,28 @@ def cache_path(tcfg: TrainConfig) -> Path:
 def load_model(ref: str, model: str, num_classes: int, img_size: int | None, device: torch.device, role: str):
     """(config, params) of a model given as "cache:NAME" or as a checkpoint path with its preset name `model`; its
     class count must match the data's."""
-    if ref.startswith("cache:"):
+    cached = ref.startswith("cache:")
+    if cached:
         mcfg = get_config(ref[len("cache:"):])
+        if model and model != mcfg.model:
+            raise ValueError(f"{role}_model={model!r}, but {role}={ref} trains model {mcfg.model!r}: drop "
+                             f"{role}_model or make it {mcfg.model!r}")
         path = cached_teacher(mcfg)
         arch = model_config(mcfg.model, num_classes)
     else:
-        if not model:
-            raise ValueError(f"{role}=PATH needs {role}_model=NAME (a preset such as deit_small_patch16_224)")
         path = ref
         arch = model_config(model, num_classes, img_size)
     sd = read_state_dict(path)
     head = sd.get("head.weight")
     if head is not None and head.shape[0] != num_classes:
         raise ValueError(f"{role} {path} has {head.shape[0]} classes but the data has {num_classes}")
-    params = load_checkpoint(sd, arch)
+    try:
+        params = load_checkpoint(sd, arch, source=str(path))
+    except ValueError as e:
+        if not cached:
+            raise
+        raise ValueError(f"{e}. The cached {role} {path} was made for another architecture than {ref}'s "
+                         f"{arch.name!r}: delete that file and it is trained again") from None
     return arch, {k: v.to(device) for k, v in params.items()}
 
 
@@ -97,12 +105,7 @@ def kept_per_epoch(cfg: TrainConfig, num_patches: int) -> tuple[int | None, ...]
     """The teacher's kept patches in each epoch of a run (None: every patch): num_keep, keep_ratio (by keep_count) or
     keep_schedule, at most one of them. The view of the training program and the cost ledger (run_macs in
     reproduce/lib/runner.py) read the kept count from here alone."""
-    if cfg.num_keep and cfg.keep_ratio < 1.0:
-        raise ValueError(f"num_keep={cfg.num_keep} and keep_ratio={cfg.keep_ratio} both set the kept count: give one")
-    if cfg.keep_schedule:
-        if cfg.num_keep or cfg.keep_ratio < 1.0:
-            raise ValueError(f"keep_schedule={cfg.keep_schedule!r} sets the kept count per epoch; it cannot combine "
-                             f"with num_keep={cfg.num_keep} or keep_ratio={cfg.keep_ratio}")
+    if cfg.keep_schedule:  # TrainConfig gives at most one of the three (experiments.core.check_combinations)
         return keep_schedule(cfg.keep_schedule, num_patches, cfg.epochs)
     k = cfg.num_keep or (keep_count(num_patches, cfg.keep_ratio) if cfg.keep_ratio < 1.0 else None)
     return (k,) * cfg.epochs
@@ -111,15 +114,8 @@ def kept_per_epoch(cfg: TrainConfig, num_patches: int) -> tuple[int | None, ...]
 def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> TeacherView | None:
     """The TeacherView of a run (None: no distillation): the kept count from num_keep or keep_ratio (keep_count),
     or per epoch from keep_schedule; criterion, scorer, adaptive budget or ToMe merging as configured."""
-    options = {"teacher_model": cfg.teacher_model, "num_keep": cfg.num_keep, "keep_ratio": cfg.keep_ratio, "keep_schedule": cfg.keep_schedule,
-               "adaptive_mass": cfg.adaptive_mass, "teacher_tome_r": cfg.teacher_tome_r, "criterion": cfg.criterion,
-               "scorer": cfg.scorer}
-    if not cfg.teacher:
-        fresh = TrainConfig()
-        set_ = {k: v for k, v in options.items() if v != getattr(fresh, k)}
-        if set_:
-            raise ValueError(f"{sorted(set_)} describe the teacher or what it sees, but the run has no teacher "
-                             f"(teacher=PATH or teacher=cache:NAME)")
+    if not cfg.teacher:  # with options that describe one: refused by experiments.check_runnable
+        check_runnable(cfg)
         return None
     img = cfg.img_size or None
     t_cfg, params = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher")

@@ -5,7 +5,8 @@ cached embedded teacher, kept count, schedule) -> student -> resume -> epochs of
 rank 0, evaluation every eval_every epochs, atomic checkpoints) -> summary.json.
 A run directory that holds checkpoint.pt is never started over in silence (a crashed run lost by re-running its
 command): `resume=true` continues it, `overwrite=true` starts over there (its checkpoint, log, summary and weights
-are replaced), or give another `out_dir=`. The lab's runner (reproduce/lib/runner.py) and cached teachers resume
+are replaced), or give another `out_dir=`. `resume=true` where there is no checkpoint starts a fresh run and says
+so on stderr (the lab's runner and cached teachers pass it to every run, finished or not). The lab's runner (reproduce/lib/runner.py) and cached teachers resume
 their own directories. CONFIG is a registered name, a JSON config file (experiments.write_config) or a Python file.
 Data parallelism is detected from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): gloo on CPU, nccl on
 GPU. Parameters are a dict of tensors, not a Module, so instead of the nn.Module DistributedDataParallel wrapper
@@ -27,7 +28,8 @@ import torch.distributed as dist
 from .checkpoint import load_init, save_checkpoint, save_params
 from .reproducible import kernels
 from .data.loaders import build_data
-from .experiments import NOT_HASHED, TrainConfig, apply_overrides, config_diff, config_hash, get_config, model_config
+from .experiments import (NOT_HASHED, TrainConfig, apply_overrides, check_runnable, config_diff, config_hash,
+                          field_table, get_config, model_config)
 from .model import forward, init_params, student_forward
 from .optim import cosine_lr, make_optimizer
 from .precision import allow_compiled_graphs, autocast, cast_matmul_weights, uses_bf16
@@ -115,10 +117,19 @@ def pool_logits(view, x: torch.Tensor, batch: int, device, precision: str) -> to
 def check_resume(state: dict, cfg: TrainConfig, world: int, path: Path) -> None:
     """A checkpoint resumes only the run that wrote it: the same number of processes (each restores its own RNG
     state and data shard) and the same config, paths, logging, threads and max_steps aside."""
+    missing = sorted({"params", "optimizer", "epoch", "step_in_epoch", "global_step", "rng", "history", "config"}
+                     - set(state) if isinstance(state, dict) else {"a dict"})
+    if missing:
+        raise ValueError(f"{path} is not a training checkpoint of this program (it lacks {missing}): move it away to "
+                         f"start fresh, or give another out_dir=")
     if len(state["rng"]) != world:
         raise ValueError(f"checkpoint {path} was written by {len(state['rng'])} process(es); resuming it with {world} "
                          f"would change every rank's random stream and data shard")
-    diff = config_diff(json.loads(state["config"]), cfg, NOT_HASHED | {"max_steps"})
+    try:
+        diff = config_diff(json.loads(state["config"]), cfg, NOT_HASHED | {"max_steps"})
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path} records a config this version refuses ({e}): move it away to start "
+                         f"fresh") from None
     if diff:
         raise ValueError(f"checkpoint {path} was written by another config (field: (checkpoint, now)) {diff}: "
                          f"resume with the same config, or move the checkpoint away to start fresh")
@@ -178,14 +189,12 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     if ckpt_path.is_file() and not (cfg.resume or cfg.overwrite):
         raise ValueError(f"{ckpt_path} exists: re-running here would start that run over and overwrite it. Continue "
                          f"it with resume=true, or start over with overwrite=true (or give another out_dir=)")
+    check_runnable(cfg)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
-    if cfg.init_required and not cfg.init:
-        raise ValueError(f"config {cfg.name!r} fine-tunes a pre-trained student: pass init=PATH (see its docstring: "
-                         f"python -m maskedkd.train --help)")
-    for key in ("eval_every", "eval_teacher_every"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key}={getattr(cfg, key)}: must be >= 1 (epochs between evaluations)")
+    if cfg.resume and not ckpt_path.is_file() and rank == 0:
+        print(f"[maskedkd] resume=true: there is no checkpoint at {ckpt_path}, so this is a fresh run",
+              file=sys.stderr)
 
     # data, the teacher (the view it is seen through; None: no distillation), the student
     data = build_data(cfg, rank, world)
@@ -336,7 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(__doc__)
         for name in sorted(CONFIGS):
             print(f"  {name}: {DOCS.get(name, '')}")
-        print("keys:", ", ".join(f.name for f in dataclasses.fields(TrainConfig)))
+        print("\nkeys (key=value; each checked against what it takes, maskedkd/experiments/core.py):")
+        print(field_table())
         return {}
     cfg = apply_overrides(get_config(argv[0]), argv[1:])
     summary = run(cfg)

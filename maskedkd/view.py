@@ -28,7 +28,8 @@ import torch
 
 from .attention import Params
 from .config import ViTConfig
-from .model import forward_tokens, head, student_forward, teacher_forward
+from .checks import InputError, as_int, as_number
+from .model import check_params, forward_tokens, head, student_forward, teacher_forward
 from .select import adaptive_budget, check_criterion, resample_scores, select_tokens
 
 
@@ -67,20 +68,30 @@ class TeacherView:
     score_grid: tuple[int, int] | None = None  # patch grid of the scores passed in; None: the teacher's
 
     def __post_init__(self):
+        if not isinstance(self.cfg, ViTConfig):
+            raise TypeError(f"cfg must be the teacher's ViTConfig, got {type(self.cfg).__name__}")
         n = self.cfg.num_patches
-        for k in (self.num_keep, *self.schedule):
-            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n):
-                raise ValueError(f"num_keep={k!r} is out of range 1..{n} (the teacher's patches)")
+        within = f"[1, {n}]"
+
+        def count(k, name):  # numpy integers are integers; the view holds Python ints (static shapes)
+            return None if k is None else as_int(k, name, within, "the teacher's patches")
+        if not isinstance(self.schedule, tuple):
+            raise InputError(f"schedule={self.schedule!r} must be a tuple of kept counts per epoch (None: every "
+                             f"patch); select.keep_schedule(spec, num_patches, epochs) makes one from a spec")
+        object.__setattr__(self, "num_keep", count(self.num_keep, "num_keep"))
+        object.__setattr__(self, "schedule", tuple(count(k, f"schedule[{e}]") for e, k in enumerate(self.schedule)))
+        object.__setattr__(self, "adaptive_mass", as_number(self.adaptive_mass, "adaptive_mass", "[0, 1]",
+                                                            "a share of the student's CLS attention; 0: off"))
+        object.__setattr__(self, "tome_r", as_int(self.tome_r, "tome_r", "[0, inf)", "tokens merged per block; 0: off"))
         check_criterion(self.criterion)
-        if not (self.scorer in ("student", "teacher") or (isinstance(self.scorer, tuple) and len(self.scorer) == 2
-                                                          and isinstance(self.scorer[0], ViTConfig))):
+        if not (isinstance(self.scorer, str) and self.scorer in ("student", "teacher")
+                or (isinstance(self.scorer, tuple) and len(self.scorer) == 2 and isinstance(self.scorer[0], ViTConfig))):
             raise ValueError(f"scorer={self.scorer!r} must be 'student', 'teacher' or a (config, params) pair")
+        check_params(self.params, self.cfg, "the teacher's params")
+        if isinstance(self.scorer, tuple):
+            check_params(self.scorer[1], self.scorer[0], "the scorer's params")
         if self.schedule and self.num_keep not in self.schedule:
             raise ValueError(f"num_keep={self.num_keep} is not one of the schedule's counts {self.schedule}")
-        if not 0.0 <= self.adaptive_mass <= 1.0:
-            raise ValueError(f"adaptive_mass={self.adaptive_mass!r} must lie in [0, 1] (0: off)")
-        if isinstance(self.tome_r, bool) or not isinstance(self.tome_r, int) or self.tome_r < 0:
-            raise ValueError(f"tome_r={self.tome_r!r} must be an integer >= 0 (0: off)")
         if self.tome_r:
             bad = {k: v for k, v in (("num_keep", self.num_keep), ("schedule", self.schedule),
                                      ("adaptive_mass", self.adaptive_mass), ("criterion", self.criterion),

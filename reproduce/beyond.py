@@ -67,8 +67,8 @@ def main(argv=None):
             # full KD for the first quarter (the clean epoch + 2), MaskedKD 50% after: does a warm-up avoid the
             # runs whose immature student hid the digit from the teacher? Fixed 40 of 64 costs about the same MACs.
             (f"Full KD {warm} epoch{'s' * (warm > 1)}, then 50%",
-             [student_run(mode, s, None, keep_schedule=f"100*{warm},50").replace(
-                 **({"epochs": 2, "eval_every": 1} if mode == "smoke" else {})) for s in seeds]),  # smoke: 1 + 1 epochs
+             [student_run(mode, s, None, keep_schedule=f"100*{warm},50",
+                          **({"epochs": 2, "eval_every": 1} if mode == "smoke" else {})) for s in seeds]),  # 1 + 1
             ("Fixed 40 of 64 (62.5%)", [student_run(mode, s, 40) for s in seeds]),
             ("Logit KD (full teacher)", [student_run(mode, s, None) for s in seeds])]
     rows += [(f"Adaptive {int(100 * m)}% of attention (<= 48)", [student_run(mode, s, 48, adaptive_mass=m)

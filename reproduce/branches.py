@@ -20,7 +20,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from reproduce.lib import embedded, report
+from reproduce.lib import embedded, flags, report
+
+RESERVED = ("key", "a", "b", "same")  # a claim's own keys in compare(), beside the two labels
 
 
 def compare(a: dict, b: dict, label_a: str, label_b: str) -> dict:
@@ -30,6 +32,8 @@ def compare(a: dict, b: dict, label_a: str, label_b: str) -> dict:
     if plan_a != plan_b or a["mode"] != b["mode"]:
         raise SystemExit("the two runs files are not the same plan (rows, seeds, config hashes or mode differ): "
                          "run the same table1.sh invocation under each branch")
+    if label_a == label_b or {label_a, label_b} & set(RESERVED):
+        raise ValueError(f"branch labels {label_a!r}, {label_b!r} must differ and avoid {RESERVED}")
     cb = {c["key"]: c for c in b["claims"]}
     claims = []
     for ca in a["claims"]:
@@ -59,11 +63,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("first", help="results folder of the run under this CPU's own branch")
     ap.add_argument("second", help="results folder of the run under the other branch")
-    ap.add_argument("--labels", default="avx512,avx2", help="names of the two branches, in the same order")
+    ap.add_argument("--labels", type=flags.labels(2, RESERVED), default=["avx512", "avx2"],
+                    help="names of the two branches, in the same order (distinct; not one of the record's keys)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--update-reference", action="store_true")
     args = ap.parse_args(argv)
-    la, lb = args.labels.split(",")
+    la, lb = args.labels
     a, b = (json.loads((Path(d) / "table1_runs.json").read_text()) for d in (args.first, args.second))
     cmp = compare(a, b, la, lb)
     out = Path(args.out)

@@ -49,6 +49,7 @@ from maskedkd.bench import interleaved
 from maskedkd.optim import make_optimizer
 from maskedkd.precision import cast_matmul_weights, uses_bf16
 from maskedkd.step import make_train_step
+from reproduce.lib import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "reproduce" / "reference" / "gpu"  # committed runs, rendered into docs/benchmarks.md
@@ -618,11 +619,11 @@ def save(r: dict, path: Path) -> None:
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Every GPU question in one run: the step against timm's task, the "
                                              "masked teachers' throughput, the input pipeline")
-    ap.add_argument("--batch", type=int, help="step timing and check batch (default 256; --cpu-smoke 4)")
-    ap.add_argument("--iters", type=int, help="timed interleaved rounds (default 30; --cpu-smoke 2)")
-    ap.add_argument("--check-steps", type=int, help="steps of the compiled == eager check (default 20; smoke 3)")
-    ap.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 datasheet peak, overriding the table")
-    ap.add_argument("--budget-s", type=float, help="seconds for the whole run; later sections are skipped past it "
+    ap.add_argument("--batch", type=flags.integer("[1, inf)"), help="step timing and check batch (default 256; --cpu-smoke 4)")
+    ap.add_argument("--iters", type=flags.integer("[1, inf)"), help="timed interleaved rounds (default 30; --cpu-smoke 2)")
+    ap.add_argument("--check-steps", type=flags.integer("[1, inf)"), help="steps of the compiled == eager check (default 20; smoke 3)")
+    ap.add_argument("--peak-tflops", type=flags.number("(0, inf)"), help="the GPU's dense bf16 datasheet peak, overriding the table")
+    ap.add_argument("--budget-s", type=flags.number("(0, inf)"), help="seconds for the whole run; later sections are skipped past it "
                                                    "(default 420; smoke 900)")
     ap.add_argument("--out", type=Path, default=Path("results/gpu_check.json"))
     ap.add_argument("--warm-cache", action="store_true",

@@ -44,6 +44,7 @@ from maskedkd.step import make_train_step
 from maskedkd.train import train_cached_teacher
 from maskedkd.train import evaluate
 from maskedkd.view import TeacherView
+from reproduce.lib import flags
 
 CPU = torch.device("cpu")
 
@@ -60,7 +61,7 @@ def timed(fn, n: int) -> float:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=15, help="timed calls per step variant (interleaved)")
+    ap.add_argument("--iters", type=flags.integer("[1, inf)"), default=15, help="timed calls per step variant (interleaved)")
     ap.add_argument("--json", default="", help="also write the numbers here")
     ap.add_argument("--skip-eval-check", action="store_true", help="skip the two short eval_every runs")
     ap.add_argument("--reference", action="store_true", help="write reproduce/reference/profile_embedded.json and .md")

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from maskedkd.experiments import apply_overrides, get_config, write_config
+from reproduce.lib import flags
 from reproduce.lib.embedded import teacher_curve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,8 +174,8 @@ def main(argv=None) -> None:
     s.add_argument("name")
     s.add_argument("teacher_trial")
     s.add_argument("overrides", nargs="*")
-    s.add_argument("--seeds", default="0,1,2,3,4")
-    s.add_argument("--jobs", type=int, default=2)
+    s.add_argument("--seeds", type=flags.int_list(), default=[0, 1, 2, 3, 4])
+    s.add_argument("--jobs", type=flags.integer("[1, inf)"), default=2)
     p = sub.add_parser("probe")
     p.add_argument("name")
     n = sub.add_parser("note")
@@ -188,7 +189,7 @@ def main(argv=None) -> None:
     elif a.what == "teacher":
         teacher_trial(a.name, a.overrides, a.task)
     else:
-        students_trial(a.name, a.teacher_trial, [int(v) for v in a.seeds.split(",")], a.overrides, a.jobs, a.task)
+        students_trial(a.name, a.teacher_trial, a.seeds, a.overrides, a.jobs, a.task)
 
 
 if __name__ == "__main__":

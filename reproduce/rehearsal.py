@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reproduce.lib import flags
+
 CONFIG = "deit_tiny_deit_small_maskedkd50"
 
 
@@ -74,7 +76,7 @@ def steps(run_dir: Path) -> list[dict]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/rehearsal")
-    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--nproc", type=flags.integer("[1, inf)"), default=2)
     ap.add_argument("--keep", action="store_true", help="keep an existing --out folder's data and teacher")
     args = ap.parse_args(argv)
     out = Path(args.out)

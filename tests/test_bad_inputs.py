@@ -88,7 +88,7 @@ def test_edge_ratios_and_every_registered_config_stay_valid():
     get_config("digits_teacher")  # imports the registry: every registered config is made, and so checked
     assert len(CONFIGS) > 10
     for kw in ({"keep_ratio": 1.0}, {"keep_ratio": 1e-3}, {"kd_weight": 0.0}, {"kd_weight": 1.0},
-               {"adaptive_mass": 1.0}, {"drop_path": 0.0}, {"layer_decay": 1.0}, {"temperature": 4.0}):
+               {"adaptive_mass": 1.0, "num_keep": 8}, {"drop_path": 0.0}, {"layer_decay": 1.0}, {"temperature": 4.0}):
         TrainConfig(**kw)
 
 

@@ -43,7 +43,7 @@ def test_other_architecture_fails_naming_keys():
         mkd.load_checkpoint(mkd.init_params(other), CFG)
     msg = str(e.value)
     assert "blocks.0.ls1.gamma" in msg and "blocks.2.norm1.weight" in msg and "mis-shaped" in msg
-    assert "blocks.0.attn.qkv.weight: file (576, 192) vs config (1152, 384)" in msg
+    assert "blocks.0.attn.qkv.weight: given (576, 192) vs config (1152, 384)" in msg
 
 
 def test_missing_key_named():

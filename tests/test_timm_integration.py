@@ -269,7 +269,7 @@ def test_task_options_and_refusals():
     s, t = _pair()
     with pytest.raises(ValueError, match=r"not both"):
         MaskedLogitDistillationTask(s, t, num_keep=4, keep_ratio=0.5, verbose=False)
-    with pytest.raises(ValueError, match=r"num_keep=17 is out of range 1\.\.16"):
+    with pytest.raises(ValueError, match=r"num_keep=17 must lie in \[1, 16\]"):
         MaskedLogitDistillationTask(s, t, num_keep=17, verbose=False)
     with pytest.raises(ValueError, match=r"unknown criterion 'nope'"):
         MaskedLogitDistillationTask(s, t, num_keep=4, mask_criterion="nope", verbose=False)

@@ -20,6 +20,7 @@ from maskedkd.train import run
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(data="digits", model="digits_student", train_size=128, test_size=64, batch_size=16, epochs=1,
             compile=False, threads=1, log_every=1, lr=1e-2)
+FILES = {k: v for k, v in TINY.items() if k not in ("train_size", "test_size")}  # sizes a data folder sets itself
 
 
 def _env(tmp_path):
@@ -58,12 +59,12 @@ def test_unknown_key_lists_valid_keys():
 
 def test_errors_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="data folder not found"):
-        run(TrainConfig(**{**TINY, "data": "imagefolder"}, data_path=str(tmp_path / "missing"),
+        run(TrainConfig(**{**FILES, "data": "imagefolder"}, data_path=str(tmp_path / "missing"),
                         out_dir=str(tmp_path / "a")))
     (tmp_path / "empty" / "train").mkdir(parents=True)
     (tmp_path / "empty" / "val").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="empty"):
-        run(TrainConfig(**{**TINY, "data": "imagefolder"}, data_path=str(tmp_path / "empty"),
+        run(TrainConfig(**{**FILES, "data": "imagefolder"}, data_path=str(tmp_path / "empty"),
                         out_dir=str(tmp_path / "b")))
     wrong = mkd.init_params(MODELS["digits_teacher"].replace(num_classes=7))
     mkd.save_params(wrong, tmp_path / "t7.safetensors")
@@ -182,7 +183,7 @@ def tiny_rgb_model():
 
 def test_imagefolder_deit_recipe_one_epoch(tmp_path, tiny_rgb_model):
     _tiny_folder(tmp_path / "data")
-    s = run(TrainConfig(**{**TINY, "data": "imagefolder", "model": tiny_rgb_model, "batch_size": 4,
+    s = run(TrainConfig(**{**FILES, "data": "imagefolder", "model": tiny_rgb_model, "batch_size": 4,
                            "img_size": 32}, data_path=str(tmp_path / "data"), num_workers=0,
                         out_dir=str(tmp_path / "r")))
     assert s["steps"] == 4  # 18 images x 3 repeats, one rank: ceil(18 / 1) = 18 samples -> 4 batches of 4
@@ -193,7 +194,7 @@ def test_imagefolder_resume_mid_epoch_is_exact(tmp_path, tiny_rgb_model):
     """Stop after 6 of 8 steps (mid epoch 1), resume: the same weights as the uninterrupted run, bit for bit,
     whatever the worker count (augmentation is keyed per sample, MixUp/CutMix per step)."""
     _tiny_folder(tmp_path / "data")
-    cfg = TrainConfig(**{**TINY, "data": "imagefolder", "model": tiny_rgb_model, "batch_size": 4, "img_size": 32,
+    cfg = TrainConfig(**{**FILES, "data": "imagefolder", "model": tiny_rgb_model, "batch_size": 4, "img_size": 32,
                          "epochs": 2, "drop_path": 0.1}, data_path=str(tmp_path / "data"), num_workers=2)
     a = run(cfg.replace(out_dir=str(tmp_path / "a")))
     b = tmp_path / "b"
@@ -215,7 +216,7 @@ def test_esc50_folds_in_the_loader(tmp_path):
     from maskedkd.data.audio import write_esc50_fixture
     from maskedkd.data.loaders import build_data
     write_esc50_fixture(tmp_path / "esc", classes=(0, 3), clips_per_fold=2)
-    d = build_data(TrainConfig(**{**TINY, "data": "esc50", "batch_size": 4}, data_path=str(tmp_path / "esc"), fold=2))
+    d = build_data(TrainConfig(**{**FILES, "data": "esc50", "batch_size": 4}, data_path=str(tmp_path / "esc"), fold=2))
     assert d.num_classes == 50 and d.steps_per_epoch == 4  # 4 train folds x 2 classes x 2 clips = 16
     (x, y), = d.eval_batches()
     assert x.shape[1:] == (512, 128) and sorted(y.tolist()) == [0, 0, 3, 3]
@@ -274,7 +275,7 @@ def test_concurrent_runs_train_a_missing_teacher_once(tmp_path, monkeypatch):
     # run_all's preparation resolves each distinct "cache:" teacher/scorer once, and finds this one cached
     ref = "cache:digits_student_nokd"
     got = prepare_cached_models([TrainConfig(**TINY, teacher=ref, teacher_model="digits_student"),
-                                 TrainConfig(**TINY, scorer=ref, scorer_model="digits_student")])
+                                 TrainConfig(**TINY, teacher=ref, scorer=ref, num_keep=8)])
     assert len(got) == 1 and calls == ["tiny_teacher", "digits_student_nokd"]
 
 
@@ -394,7 +395,7 @@ def test_options_of_every_schedule_epoch_are_checked_before_training(tmp_path):
     assert not (tmp_path / "a" / "log.jsonl").exists()
     with pytest.raises(ValueError, match="num_keep=8 and keep_ratio=0.5 both set the kept count"):
         run(base.replace(num_keep=8, keep_ratio=0.5, out_dir=str(tmp_path / "b")))
-    with pytest.raises(ValueError, match="epochs='3.0': expected an integer"):
+    with pytest.raises(ValueError, match="epochs='3.0' must be an integer"):
         apply_overrides(base, ["epochs=3.0"])
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import InputError, as_int, as_number
+
 N_TRAIN_SOURCES = 1400  # of 1797, chosen in the project's early trials (not in this repository)
 DIGITS_MEAN, DIGITS_STD = 0.15, 0.25  # normalisation constants of the default recipe (measured, rounded)
 
@@ -36,6 +38,26 @@ def _digit_sources(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     return up[order], d.target[order].astype(np.int64)
 
 
+def check_scene(*, canvas: int = 32, digit_size: int = 16, jitter: int = 4, num_clutter: int = 3, noise: float = 0.15,
+                copies: int = 1, distractors: int = 0) -> None:
+    """A digit scene's options (cluttered_digits), checked alone and together; raises naming the values."""
+    canvas = as_int(canvas, "canvas", "[8, inf)", "px")
+    digit_size = as_int(digit_size, "digit_size", "[8, 64]", "px; the sources are 8x8")
+    jitter = as_int(jitter, "jitter", "[0, inf)", "px")
+    as_int(num_clutter, "num_clutter", "[0, inf)", "fragments of other digits")
+    as_number(noise, "noise", "[0, 1]", "the uniform pixel noise level")
+    copies = as_int(copies, "copies", "[1, inf)", "digits of the class")
+    distractors = as_int(distractors, "distractors", "[0, inf)", "digits of another class")
+    if canvas < digit_size + 2 * jitter:
+        raise InputError(f"canvas {canvas} is too small for a digit_size={digit_size} px digit with jitter={jitter}")
+    cells = (canvas // digit_size) ** 2
+    grid = copies > 1 or distractors > 0
+    if copies + distractors > cells or distractors >= copies or (grid and jitter):
+        raise InputError(f"copies={copies} and distractors={distractors} must fit the {cells} cells of "
+                         f"{digit_size} px on a {canvas} px canvas, fewer distractors than copies, with jitter 0 when "
+                         f"either is above its default (jitter={jitter})")
+
+
 def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter: int = 4, num_clutter: int = 3,
                      clutter_size: tuple[int, int] = (5, 9), noise: float = 0.15, normalize: bool = True,
                      digit_size: int = 16, copies: int = 1, distractors: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,16 +68,9 @@ def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter:
     that many whole digits of other classes (one class per image) in further cells: the label is the majority."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if canvas < digit_size + 2 * jitter:
-        raise ValueError(f"canvas {canvas} is too small for a {digit_size} px digit with jitter {jitter}")
-    if num_clutter < 0 or jitter < 0 or not 0 <= noise <= 1:
-        raise ValueError(f"num_clutter={num_clutter}, jitter={jitter} must be >= 0 and noise={noise} in [0, 1]")
-    cells = (canvas // digit_size) ** 2
-    grid = copies > 1 or distractors > 0
-    if copies < 1 or distractors < 0 or copies + distractors > cells or distractors >= copies or (grid and jitter):
-        raise ValueError(f"copies={copies} and distractors={distractors} must fit the {cells} cells of "
-                         f"{digit_size} px on a {canvas} px canvas, fewer distractors than copies, with jitter 0 when "
-                         f"either is above its default (jitter={jitter})")
+    check_scene(canvas=canvas, digit_size=digit_size, jitter=jitter, num_clutter=num_clutter, noise=noise,
+                copies=copies, distractors=distractors)
+    cells, grid = (canvas // digit_size) ** 2, copies > 1 or distractors > 0
     imgs, labels = _digit_sources(digit_size)
     clutter_src = _digit_sources(16)[0]
     src = slice(0, N_TRAIN_SOURCES) if split == "train" else slice(N_TRAIN_SOURCES, None)

@@ -170,7 +170,11 @@ class FolderData:
         self.train_set = image_folder(cfg.data_path, "train", size)
         self.val_set = image_folder(cfg.data_path, "val", size)
         if self.val_set.classes != self.train_set.classes:
-            raise ValueError(f"val classes differ from train classes under {cfg.data_path}")
+            tr, va = self.train_set.classes, self.val_set.classes
+            only_t, only_v = sorted(set(tr) - set(va)), sorted(set(va) - set(tr))
+            raise ValueError(f"the class folders of {cfg.data_path}/train and {cfg.data_path}/val differ: only in "
+                             f"train {only_t[:10]}{' ...' if len(only_t) > 10 else ''} ({len(only_t)}), only in val "
+                             f"{only_v[:10]}{' ...' if len(only_v) > 10 else ''} ({len(only_v)})")
         self.num_classes = len(self.train_set.classes)
         self.per_rank = cfg.batch_size // world
         if cfg.mixup and self.per_rank % 2:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .. import checks
 from ..config import ViTConfig, vit_config
 
 # Models of the embedded cluttered-digits task (32x32, one channel, patch 4: 64 patches).
@@ -52,126 +53,164 @@ def model_config(name: str, num_classes: int | None = None, img_size: int | None
     return cfg.replace(**kw) if kw else cfg
 
 
+def opt(default, within=None, meaning: str = ""):
+    """A TrainConfig field: its default, the interval ("[1, inf)") or choices (a tuple) it takes, and what it means.
+    Text fields without choices take any text; `within` may then be a function `value -> error or None`."""
+    return dataclasses.field(default=default, metadata={"within": within, "meaning": meaning})
+
+
+def _run_name(v: str):
+    return None if v and "/" not in v else "must be a non-empty name without '/' (runs/NAME is its folder)"
+
+
+def _model_name(v: str):
+    if not v:
+        return None
+    from ..ast import AST_PRESETS  # noqa: F401  (the sound models above are built through it)
+    from ..config import MAE_PRESETS, PRESETS
+    known = set(MODELS) | set(PRESETS) | set(MAE_PRESETS)
+    return None if v in known else f"is not a known model; known models: {sorted(known)}"
+
+
+DATA_SOURCES = ("digits", "imagefolder", "sounds", "esc50")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are the official MaskedKD / DeiT recipe [docs/paper.md#recipe]; embedded-set configs
-    override the sizes."""
+    override the sizes. Every field declares its kind (its annotation) and the interval or choices it takes (`opt`):
+    a value outside them is refused at construction, naming the key and the value (maskedkd.checks), and options
+    that cannot combine are refused in one place (check_combinations)."""
 
-    # data: "digits" (embedded cluttered digits), "imagefolder" (data_path/train, data_path/val),
+    # data: "digits" (embedded digit scenes), "imagefolder" (data_path/train, data_path/val),
     # "sounds" (embedded synthetic sound events) or "esc50" (data_path, test fold `fold`)
-    data: str = "digits"
-    fold: int = 1
-    data_path: str = ""
-    img_size: int = 0  # 0: the model's own
-    train_size: int = 12000  # digits: images per epoch, fresh clutter each epoch
-    test_size: int = 2000  # digits: fixed test images (disjoint source digits)
-    clean_epochs: int = 0  # digits: first epochs on clean centred digits (teacher warm-up)
-    fresh_clutter: bool = True  # digits: a new clutter draw every epoch (False: one fixed training set)
+    data: str = opt("digits", DATA_SOURCES, "the data source")
+    fold: int = opt(1, "[1, 5]", "ESC-50's test fold")
+    data_path: str = opt("", None, "imagefolder: the folder with train/ and val/; esc50: the ESC-50 folder")
+    img_size: int = opt(0, "[0, inf)", "the input size in px; 0: the model's own")
+    train_size: int = opt(12000, "[1, inf)", "digits: images per epoch; sounds: training clips")
+    test_size: int = opt(2000, "[1, inf)", "digits: fixed test images (disjoint source digits); sounds: test clips")
+    clean_epochs: int = opt(0, "[0, inf)", "digits: first epochs on clean centred digits (teacher warm-up)")
+    fresh_clutter: bool = opt(True, None, "digits: a new clutter draw every epoch (false: one fixed training set)")
     # digits: the scene (data.images.cluttered_digits): digit size in px on the 32-px canvas, jitter px around the
     # centre, fragments of other digits, noise level. The defaults are the cluttered stress regime's.
-    digit_size: int = 16
-    copies: int = 1  # digits of the class in distinct cells of a digit_size grid (above 1: jitter 0)
-    distractors: int = 0  # whole digits of one other class in further cells (fewer than copies)
-    label_noise: float = 0.0  # digits, sounds: share of training labels replaced by another class (test set clean)
-    jitter: int = 4
-    num_clutter: int = 3
-    noise: float = 0.15
-    batch_aug: bool = False  # digits: DeiT's batch augmentation (MixUp 0.8 / CutMix 1.0 / smoothing 0.1, random
-    #                          erasing 0.25 per image, as timm builds them), seeded by (seed, rank, epoch, step)
-    mixup: bool = True  # imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1
+    digit_size: int = opt(16, "[8, 32]", "digits: digit size in px on the 32-px canvas")
+    copies: int = opt(1, "[1, inf)", "digits: digits of the class in distinct cells of a digit_size grid")
+    distractors: int = opt(0, "[0, inf)", "digits: whole digits of one other class in further cells")
+    label_noise: float = opt(0.0, "[0, 1)", "digits, sounds: share of training labels replaced by another class")
+    jitter: int = opt(4, "[0, inf)", "digits: px the digit moves around the centre")
+    num_clutter: int = opt(3, "[0, inf)", "digits: fragments of other digits per image")
+    noise: float = opt(0.15, "[0, 1]", "digits: uniform pixel noise level")
+    # digits: DeiT's batch augmentation (MixUp 0.8 / CutMix 1.0 / smoothing 0.1, random erasing 0.25 per image, as
+    # timm builds them), seeded by (seed, rank, epoch, step)
+    batch_aug: bool = opt(False, None, "digits: DeiT's batch augmentation")
+    mixup: bool = opt(True, None, "imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1")
     # sounds, esc50: SpecAugment as AST trains (data.audio.SpecAugment): one frequency band of width uniform in
     # [0, freq_mask) bins and one time band in [0, time_mask) frames masked per training clip, seeded per step;
     # 0: off. AST's ESC-50 recipe: 24 and 96 (data.audio.ESC50_SPECAUG)
-    freq_mask: int = 0
-    time_mask: int = 0
-    events: int = 1  # sounds: events of the class per clip, overlapping in time (data.audio.render_sound_event)
-    repeated_aug: int = 3  # imagefolder: repeated-augmentation count
-    num_workers: int = 8
+    freq_mask: int = opt(0, "[0, inf)", "a SpecAugment frequency band's widest width in bins; 0: off")
+    time_mask: int = opt(0, "[0, inf)", "a SpecAugment time band's widest width in frames; 0: off")
+    events: int = opt(1, "[1, inf)", "sounds: events of the class per clip (data.audio.render_sound_event)")
+    repeated_aug: int = opt(3, "[1, inf)", "imagefolder: repeated-augmentation count")
+    num_workers: int = opt(8, "[0, inf)", "DataLoader worker processes")
     # student
-    model: str = "deit_tiny_patch16_224"
-    drop_path: float = 0.1
-    init: str = ""  # the student's starting weights: "" (fresh, init_params) or a file for checkpoint.load_init
-    init_required: bool = False  # the recipe fine-tunes a pre-trained file: refuse to start without init
-    #                 (a pre-trained MAE encoder, G2SD's generic-distillation student: fresh head, fc_norm, ...)
+    model: str = opt("deit_tiny_patch16_224", _model_name, "the student model")
+    drop_path: float = opt(0.1, "[0, 1)", "the stochastic-depth rate of the last block")
+    init: str = opt("", None, "the student's starting weights: '' (fresh) or a file for checkpoint.load_init")
+    # the recipe fine-tunes a pre-trained file: refuse to start without init (a pre-trained MAE encoder, G2SD's
+    # generic-distillation student: fresh head, fc_norm, ...)
+    init_required: bool = opt(False, None, "refuse to start without init")
     # teacher: "" (no distillation), a checkpoint path, or "cache:NAME" (an embedded teacher config, trained
     # once and cached; the committed artefact is used when it matches)
-    teacher: str = ""
-    teacher_model: str = ""
-    num_keep: int = 0  # patches the teacher sees; 0: from keep_ratio
-    keep_ratio: float = 1.0  # 1.0 with num_keep 0: vanilla (unmasked) KD
-    keep_schedule: str = ""  # "A:B": kept percent grows linearly from A to B; "100*3,50": phases (select.keep_schedule)
-    adaptive_mass: float = 0.0  # >0: per-sample budget reaching this share of CLS attention, at most num_keep
-    teacher_tome_r: int = 0  # >0: no masking; the teacher merges this many tokens per block (ToMe ablation)
-    criterion: str = "topk"
+    teacher: str = opt("", None, "'' (no distillation), a checkpoint path, or cache:NAME")
+    teacher_model: str = opt("", _model_name, "the preset of a teacher given as a checkpoint path")
+    num_keep: int = opt(0, "[0, inf)", "patches the teacher sees; 0: from keep_ratio")
+    keep_ratio: float = opt(1.0, "(0, 1]", "the teacher's share of the patches; 1.0: all, plain logit KD")
+    keep_schedule: str = opt("", None, "'A:B' (percent, linear) or '100*3,50' (percent*epochs phases)")
+    adaptive_mass: float = opt(0.0, "[0, 1]", "a share of the student's CLS attention; 0: off")
+    teacher_tome_r: int = opt(0, "[0, inf)", "tokens the full teacher merges per block (ToMe ablation); 0: off")
+    criterion: str = opt("topk", None, "how scores become kept patches (select.register_criterion)")
     # whose CLS attention ranks the patches: "student" (MaskedKD), "teacher" (its own attention, an extra pass),
     # or a fixed model: "cache:NAME" (an embedded config, trained once) or a checkpoint path with scorer_model
-    scorer: str = "student"
-    scorer_model: str = ""
-    student_keep: int = 0  # >0: the opposite ablation, the student trains on this many random patches
-    kd_weight: float = 0.5
-    temperature: float = 1.0
-    kd_kind: str = "soft"  # soft | hard | manifold | attention (feature terms on the kept patches)
-    feature_weight: float = 1.0
-    kl_reduction: str = "batchmean"
+    scorer: str = opt("student", None, "'student', 'teacher', cache:NAME or a checkpoint path")
+    scorer_model: str = opt("", _model_name, "the preset of a scorer given as a checkpoint path")
+    student_keep: int = opt(0, "[0, inf)", "the opposite ablation: the student trains on this many random patches")
+    kd_weight: float = opt(0.5, "[0, 1]", "the distillation term's share of the loss")
+    temperature: float = opt(1.0, "(0, inf)", "the distillation softmax temperature")
+    kd_kind: str = opt("soft", ("soft", "hard", "manifold", "attention"),
+                       "soft | hard | manifold | attention (feature terms on the kept patches)")
+    feature_weight: float = opt(1.0, "[0, inf)", "the feature term's weight")
+    kl_reduction: str = opt("batchmean", ("batchmean", "deit"), "the KL's divisor: batch, or batch x classes")
     # optimisation
-    epochs: int = 300
-    batch_size: int = 1024  # global, over all processes
-    lr: float = 5e-4  # per 512 images: lr = lr * batch_size / 512
-    min_lr: float = 1e-5
-    warmup_lr: float = 1e-6
-    warmup_epochs: float = 5.0
-    weight_decay: float = 0.05
-    layer_decay: float = 0.0  # >0: MAE's layer-wise lr decay (optim.param_groups); 0: off (DeiT)
-    seed: int = 0
-    compile: bool = True
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast everywhere; fp32: none
-    threads: int = 0  # torch threads per process; 0: leave torch's default
+    epochs: int = opt(300, "[1, inf)", "training epochs")
+    batch_size: int = opt(1024, "[1, inf)", "the global batch, over all processes")
+    lr: float = opt(5e-4, "(0, inf)", "the learning rate per 512 images: lr * batch_size / 512")
+    min_lr: float = opt(1e-5, "[0, inf)", "the cosine schedule's last learning rate")
+    warmup_lr: float = opt(1e-6, "[0, inf)", "the warm-up's first learning rate")
+    warmup_epochs: float = opt(5.0, "[0, inf)", "epochs of linear warm-up")
+    weight_decay: float = opt(0.05, "[0, inf)", "AdamW's weight decay")
+    layer_decay: float = opt(0.0, "[0, 1]", "the lr ratio of a block to the one above it; 0: off (DeiT)")
+    seed: int = opt(0, "[0, inf)", "the run's seed")
+    compile: bool = opt(True, None, "torch.compile the step")
+    precision: str = opt("auto", ("auto", "bf16", "fp32"), "auto: bf16 autocast on CUDA, fp32 on CPU")
+    threads: int = opt(0, "[0, inf)", "torch threads per process; 0: torch's default")
     # bookkeeping
-    out_dir: str = ""  # default runs/NAME
-    resume: bool = False  # continue out_dir/checkpoint.pt
-    overwrite: bool = False  # start over in an out_dir that holds a checkpoint (without resume or this: refused)
-    ckpt_every: int = 0  # steps between checkpoints; 0: end of each epoch only
-    log_every: int = 20
-    max_steps: int = 0  # stop after this many steps in total (smoke runs); 0: no limit
-    eval_masked_teacher: bool = True  # also log the teacher's accuracy on the student-selected test patches
-    eval_every: int = 1  # epochs between evaluations; the last epoch is always evaluated
-    eval_teacher_every: int = 1  # epochs between masked-teacher evaluations (at evaluation epochs, and the last)
-    name: str = "run"
+    out_dir: str = opt("", None, "the run's folder; default runs/NAME")
+    resume: bool = opt(False, None, "continue out_dir/checkpoint.pt (a fresh start, said so, where there is none)")
+    overwrite: bool = opt(False, None, "start over in an out_dir that holds a checkpoint")
+    ckpt_every: int = opt(0, "[0, inf)", "steps between checkpoints; 0: end of each epoch only")
+    log_every: int = opt(20, "[1, inf)", "steps between log lines")
+    max_steps: int = opt(0, "[0, inf)", "stop after this many steps in total (smoke runs); 0: no limit")
+    eval_masked_teacher: bool = opt(True, None, "also log the teacher's accuracy on the student-selected patches")
+    eval_every: int = opt(1, "[1, inf)", "epochs between evaluations; the last epoch is always evaluated")
+    eval_teacher_every: int = opt(1, "[1, inf)", "epochs between masked-teacher evaluations")
+    name: str = opt("run", _run_name, "the run's name")
 
     def __post_init__(self):
-        for key, interval, ok, meaning in RATIOS:
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
-                raise ValueError(f"{key}={v!r} must lie in {interval} ({meaning})")
-        for key, kinds in DATA_ONLY.items():
-            if self.data not in kinds and getattr(self, key) != _DEFAULTS[key]:
-                raise ValueError(f"{key}={getattr(self, key)!r} applies to data {' / '.join(kinds)} only, not "
-                                 f"data={self.data!r}, where it would be ignored")
-        for key in ("freq_mask", "time_mask"):
-            if isinstance(getattr(self, key), bool) or getattr(self, key) < 0:
-                raise ValueError(f"{key}={getattr(self, key)!r} must be an int >= 0 (a SpecAugment band's widest "
-                                 f"width; 0: off)")
-        if isinstance(self.events, bool) or not isinstance(self.events, int) or self.events < 1:
-            raise ValueError(f"events={self.events!r} must be an int >= 1 (events of the class per sound clip)")
-        if self.resume and self.overwrite:
-            raise ValueError("resume=true and overwrite=true contradict each other: resume continues the checkpoint "
-                             "in out_dir, overwrite starts over")
+        for f in dataclasses.fields(self):
+            v = check_field(f, getattr(self, f.name))
+            if v is not getattr(self, f.name):
+                object.__setattr__(self, f.name, v)  # a numpy integer or float made a Python one
+        check_combinations(self)
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
 
 
-# Fractions and rates, checked when a config is made (before any data or model): (field, interval, test, meaning).
-# Further on, a value out of range is clamped, ignored or turns into NaN (keep_ratio=1.7 would train plain logit KD).
-RATIOS = (
-    ("keep_ratio", "(0, 1]", lambda v: 0 < v <= 1, "the teacher's share of the patches; 1.0: all, plain logit KD"),
-    ("kd_weight", "[0, 1]", lambda v: 0 <= v <= 1, "the distillation term's share of the loss"),
-    ("label_noise", "[0, 1)", lambda v: 0 <= v < 1, "the share of training labels replaced by another class"),
-    ("adaptive_mass", "[0, 1]", lambda v: 0 <= v <= 1, "a share of the student's CLS attention; 0: off"),
-    ("drop_path", "[0, 1)", lambda v: 0 <= v < 1, "the stochastic-depth rate of the last block"),
-    ("layer_decay", "[0, 1]", lambda v: 0 <= v <= 1, "the lr ratio of a block to the one above it; 0: off"),
-    ("temperature", "(0, inf)", lambda v: 0 < v < math.inf, "the distillation softmax temperature"),
-)
+KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def check_field(f: dataclasses.Field, value, source: str | None = None):
+    """One field's value checked against its declaration (kind, interval or choices); numpy numbers become
+    Python's. Raises checks.InputError naming the key, the value and the source."""
+    kind, within, meaning = KINDS[f.type], f.metadata["within"], f.metadata["meaning"]
+    if kind is bool:
+        return checks.as_bool(value, f.name, meaning, source)
+    if kind is int:
+        return checks.as_int(value, f.name, within, meaning, source)
+    if kind is float:
+        return checks.as_number(value, f.name, within, meaning, source)
+    if isinstance(within, tuple):
+        return checks.as_choice(value, f.name, within, meaning, source)
+    value = checks.as_text(value, f.name, meaning, source)
+    why = within(value) if callable(within) else None
+    if why:
+        raise checks.InputError(f"{f'{source}: ' if source else ''}{f.name}={value!r} {why}")
+    return value
+
+
+def field_table() -> str:
+    """Every TrainConfig field with its kind, default and what it takes, as a markdown table (python -m
+    maskedkd.train --help prints it)."""
+    rows = ["| key | kind | default | takes | meaning |", "|---|---|---|---|---|"]
+    for f in dataclasses.fields(TrainConfig):
+        w = f.metadata["within"]
+        takes = (" / ".join(w) if isinstance(w, tuple) else w if isinstance(w, str) else
+                 "true / false" if f.type == "bool" else "a known name" if callable(w) and f.name != "name" else
+                 "a name without '/'" if callable(w) else "text")
+        rows.append(f"| {f.name} | {f.type} | {f.default!r} | {takes} | {f.metadata['meaning']} |")
+    return "\n".join(rows)
+
 
 # Fields that one data source reads and the others would ignore: a value other than the default with another data
 # source is refused (a digit-scene option on the sound set, SpecAugment on images).
@@ -179,9 +218,70 @@ DIGITS = ("digits",)
 DATA_ONLY = {**{k: DIGITS for k in ("clean_epochs", "fresh_clutter", "digit_size", "copies", "distractors", "jitter",
                                     "num_clutter", "noise", "batch_aug")},
              "label_noise": ("digits", "sounds"), "freq_mask": ("sounds", "esc50"), "time_mask": ("sounds", "esc50"),
-             "events": ("sounds",),
-             "fold": ("esc50",), "mixup": ("imagefolder",), "repeated_aug": ("imagefolder",)}
+             "events": ("sounds",), "train_size": ("digits", "sounds"), "test_size": ("digits", "sounds"),
+             "fold": ("esc50",), "mixup": ("imagefolder",), "repeated_aug": ("imagefolder",),
+             "data_path": ("imagefolder", "esc50")}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+# what a teacher's options describe; with no teacher they would be ignored
+TEACHER_OPTIONS = ("teacher_model", "num_keep", "keep_ratio", "keep_schedule", "adaptive_mass", "teacher_tome_r",
+                   "criterion", "scorer", "scorer_model", "kd_weight", "temperature", "kd_kind", "feature_weight",
+                   "kl_reduction")
+
+
+def check_combinations(cfg: TrainConfig) -> None:
+    """Options that cannot combine, refused in one place (at construction, before any data or model), naming both.
+    A registered config may be a template that a command line completes (the ImageNet configs name their teacher's
+    preset, the user its file): what only a complete run needs is check_runnable's."""
+    def bad(msg):
+        raise checks.InputError(msg)
+    for key, kinds in DATA_ONLY.items():
+        if cfg.data not in kinds and getattr(cfg, key) != _DEFAULTS[key]:
+            bad(f"{key}={getattr(cfg, key)!r} applies to data {' / '.join(kinds)} only, not data={cfg.data!r}, where "
+                f"it would be ignored")
+    if cfg.resume and cfg.overwrite:
+        bad("resume=true and overwrite=true contradict each other: resume continues the checkpoint in out_dir, "
+            "overwrite starts over")
+    if cfg.data in ("digits", "sounds") and cfg.train_size < cfg.batch_size:
+        bad(f"train_size={cfg.train_size} is smaller than batch_size={cfg.batch_size}: no training step")
+    if cfg.data == "digits":
+        from ..data.images import check_scene
+        check_scene(digit_size=cfg.digit_size, jitter=cfg.jitter, num_clutter=cfg.num_clutter, noise=cfg.noise,
+                    copies=cfg.copies, distractors=cfg.distractors)
+        if cfg.clean_epochs > cfg.epochs:
+            bad(f"clean_epochs={cfg.clean_epochs} exceeds epochs={cfg.epochs}")
+    for ref, model, role in ((cfg.teacher, cfg.teacher_model, "teacher"), (cfg.scorer, cfg.scorer_model, "scorer")):
+        if not ref:
+            continue  # a template's teacher comes from the command line (check_runnable)
+        if ref in ("student", "teacher"):
+            if model:
+                bad(f"{role}_model={model!r} names the preset of a {role} given as a checkpoint path; {role}={ref!r} "
+                    f"brings its own model")
+        elif not model and not ref.startswith("cache:"):  # a cache:NAME's model must equal its config's (teachers)
+            bad(f"{role}={ref!r} is a checkpoint path: it needs {role}_model=NAME (a preset such as "
+                f"deit_small_patch16_224)")
+    counts = {k: getattr(cfg, k) for k in ("num_keep", "keep_ratio", "keep_schedule") if getattr(cfg, k) != _DEFAULTS[k]}
+    if len(counts) > 1:
+        bad(f"{' and '.join(f'{k}={v!r}' for k, v in counts.items())} {'both' if len(counts) == 2 else 'all'} set the kept "
+            f"count of the teacher's patches: give one")
+    if cfg.keep_schedule:
+        from ..select import parse_keep_schedule
+        parse_keep_schedule(cfg.keep_schedule, cfg.epochs)
+    masked = bool(counts)
+    if cfg.teacher_tome_r and (masked or cfg.adaptive_mass or cfg.criterion != "topk" or cfg.scorer != "student"):
+        bad(f"teacher_tome_r={cfg.teacher_tome_r} merges tokens in the full teacher; it cannot combine with masking "
+            f"options ({counts or ''} adaptive_mass={cfg.adaptive_mass}, criterion={cfg.criterion!r}, "
+            f"scorer={cfg.scorer!r})")
+    if not masked and (cfg.criterion, cfg.scorer) != ("topk", "student"):
+        bad(f"criterion={cfg.criterion!r} and scorer={cfg.scorer!r} choose the patches to keep, but the teacher sees "
+            f"every patch (no num_keep, keep_ratio or keep_schedule)")
+    if cfg.adaptive_mass and (not masked or cfg.keep_schedule or cfg.criterion != "topk" or cfg.scorer != "student"):
+        bad(f"adaptive_mass={cfg.adaptive_mass} keeps the top of the student's attention within a fixed budget "
+            f"(num_keep or keep_ratio); it cannot combine with keep_schedule={cfg.keep_schedule!r}, "
+            f"criterion={cfg.criterion!r}, scorer={cfg.scorer!r}, or go without a budget")
+    from ..select import check_criterion_name
+    check_criterion_name(cfg.criterion)
+    if cfg.student_keep and masked:
+        bad(f"student_keep={cfg.student_keep} masks the student; the teacher's {counts} mask the teacher: not both")
 
 # TrainConfig fields that do not change the trained weights
 NOT_HASHED = frozenset({"out_dir", "resume", "overwrite", "ckpt_every", "log_every", "threads", "num_workers",
@@ -198,40 +298,52 @@ def config_hash(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _coerce(field, text: str):
-    t = field.type if isinstance(field.type, str) else field.type.__name__
-    if t == "bool":
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{field.name}={text!r}: expected true/false")
-        return text.lower() in ("true", "1", "yes")
-    try:
-        return {"int": int, "float": float}.get(t, str)(text)
-    except ValueError:
-        raise ValueError(f"{field.name}={text!r}: expected {'an integer' if t == 'int' else 'a number'}") from None
+def _by_name() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in fields(TrainConfig)}
 
 
 def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
-    """key=value strings -> a new config; unknown keys raise ValueError listing the valid ones."""
-    by_name = {f.name: f for f in fields(TrainConfig)}
-    kw = {}
+    """key=value strings -> a new config, each value parsed strictly for its field (checks.parse_text) and checked
+    with the rest; an unknown key, a key given twice or text that is not of the field's kind raises, naming it."""
+    by_name, kw = _by_name(), {}
     for it in items:
         if "=" not in it:
-            raise ValueError(f"override {it!r} is not key=value")
+            raise checks.InputError(f"override {it!r} is not key=value")
         k, v = it.split("=", 1)
         if k not in by_name:
-            raise ValueError(f"unknown config key {k!r}; valid keys: {sorted(by_name)}")
-        kw[k] = _coerce(by_name[k], v)
+            raise checks.InputError(f"unknown config key {k!r}; valid keys: {sorted(by_name)}")
+        if k in kw:
+            raise checks.InputError(f"{k} is given twice ({k}={kw[k]!r} and {it!r}): give it once")
+        kw[k] = check_field(by_name[k], checks.parse_text(KINDS[by_name[k].type], v, k))
     return cfg.replace(**kw)
 
 
 def config_from_json(path: str | Path) -> TrainConfig:
-    """A config written as JSON, every field by name (a run's launch file, or its out_dir/config.json): fields this
-    version does not know raise."""
-    rec = json.loads(Path(path).read_text())
-    unknown = sorted(set(rec) - {f.name for f in fields(TrainConfig)})
+    """A config written as JSON, every field by name (a run's launch file, or its out_dir/config.json). A string
+    given for a number or a bool is parsed as on the command line ("false" is false); a file that is not JSON, not
+    an object, has fields this version does not know, or values outside their fields raises, naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise checks.InputError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise checks.InputError(f"config file {path} is not valid JSON: {e.msg} at line {e.lineno} column "
+                                f"{e.colno}{' (the file is empty)' if not text.strip() else ''}") from None
+    if not isinstance(rec, dict):
+        raise checks.InputError(f"config file {path} holds a JSON {type(rec).__name__}, not an object of fields")
+    by_name = _by_name()
+    unknown = sorted(set(rec) - set(by_name))
     if unknown:
-        raise ValueError(f"{path}: unknown config fields {unknown}")
-    return TrainConfig(**rec)
+        raise checks.InputError(f"config file {path}: unknown config fields {unknown}; valid keys: {sorted(by_name)}")
+    kw = {k: check_field(by_name[k], checks.parse_text(KINDS[by_name[k].type], v, k, str(path))
+                         if isinstance(v, str) else v, str(path)) for k, v in rec.items()}
+    try:
+        return TrainConfig(**kw)
+    except checks.InputError as e:
+        raise checks.InputError(f"config file {path}: {e}") from None
 
 
 def write_config(cfg: TrainConfig, path: str | Path) -> Path:
@@ -263,3 +375,19 @@ def register(cfg: TrainConfig, doc: str = "") -> TrainConfig:
     CONFIGS[cfg.name] = cfg
     DOCS[cfg.name] = doc
     return cfg
+
+
+def check_runnable(cfg: TrainConfig) -> None:
+    """What a run needs beyond a valid config, checked by the training program before anything is made: the files a
+    template leaves to the command line, and no option that a run without a teacher would ignore."""
+    if not cfg.teacher:
+        set_ = sorted(k for k in TEACHER_OPTIONS if getattr(cfg, k) != _DEFAULTS[k])
+        if set_:
+            raise checks.InputError(f"{set_} describe the teacher, what it sees or the distillation loss, but the run "
+                                    f"has no teacher (teacher=PATH or teacher=cache:NAME), so they would be ignored")
+    if cfg.init_required and not cfg.init:
+        raise checks.InputError(f"config {cfg.name!r} fine-tunes a pre-trained student: pass init=PATH (see its "
+                                f"docstring: python -m maskedkd.train --help)")
+    if cfg.data in ("imagefolder", "esc50") and not cfg.data_path:
+        raise checks.InputError(f"data={cfg.data} needs data_path=" + ("/path/with/train/and/val" if cfg.data ==
+                                "imagefolder" else "/path/to/ESC-50 (with audio/ and meta/esc50.csv)"))

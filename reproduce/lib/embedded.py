@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from maskedkd.experiments import MODELS, TrainConfig, config_hash, get_config
-from reproduce.lib import claims, report, stats
+from reproduce.lib import claims, flags, report, stats
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"  # reproduce/reference: the default runs' outputs
 README = REFERENCE.parent / "README.md"
@@ -21,7 +21,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="1 seed, fewer epochs: a first look")
     ap.add_argument("--smoke", action="store_true", help="tiny runs, for the test suite")
     ap.add_argument("--fresh", action="store_true", help="rerun instead of reusing finished runs")
-    ap.add_argument("--jobs", type=int, default=2, help="parallel runs, one thread each")
+    ap.add_argument("--jobs", type=flags.integer("[1, inf)"), default=2, help="parallel runs, one thread each")
     ap.add_argument("--out", default="results")
     ap.add_argument("--update-reference", action="store_true",
                     help="after the default run, copy its small outputs to reproduce/reference/ and regenerate the "
@@ -136,13 +136,14 @@ def student_run(mode: str, seed: int, num_keep: int | None, *, teacher: bool = T
     patches; `extra` sets other TrainConfig fields (kd_kind, keep_schedule, adaptive_mass, teacher_tome_r,
     student_keep). Named by run_name."""
     _, kw = plan(mode, task)
-    c = get_config(f"{task}_student_nokd").replace(seed=seed, **kw, **extra)
+    fields = {"seed": seed, **kw, **extra}  # one replace: a config is checked whole, never half-made
     if teacher:
         t = teacher_config(mode, task)
         full = num_keep is None or num_keep == MODELS[t.model].num_patches
         masked = not (full or extra.get("teacher_tome_r") or extra.get("keep_schedule"))
-        c = c.replace(teacher=f"cache:{t.name}", teacher_model=t.model, num_keep=num_keep if masked else 0,
+        fields.update(teacher=f"cache:{t.name}", teacher_model=t.model, num_keep=num_keep if masked else 0,
                       criterion=criterion if masked else "topk", scorer=scorer if masked else "student")
+    c = get_config(f"{task}_student_nokd").replace(**fields)
     return c.replace(name=run_name(c, task))
 
 
@@ -155,8 +156,8 @@ def warmup_run(mode: str, seed: int, task: str = "digits") -> TrainConfig:
     """The full-KD warm-up remedy: the teacher sees every patch for warmup_epochs(mode) epochs, then the 50% the
     student ranks highest (keep_schedule "100*3,50"). The same run as reproduce/beyond.py's warm-up row (named
     digits_student_sched100x3-50-sN in the default mode), so either script reuses the other's finished run."""
-    c = student_run(mode, seed, None, keep_schedule=f"100*{warmup_epochs(mode)},50", task=task)
-    return c.replace(epochs=2, eval_every=1) if mode == "smoke" else c  # smoke: 1 + 1 epochs
+    smoke = {"epochs": 2, "eval_every": 1} if mode == "smoke" else {}  # smoke: 1 + 1 epochs
+    return student_run(mode, seed, None, keep_schedule=f"100*{warmup_epochs(mode)},50", task=task, **smoke)
 
 
 def run_name(c: TrainConfig, task: str = "digits") -> str:

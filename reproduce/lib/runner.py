@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from maskedkd import checks
 from maskedkd.experiments import TrainConfig, config_diff, config_hash, write_config
 
 
@@ -105,6 +106,7 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
     """Train every config (skipping those with a finished summary unless fresh), `jobs` at a time, one thread
     each; returns their summaries in order. A failed run raises with the tail of its log."""
     from tqdm.auto import tqdm
+    jobs = checks.as_int(jobs, "jobs", "[1, inf)", "parallel runs")
     root = Path(root)
     todo, out = {}, [None] * len(cfgs)  # todo: run dir -> indices of the configs that train into it
     for i, c in enumerate(cfgs):
@@ -138,7 +140,7 @@ def run_all(cfgs: list[TrainConfig], *, root: str | Path = "results/runs", jobs:
 
     cached = len(cfgs) - sum(map(len, todo.values()))
     with tqdm(total=len(cfgs), initial=cached, desc=desc, dynamic_ncols=True) as bar:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
             # longest first: with a few workers this ends sooner than config order (KD runs cost ~2x no KD)
             futures = {pool.submit(one, ix[0]): ix
                        for ix in sorted(todo.values(), key=lambda ix: -expected_cost(cfgs[ix[0]]))}
