@@ -15,9 +15,11 @@ from .attention import block, cls_attention_scores, drop_path
 from .checkpoint import load_checkpoint, load_init, read_state_dict, save_checkpoint, save_params
 from .config import MAE_PRESETS, PRESETS, ViTConfig, vit_config
 from .from_timm import config_from_timm, drop_path_from_timm, params_from_timm
+from .hub import Pretrained, is_hub_name, load_pretrained
+from .export import hf_ast_files, timm_spec, write_student
 from .flops import IMAGENET_TRAIN_IMAGES, block_macs, cait_macs, counted_macs, macs, pflops, training_ledger
 from .losses import attention_loss, cross_entropy, kd_divergence, kd_loss, kd_loss_terms, manifold_loss
-from .model import (embed, forward, forward_tokens, gather_patches, head_pair, init_params, param_shapes, run_blocks,
+from .model import (check_params, embed, forward, forward_tokens, gather_patches, head_pair, init_params, param_shapes, run_blocks,
                     student_forward, teacher_forward)
 from .patchify import patch_embed, patchify
 from .select import (CRITERIA, adaptive_budget, keep_count, keep_schedule, register_criterion, resample_scores,
@@ -39,4 +41,5 @@ __all__ = [
     "adaptive_budget", "manifold_loss", "attention_loss", "tome_forward", "tome_macs", "bipartite_merge", "make_loss_fn", "make_optimizer", "cosine_lr",
     "config_from_timm", "params_from_timm", "drop_path_from_timm",
     "MAE_PRESETS", "load_init", "head_pair", "layer_id", "param_groups", "cast_matmul_weights",
+    "Pretrained", "is_hub_name", "load_pretrained", "timm_spec", "hf_ast_files", "write_student", "check_params",
 ]

@@ -24,8 +24,16 @@ _RENAMES = [(re.compile(r"^blocks\.(\d+)\.gamma_1$"), r"blocks.\1.ls1.gamma"),
 _WRAPPERS = ("model", "state_dict", "params", "model_ema")
 
 
+# Name prefix -> the state dict of a model named on a hub ("timm:NAME", "hf-hub:REPO"); maskedkd.hub fills it, so
+# load_checkpoint takes those names as it takes a file.
+RESOLVERS: dict[str, Callable[[str], dict[str, torch.Tensor]]] = {}
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a local .safetensors / .pth / .pt / .bin file, unwrapped from {"model": ...} style dicts."""
+    """Tensors of a local .safetensors / .pth / .pt / .bin file, unwrapped from {"model": ...} style dicts; a hub name
+    (RESOLVERS: "timm:NAME", "hf-hub:REPO") is read through its hub's library."""
+    if isinstance(path, str) and path.startswith(tuple(RESOLVERS)):
+        return RESOLVERS[next(p for p in RESOLVERS if path.startswith(p))](path)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -79,7 +87,7 @@ CONVERTERS: list[Converter] = []  # tried in turn for layouts other than timm's 
 
 def load_checkpoint(path_or_state_dict, cfg: ViTConfig, *, dtype: torch.dtype = torch.float32,
                     source: str | None = None) -> Params:
-    """A local checkpoint file or a state dict -> params for cfg. Reads timm state dicts (.pth, .safetensors),
+    """A local checkpoint file, a hub name (`timm:NAME`, `hf-hub:REPO`: maskedkd.hub) or a state dict -> params for cfg. Reads timm state dicts (.pth, .safetensors),
     the official DeiT release ({"model": sd}) and DeiT-III (timm names or the release's gamma_1/gamma_2), CaiT
     (timm names, = the official S24_224.pth release inside {"model": sd}) and timm's CLIP ViT-B/16 files."""
     if isinstance(path_or_state_dict, (str, os.PathLike)):

@@ -1,6 +1,8 @@
 """Where a run's teacher comes from, and the view it is seen through.
 
-A teacher (or a fixed scorer model) is either a checkpoint file with its preset name, or "cache:NAME": an embedded
+A teacher (or a fixed scorer model) is a model named on a hub ("timm:NAME", "hf-hub:REPO": maskedkd.hub, read through
+timm's and huggingface_hub's own cache, its config from the model), a checkpoint file with its preset name, or
+"cache:NAME": an embedded
 experiment trained once by the training program and cached by its config hash (the committed artefact in
 maskedkd/assets is used when its recorded hash matches). This module only reads teachers; producing a missing cached
 one is the training program's job (maskedkd.train.train_cached_teacher). `teacher_view(cfg, ...)` turns a
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint, read_state_dict
+from .hub import is_hub_name, load_pretrained
 from .experiments import TrainConfig, check_runnable, config_hash, get_config, model_config
 from .select import keep_count, keep_schedule
 from .view import TeacherView
@@ -49,9 +52,17 @@ def cache_path(tcfg: TrainConfig) -> Path:
     return cache_dir() / "teachers" / f"{tcfg.name}-{config_hash(tcfg)}.safetensors"
 
 
-def load_model(ref: str, model: str, num_classes: int, img_size: int | None, device: torch.device, role: str):
-    """(config, params) of a model given as "cache:NAME" or as a checkpoint path with its preset name `model`; its
-    class count must match the data's."""
+def load_model(ref: str, model: str, num_classes: int, img_size: int | None, device: torch.device, role: str,
+               data: str = "digits"):
+    """(config, params, input normalisation or None) of a model given as "cache:NAME", as a hub name ("timm:NAME",
+    "hf-hub:REPO": maskedkd.hub, its config from the model itself) or as a checkpoint path with its preset name
+    `model`; its class count must match the data's. The normalisation is the model's own where the hub says it, else
+    the family's (input_norm) for ImageFolder data, else None."""
+    if is_hub_name(ref):
+        pre = load_pretrained(ref, img_size=img_size)
+        if pre.cfg.num_classes != num_classes:
+            raise ValueError(f"{role} {ref} has {pre.cfg.num_classes} classes but the data has {num_classes}")
+        return pre.cfg, {k: v.to(device) for k, v in pre.params.items()}, pre.norm
     cached = ref.startswith("cache:")
     if cached:
         mcfg = get_config(ref[len("cache:"):])
@@ -74,7 +85,7 @@ def load_model(ref: str, model: str, num_classes: int, img_size: int | None, dev
             raise
         raise ValueError(f"{e}. The cached {role} {path} was made for another architecture than {ref}'s "
                          f"{arch.name!r}: delete that file and it is trained again") from None
-    return arch, {k: v.to(device) for k, v in params.items()}
+    return arch, {k: v.to(device) for k, v in params.items()}, input_norm(arch) if data == "imagefolder" else None
 
 
 # Input normalisation a model family was trained with, where it is not ImageNet's (timm's data configs): the
@@ -85,6 +96,15 @@ CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.275
 
 def input_norm(model_cfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return CLIP_NORM if model_cfg.name.startswith("vit_base_patch16_clip") else IMAGENET_NORM
+
+
+def data_norm(data: str):
+    """((mean per channel), (std per channel)) a data source normalises its inputs with, where a teacher trained with
+    another one can be adapted to it (fold_input_norm): ImageFolder (timm's DeiT transforms: ImageNet's), and the
+    sound sets (fbank (x - mean) / (2 std), AST's convention); None for the embedded digits."""
+    from .data.audio import ESC50_MEAN, ESC50_STD, SYNTH_MEAN, SYNTH_STD
+    return {"imagefolder": IMAGENET_NORM, "sounds": ((SYNTH_MEAN,), (2 * SYNTH_STD,)),
+            "esc50": ((ESC50_MEAN,), (2 * ESC50_STD,))}.get(data)
 
 
 def fold_input_norm(params: dict, data_norm, model_norm) -> dict:
@@ -117,17 +137,18 @@ def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> Te
     if not cfg.teacher:  # with options that describe one: refused by experiments.check_runnable
         check_runnable(cfg)
         return None
-    img = cfg.img_size or None
-    t_cfg, params = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher")
-    if cfg.data == "imagefolder":  # the data path normalises with ImageNet's mean/std (timm's DeiT transforms)
-        params = fold_input_norm(params, IMAGENET_NORM, input_norm(t_cfg))
+    img, norm = cfg.img_size or None, data_norm(cfg.data)
+    t_cfg, params, t_norm = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher", cfg.data)
+    if norm is not None and t_norm is not None:  # the teacher reads the batch normalised as the student does
+        params = fold_input_norm(params, norm, t_norm)
     per_epoch = kept_per_epoch(cfg, t_cfg.num_patches)
     num_keep, schedule = (per_epoch[0] if per_epoch else None), (per_epoch if cfg.keep_schedule else ())
     scorer = cfg.scorer
     if scorer not in ("student", "teacher"):
-        s_cfg, s_params = load_model(cfg.scorer, cfg.scorer_model, num_classes, img, device, "scorer")
-        if cfg.data == "imagefolder":
-            s_params = fold_input_norm(s_params, IMAGENET_NORM, input_norm(s_cfg))
+        s_cfg, s_params, s_norm = load_model(cfg.scorer, cfg.scorer_model, num_classes, img, device, "scorer",
+                                             cfg.data)
+        if norm is not None and s_norm is not None:
+            s_params = fold_input_norm(s_params, norm, s_norm)
         scorer = (s_cfg, s_params)
     return TeacherView(t_cfg, params, num_keep, criterion=cfg.criterion, scorer=scorer,
                        adaptive_mass=cfg.adaptive_mass, tome_r=cfg.teacher_tome_r, schedule=schedule)

@@ -2,7 +2,9 @@
 
 Reads top to bottom: config -> distributed setup -> data -> the teacher's view (maskedkd.teachers: checkpoint or
 cached embedded teacher, kept count, schedule) -> student -> resume -> epochs of compiled steps (JSONL log, tqdm on
-rank 0, evaluation every eval_every epochs, atomic checkpoints) -> summary.json.
+rank 0, evaluation every eval_every epochs, atomic checkpoints) -> summary.json and the student: params.safetensors
+(timm's names), student.json (its card: teacher, kept patches, recipe, accuracy, hash, how timm loads it) and, for an
+AST student, a transformers folder (maskedkd.export).
 A run directory that holds checkpoint.pt is never started over in silence (a crashed run lost by re-running its
 command): `resume=true` continues it, `overwrite=true` starts over there (its checkpoint, log, summary and weights
 are replaced), or give another `out_dir=`. `resume=true` where there is no checkpoint starts a fresh run and says
@@ -26,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import load_init, save_checkpoint, save_params
+from .export import write_student
 from .reproducible import kernels
 from .data.loaders import build_data
 from .experiments import (NOT_HASHED, TrainConfig, apply_overrides, check_runnable, config_diff, config_hash,
@@ -178,6 +181,18 @@ def run_view(cfg: TrainConfig, num_classes: int, s_model, device: torch.device) 
     return view.for_student(s_model)
 
 
+def student_card(cfg: TrainConfig, summary: dict, view: TeacherView | None) -> dict:
+    """What the distilled student's card (out_dir/student.json, maskedkd.export.write_student) says of its run: the
+    teacher as the run named it and its architecture, the patches it saw per epoch, the recipe, the final accuracy
+    and the config hash."""
+    kept = None if view is None else (list(view.schedule) if view.schedule else view.num_keep)
+    return {"name": cfg.name, "config_hash": summary["config_hash"], "final_acc": summary["final_acc"],
+            "teacher": cfg.teacher or None, "teacher_architecture": summary["teacher"],
+            "teacher_patches": None if view is None else view.cfg.num_patches,
+            "kept_patches": kept,  # None: every patch (or no teacher); a list: per epoch (keep_schedule)
+            "recipe": dataclasses.asdict(cfg), "steps": summary["steps"]}
+
+
 def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     """Train one config; returns the summary dict (also written to out_dir/summary.json)."""
     # processes and checks that need no data
@@ -261,7 +276,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.overwrite:  # nothing of the run it replaces is left to mix with this one
-            for f in ("checkpoint.pt", "log.jsonl", "summary.json", "params.safetensors"):
+            for f in ("checkpoint.pt", "log.jsonl", "summary.json", "params.safetensors", "student.json"):
                 (out / f).unlink(missing_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     log = open(out / "log.jsonl", "a") if rank == 0 else None
@@ -329,7 +344,7 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                "teacher": view.cfg.name if view else None, "kernels": kernels()}
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        save_params(params, out / "params.safetensors", metadata={"config_hash": h})
+        write_student(params, s_model, out, student_card(cfg, summary, view))
         if final_params_path is not None:
             save_params(params, final_params_path, metadata={"config_hash": h,
                                                              "final_acc": str(summary["final_acc"])})

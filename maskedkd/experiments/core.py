@@ -120,9 +120,10 @@ class TrainConfig:
     # the recipe fine-tunes a pre-trained file: refuse to start without init (a pre-trained MAE encoder, G2SD's
     # generic-distillation student: fresh head, fc_norm, ...)
     init_required: bool = opt(False, None, "refuse to start without init")
-    # teacher: "" (no distillation), a checkpoint path, or "cache:NAME" (an embedded teacher config, trained
-    # once and cached; the committed artefact is used when it matches)
-    teacher: str = opt("", None, "'' (no distillation), a checkpoint path, or cache:NAME")
+    # teacher: "" (no distillation), a model named on a hub ("timm:NAME" a timm pretrained tag, "hf-hub:REPO"; read
+    # through timm's / huggingface_hub's cache, maskedkd.hub), a checkpoint path with teacher_model, or "cache:NAME"
+    # (an embedded teacher config, trained once and cached; the committed artefact is used when it matches)
+    teacher: str = opt("", None, "'' (no distillation), timm:NAME, hf-hub:REPO, a checkpoint path, or cache:NAME")
     teacher_model: str = opt("", _model_name, "the preset of a teacher given as a checkpoint path")
     num_keep: int = opt(0, "[0, inf)", "patches the teacher sees; 0: from keep_ratio")
     keep_ratio: float = opt(1.0, "(0, 1]", "the teacher's share of the patches; 1.0: all, plain logit KD")
@@ -132,7 +133,7 @@ class TrainConfig:
     criterion: str = opt("topk", None, "how scores become kept patches (select.register_criterion)")
     # whose CLS attention ranks the patches: "student" (MaskedKD), "teacher" (its own attention, an extra pass),
     # or a fixed model: "cache:NAME" (an embedded config, trained once) or a checkpoint path with scorer_model
-    scorer: str = opt("student", None, "'student', 'teacher', cache:NAME or a checkpoint path")
+    scorer: str = opt("student", None, "'student', 'teacher', timm:NAME, hf-hub:REPO, cache:NAME or a checkpoint path")
     scorer_model: str = opt("", _model_name, "the preset of a scorer given as a checkpoint path")
     student_keep: int = opt(0, "[0, inf)", "the opposite ablation: the student trains on this many random patches")
     kd_weight: float = opt(0.5, "[0, 1]", "the distillation term's share of the loss")
@@ -252,10 +253,10 @@ def check_combinations(cfg: TrainConfig) -> None:
     for ref, model, role in ((cfg.teacher, cfg.teacher_model, "teacher"), (cfg.scorer, cfg.scorer_model, "scorer")):
         if not ref:
             continue  # a template's teacher comes from the command line (check_runnable)
-        if ref in ("student", "teacher"):
+        if ref in ("student", "teacher") or ref.startswith(("timm:", "hf-hub:")):
             if model:
                 bad(f"{role}_model={model!r} names the preset of a {role} given as a checkpoint path; {role}={ref!r} "
-                    f"brings its own model")
+                    f"brings its own model (a hub model: its config is read from the model)")
         elif not model and not ref.startswith("cache:"):  # a cache:NAME's model must equal its config's (teachers)
             bad(f"{role}={ref!r} is a checkpoint path: it needs {role}_model=NAME (a preset such as "
                 f"deit_small_patch16_224)")
