@@ -60,6 +60,12 @@ def load_model(ref: str, model: str, num_classes: int, img_size: int | None, dev
     the family's (input_norm) for ImageFolder data, else None."""
     if is_hub_name(ref):
         pre = load_pretrained(ref, img_size=img_size)
+        if model and pre.cfg.replace(name=model) != model_config(model, pre.cfg.num_classes, img_size):
+            want = model_config(model, pre.cfg.num_classes, img_size)
+            diff = {f: (getattr(pre.cfg, f), getattr(want, f)) for f in want.__dataclass_fields__
+                    if f != "name" and getattr(pre.cfg, f) != getattr(want, f)}
+            raise ValueError(f"{role}={ref} is not the {role}_model={model!r} the config names (field: (hub model, "
+                             f"{model})) {diff}: drop {role}_model or name the matching model")
         if pre.cfg.num_classes != num_classes:
             raise ValueError(f"{role} {ref} has {pre.cfg.num_classes} classes but the data has {num_classes}")
         return pre.cfg, {k: v.to(device) for k, v in pre.params.items()}, pre.norm

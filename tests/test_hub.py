@@ -68,9 +68,17 @@ def test_a_model_missing_from_the_cache_names_itself_and_the_cache(hub):
         mkd.load_pretrained("deit_small.pth")
 
 
-def test_hub_teachers_bring_their_config_and_refuse_a_preset_beside_it():
-    with pytest.raises(ValueError, match="teacher_model='digits_teacher' names the preset"):
-        TrainConfig(teacher="timm:deit_tiny_patch16_224.fb_in1k", teacher_model="digits_teacher")
+def test_a_preset_beside_a_hub_teacher_must_describe_it(hub):
+    """A template names its teacher's preset (deit_tiny_deit_small_kd: deit_small_patch16_224); a hub teacher given on
+    the command line must be that model, or the run refuses, naming the fields that differ."""
+    from maskedkd.teachers import load_model
+    fill_cache(hub, "timm/deit_tiny_patch16_224.fb_in1k",
+               {"model.safetensors": mkd.init_params(mkd.vit_config("deit_tiny_patch16_224"))})
+    cpu = torch.device("cpu")
+    cfg, _, _ = load_model("timm:deit_tiny_patch16_224.fb_in1k", "deit_tiny_patch16_224", 1000, None, cpu, "teacher")
+    assert cfg.name == "deit_tiny_patch16_224.fb_in1k"
+    with pytest.raises(ValueError, match=r"is not the teacher_model='deit_small_patch16_224'.*'embed_dim': \(192, 384\)"):
+        load_model("timm:deit_tiny_patch16_224.fb_in1k", "deit_small_patch16_224", 1000, None, cpu, "teacher")
     assert TrainConfig(teacher="hf-hub:MIT/ast-finetuned-audioset-10-10-0.4593", num_keep=8).teacher_model == ""
 
 
@@ -132,6 +140,28 @@ def test_a_run_names_a_timm_teacher_on_the_hub_and_timm_loads_its_student(hub, t
     with torch.no_grad():
         torch.testing.assert_close(mkd.forward(folded, x, pre.cfg), mkd.forward(pre.params, (x * s_d + m_d - m_m) / s_m,
                                                                                  pre.cfg), rtol=1e-4, atol=1e-4)
+
+
+def test_a_run_names_a_timm_tag_as_its_teacher(hub, tmp_path):
+    """teacher=timm:NAME in the training program: an ImageNet tag (1000 classes) resampled by timm to the run's 32 px
+    (img_size), on a 1000-class folder of tiny images; two steps from the filled cache, offline."""
+    from PIL import Image
+    cfg = mkd.vit_config("deit_tiny_patch16_224")
+    fill_cache(hub, "timm/deit_tiny_patch16_224.fb_in1k", {"model.safetensors": _jitter(mkd.init_params(cfg))})
+    for split in ("train", "val"):
+        for c in range(1000):
+            (tmp_path / "data" / split / f"c{c:03d}").mkdir(parents=True)
+            Image.new("RGB", (8, 8), (c % 256, c // 4 % 256, 7)).save(tmp_path / "data" / split / f"c{c:03d}" / "0.png")
+    MODELS["tiny_in1k_student"] = mkd.ViTConfig(name="tiny_in1k_student", img_size=32, patch_size=8, num_classes=1000,
+                                                embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+    try:
+        s = run(TrainConfig(data="imagefolder", data_path=str(tmp_path / "data"), model="tiny_in1k_student",
+                            img_size=32, batch_size=4, epochs=1, max_steps=2, repeated_aug=1, num_workers=0,
+                            compile=False, threads=1, drop_path=0.0, lr=1e-3, keep_ratio=0.5,
+                            teacher="timm:deit_tiny_patch16_224.fb_in1k", out_dir=str(tmp_path / "r"), name="tag"))
+    finally:
+        MODELS.pop("tiny_in1k_student")
+    assert s["steps"] == 2 and s["teacher"] == "deit_tiny_patch16_224.fb_in1k" and s["num_keep"] == 2  # of 2x2
 
 
 def test_a_run_names_an_ast_teacher_on_the_hub_and_transformers_loads_its_student(hub, tmp_path):

@@ -253,10 +253,12 @@ def check_combinations(cfg: TrainConfig) -> None:
     for ref, model, role in ((cfg.teacher, cfg.teacher_model, "teacher"), (cfg.scorer, cfg.scorer_model, "scorer")):
         if not ref:
             continue  # a template's teacher comes from the command line (check_runnable)
-        if ref in ("student", "teacher") or ref.startswith(("timm:", "hf-hub:")):
+        if ref.startswith(("timm:", "hf-hub:")):
+            continue  # a hub model brings its config; a preset beside it must describe it (teachers.load_model)
+        if ref in ("student", "teacher"):
             if model:
                 bad(f"{role}_model={model!r} names the preset of a {role} given as a checkpoint path; {role}={ref!r} "
-                    f"brings its own model (a hub model: its config is read from the model)")
+                    f"brings its own model")
         elif not model and not ref.startswith("cache:"):  # a cache:NAME's model must equal its config's (teachers)
             bad(f"{role}={ref!r} is a checkpoint path: it needs {role}_model=NAME (a preset such as "
                 f"deit_small_patch16_224)")
