@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import ast
 from .attention import Params
 from .checkpoint import atomic_write, save_params
 from .config import ViTConfig
@@ -53,16 +54,12 @@ def timm_spec(cfg: ViTConfig) -> dict:
     return {"model": name, "kwargs": kw}
 
 
-# transformers' AST names as its published checkpoints hold them (and transformers 5.x writes them back)
-_AST_TOP = {"cls_token": "embeddings.cls_token", "dist_token": "embeddings.distillation_token",
-            "pos_embed": "embeddings.position_embeddings",
-            "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
-            "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-            "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias",
-            "fc_norm.weight": "classifier.layernorm.weight", "fc_norm.bias": "classifier.layernorm.bias",
-            "head.weight": "classifier.dense.weight", "head.bias": "classifier.dense.bias"}
-_AST_BLOCK = {"attn.proj": "attention.output.dense", "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense",
-              "norm1": "layernorm_before", "norm2": "layernorm_after"}
+# transformers' AST names as its published checkpoints hold them (transformers 4.x; 5.x writes them back too): the
+# inverse of the reading tables in maskedkd.ast (whose in-layer table also knows 5.x names, listed after 4.x's)
+_AST_TOP = {ours: theirs for theirs, ours in ast._TOP.items()}
+_AST_BLOCK = {}
+for _theirs, _ours in ast._IN_LAYER.items():
+    _AST_BLOCK.setdefault(_ours, _theirs)  # the first (4.x) name of each part
 
 
 def hf_ast_state_dict(params: Params, cfg: ViTConfig) -> dict[str, torch.Tensor]:
@@ -78,8 +75,8 @@ def hf_ast_state_dict(params: Params, cfg: ViTConfig) -> dict[str, torch.Tensor]
         part, kind = rest.rsplit(".", 1)
         stem = f"encoder.layer.{i}"
         if part == "attn.qkv":
-            for name, t in zip(("query", "key", "value"), v.chunk(3, dim=0)):
-                out[f"{stem}.attention.attention.{name}.{kind}"] = t
+            for name, t in zip("qkv", v.chunk(3, dim=0)):
+                out[f"{stem}.{_AST_BLOCK[name]}.{kind}"] = t
         else:
             out[f"{stem}.{_AST_BLOCK[part]}.{kind}"] = v
     return {f"audio_spectrogram_transformer.{k}" if not k.startswith("classifier.") else k: v.detach().contiguous()
