@@ -367,7 +367,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = run(cfg)
     if dist.is_initialized():
         # every rank reaches teardown together: a rank that destroys its gloo group while a peer is still writing
-        # the run's files was seen to abort at exit ("terminate called without an active exception", CI 2026-12-04)
+        # the run's files was seen to abort at exit ("terminate called without an active exception"; the two-process
+        # test in tests/test_train.py)
         dist.barrier()
         dist.destroy_process_group()
     return summary

@@ -3,7 +3,7 @@
     bash reproduce/audio.sh [--quick]     # embedded synthetic sound events: results/audio.md, .csv, .png
     bash reproduce/audio.sh --full --data /path/to/ESC-50 --teacher /path/to/ast_esc50_teacher.safetensors
 
-Embedded default: the sound regime of issue 26, chosen on teacher, no-KD and logit-KD figures alone
+Embedded default: the sound regime chosen on teacher, no-KD and logit-KD figures alone
 (reproduce/reference/audio_regime_trials.jsonl): clips of three events of the class, an AST teacher (128 wide,
 4 blocks) shipped in maskedkd/assets, a smaller AST student (64 wide, 3 blocks) on 2000 of those clips with a fifth
 of the labels wrong, 1.0 s clips (100 frames x 128 mel bins, 108 overlapping patches): no KD, logit KD and MaskedKD

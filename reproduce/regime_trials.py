@@ -1,5 +1,5 @@
-"""Trials that chose the default embedded regime (issue 25), logged to reproduce/reference/regime_trials.jsonl;
-with `--task sounds`, the trials of the embedded sound regime (issue 26), logged to audio_regime_trials.jsonl.
+"""Trials that chose the default embedded regime, logged to reproduce/reference/regime_trials.jsonl; with
+`--task sounds`, the trials of the embedded sound regime, logged to audio_regime_trials.jsonl.
 
 The regime (the digit scene, the teacher's recipe, the student's budget) is chosen on the teacher, no-KD and
 logit-KD figures alone, against targets fixed before any trial from the paper's regime [docs/paper.md#table-1]:
@@ -18,7 +18,7 @@ choice can be audited against the log alone.
     python -m reproduce.regime_trials note NAME "text"          # a decision (a trial stopped early, and why)
     python -m reproduce.regime_trials --task sounds teacher NAME [key=value ...]   # the same for the AST set
 
-The sound regime's targets are the same kind (issue 26): the AST teacher keeps >= 0.90 on a random half of its
+The sound regime's targets are the same kind: the AST teacher keeps >= 0.90 on a random half of its
 patches, no-KD / teacher between 0.80 and 0.95, logit KD above no KD with paired SD <= 1.5 points and no stalled
 student, `bash reproduce/audio.sh` <= 20 minutes on 2 cores.
 """
@@ -165,7 +165,7 @@ def table(path: Path = LOG) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=sorted(LOGS), default="digits",
-                    help="digits: the image regime (issue 25); sounds: the AST sound regime (issue 26)")
+                    help="digits: the image regime; sounds: the AST sound regime")
     sub = ap.add_subparsers(dest="what", required=True)
     t = sub.add_parser("teacher")
     t.add_argument("name")

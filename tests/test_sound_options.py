@@ -204,7 +204,7 @@ def test_the_test_split_alone_equals_the_eval_batch_of_the_whole_data_set(cfg):
 
 def test_the_esc50_runs_are_the_ast_recipe_and_carry_nothing_of_the_embedded_sound_regime(tmp_path):
     """audio.sh --full writes its ESC-50 config out in full: the embedded student's label noise, events and batch
-    (issue 26's regime) must not reach it, and each row and fold gets its own run directory."""
+    (the embedded sound regime's) must not reach it, and each row and fold gets its own run directory."""
     from maskedkd.data import audio as A
     from maskedkd.data.audio import ESC50_SPECAUG
     from reproduce.audio import FRACTIONS, esc50_run

@@ -13,9 +13,9 @@ from pathlib import Path
 from .. import checks
 from ..config import ViTConfig, vit_config
 
-# Models of the embedded cluttered-digits task (32x32, one channel, patch 4: 64 patches).
-# Sizes from the project's early trials (not in this repository): the 0.8M teacher reached 85.7-93.1%, the 0.11M
-# student ~76-80%.
+# Models of the embedded digit scenes (32x32, one channel, patch 4: 64 patches): a 0.8M-parameter teacher and a
+# 0.11M student. The sizes were fixed by hand before the trial logs existed; how each regime's teacher and students
+# score is in reproduce/reference/regime_trials.jsonl and reproduce/reference/cluttered/.
 MODELS: dict[str, ViTConfig] = {
     "digits_student": ViTConfig(name="digits_student", img_size=32, patch_size=4, in_chans=1, num_classes=10,
                                 embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0),

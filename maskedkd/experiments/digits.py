@@ -54,7 +54,7 @@ points of logit KD down to 40-50% [docs/paper.md#table-1]).""")
 _students(STUDENT, "digits_teacher", "default embedded regime")
 
 # --- the cluttered-digits stress regime ---------------------------------------------------------------------------
-# The default until issue 25: a 16-px digit among fragments of other digits and noise. Its teacher keeps only 0.65
+# The default before the regime trials of reproduce/reference/regime_trials.jsonl: a 16-px digit among fragments of other digits and noise. Its teacher keeps only 0.65
 # of its accuracy on a random half of the patches (the paper's keeps 0.94), so an immature student's attention can
 # hide the digit from it; full KD for the first epochs is the remedy (reproduce/reference/cluttered/). Kept to
 # stress the method, not to reproduce the paper. The recipes are unchanged but for their names.
@@ -77,7 +77,7 @@ _students(TrainConfig(
 
 # The embedded sound-event set (AST): the audio analogue [docs/paper.md#audio]; the paper's ESC-50 numbers are not
 # transcribed. The regime (3 events of the class per clip; the teacher's recipe) was chosen by the trials logged in
-# reproduce/reference/audio_regime_trials.jsonl (issue 26), on the teacher, no-KD and logit-KD figures alone.
+# reproduce/reference/audio_regime_trials.jsonl, on the teacher, no-KD and logit-KD figures alone.
 SOUND_TEACHER = register(TrainConfig(
     name="sounds_teacher", data="sounds", model="sounds_teacher", train_size=3000, test_size=1000, events=3,
     drop_path=0.1, epochs=15, batch_size=64, lr=8e-3, warmup_epochs=1, threads=2, compile=False),

@@ -1,4 +1,5 @@
-"""The embedded regimes beside the paper's, on the properties the method relies on (issues 25 and 26).
+"""The embedded regimes beside the paper's, on the properties the method relies on (the trial logs
+reproduce/reference/regime_trials.jsonl and audio_regime_trials.jsonl).
 
 `figures(runs)` reads them off a runs file of the default run of table 1 (the image regime, results/table1_runs.json)
 or of audio (the sound regime, results/audio_runs.json): the teacher's accuracy with a random share of its patches,
@@ -18,15 +19,15 @@ from reproduce.lib import stats
 # minus no KD for DeiT-Ti (table 1: 75.0 - 72.0).
 PAPER = {"teacher_random_half_over_full": 76.9 / 81.8, "nokd_over_teacher": 72.0 / 79.8, "kd_minus_nokd_mean": 3.0}
 
-# Pre-registered targets, checked by `met`: the image regime's (issue 25) and the sound regime's (issue 26: the same
-# kind, a paired SD up to 1.5 points and audio.sh in 20 minutes).
+# Pre-registered targets, checked by `met`: the image regime's and the sound regime's (the same kind, a paired SD up
+# to 1.5 points and audio.sh in 20 minutes), fixed before the trials their logs record.
 TARGETS = {"teacher_random_half_over_full": (0.90, None), "nokd_over_teacher": (0.80, 0.95),
            "kd_minus_nokd_ci95_low": (0.0, None), "kd_minus_nokd_sd": (None, 1.0), "stalled_runs": (None, 0),
            "table1_minutes": (None, 15.0)}
 SOUND_TARGETS = {**{k: v for k, v in TARGETS.items() if k != "table1_minutes"}, "kd_minus_nokd_sd": (None, 1.5),
                  "audio_minutes": (None, 20.0)}
 STALLED = 0.2  # an image-regime run whose final accuracy is below this (chance is 0.1) is stalled
-# A sound-regime run is stalled below 50% (chance 10%): fixed (issue 26) before any sound trial, from the former
+# A sound-regime run is stalled below 50% (chance 10%): fixed before any sound trial, from the former
 # sound regime's stuck students (26% and 20% while every other run ended above 65%).
 SOUND_STALLED = 0.5
 # regime -> (the script whose default run gives the figures, its targets, the stalled threshold)
