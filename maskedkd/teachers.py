@@ -10,22 +10,18 @@ TrainConfig's teacher fields into the TeacherView they describe; maskedkd.train.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from .checkpoint import load_checkpoint, read_state_dict
+from .data.cache import cache_dir
 from .hub import is_hub_name, load_pretrained
 from .experiments import TrainConfig, check_runnable, config_hash, get_config, model_config
 from .select import keep_count, keep_schedule
 from .view import TeacherView
 
 ASSETS = Path(__file__).parent / "assets"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MASKEDKD_CACHE", Path.home() / ".cache" / "maskedkd"))
 
 
 def cached_teacher(tcfg: TrainConfig) -> Path:

@@ -46,19 +46,6 @@ def compare(a: dict, b: dict, label_a: str, label_b: str) -> dict:
             "same": sum(c["same"] for c in claims), "total": len(claims)}
 
 
-def block(cmp: dict) -> str:
-    la, lb = cmp["branches"]
-    lines = [f"| claim | {la}: A - B [95% CI] | verdict | {lb}: A - B [95% CI] | verdict | same verdict |",
-             "|---|---|---|---|---|---|"]
-    for c in cmp["claims"]:
-        x, y = c[la], c[lb]
-        lines.append(f"| {c['key']} ({c['a']} vs {c['b']}) | {report.fmt_ci(x)} | {x['verdict']} | "
-                     f"{report.fmt_ci(y)} | {y['verdict']} | {'yes' if c['same'] else '**no**'} |")
-    lines += ["", f"{cmp['same']} of {cmp['total']} table-1 verdicts are the same under both kernel branches "
-                  f"(seeds {cmp['seeds']}, {cmp['mode']} mode)."]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("first", help="results folder of the run under this CPU's own branch")
@@ -75,8 +62,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "branches.json").write_text(json.dumps(cmp, indent=1) + "\n")
     (out / "branches.md").write_text("# Table 1's verdicts under two CPU kernel branches (reproduce/branches.py)\n\n"
-                                     + block(cmp) + "\n")
-    print(block(cmp))
+                                     + report.branches_block(cmp) + "\n")
+    print(report.branches_block(cmp))
     if args.update_reference:
         if cmp["mode"] != "default":
             raise SystemExit("--update-reference records default runs: run table1.sh without --quick or --smoke")

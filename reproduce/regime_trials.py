@@ -135,33 +135,6 @@ def students_trial(name: str, teacher_trial_name: str, seeds: list[int], overrid
     log(entry, LOGS[task])
 
 
-def table(path: Path = LOG) -> str:
-    """The trial log as a markdown table, one line per entry in the log's order."""
-    rows = ["| time (UTC) | kind | trial | settings | figures |", "|---|---|---|---|---|"]
-    for line in path.read_text().splitlines():
-        e = json.loads(line)
-        settings = " ".join(e.get("overrides", []))
-        if e["kind"] in ("teacher", "probe"):
-            c = e["random_curve"]
-            where = "" if e["kind"] == "teacher" else f"after {e['checkpoint_epoch']} epochs: "
-            figs = (f"{where}full {100 * e['teacher_full_acc']:.1f}; random half / full "
-                    f"{'–' if e['random_half_over_full'] is None else format(e['random_half_over_full'], '.3f')}; kept 75/40/25%: {100 * c['75']:.1f} / {100 * c['40']:.1f} / "
-                    f"{100 * c['25']:.1f}")
-        elif e["kind"] == "students":
-            settings = f"teacher {e['teacher_trial']}; {settings}"
-            ci = e.get("kd_minus_nokd_ci95")
-            ratio = e["nokd_over_teacher"]
-            figs = (f"no KD {100 * statistics.fmean(e['nokd']):.1f}, no KD / teacher "
-                    f"{'–' if ratio is None else format(ratio, '.3f')}; "
-                    f"KD - no KD {e['kd_minus_nokd_mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
-                    + (f", paired SD {e['kd_minus_nokd_sd']:.2f}" if e["kd_minus_nokd_sd"] is not None else "")
-                    + f" ({len(e['seeds'])} seeds)")
-        else:
-            figs = e["text"]
-        rows.append(f"| {e['time'][:16]} | {e['kind']} | {e['trial']} | {settings} | {figs} |")
-    return "\n".join(rows)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=sorted(LOGS), default="digits",

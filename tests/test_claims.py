@@ -455,9 +455,8 @@ def test_regime_figures_trial_log_and_branches_agree_with_their_readme_blocks():
     """reproduce/reference/regime.json is what reproduce/lib/regime.py makes of the committed table-1 runs file (the
     wall time aside, which only the invocation knew), the README shows it and the trial log as generated, and the
     branch comparison's first branch is the committed table-1 run."""
-    from reproduce import branches, regime_trials
     readme = (ROOT / "reproduce" / "README.md").read_text()
-    assert report.current_block(readme, "regime_trials") == regime_trials.table(REF / "regime_trials.jsonl")
+    assert report.current_block(readme, "regime_trials") == regime.trials_table(REF / "regime_trials.jsonl")
     kinds = {json.loads(line)["kind"] for line in (REF / "regime_trials.jsonl").read_text().splitlines()}
     assert {"teacher", "students"} <= kinds
     if not (REF / "regime.json").is_file():
@@ -473,16 +472,15 @@ def test_regime_figures_trial_log_and_branches_agree_with_their_readme_blocks():
         first = cmp["branches"][0]
         assert [(c["key"], c[first]["verdict"], c[first]["mean"]) for c in cmp["claims"]] == [
             (c["key"], c["verdict"], c["mean"]) for c in t1["claims"]]
-        assert report.current_block(readme, "branches") == branches.block(cmp)
+        assert report.current_block(readme, "branches") == report.branches_block(cmp)
 
 
 def test_sound_regime_figures_and_trial_log_agree_with_their_readme_blocks():
     """reproduce/reference/audio_regime.json is what reproduce/lib/regime.py makes of the committed audio runs file
     (the wall time aside), measured from an empty results/ (every run trained in the invocation), and the README
     shows it beside the image regime's figures, and the sound trial log, as generated."""
-    from reproduce import regime_trials
     readme = (ROOT / "reproduce" / "README.md").read_text()
-    assert report.current_block(readme, "audio_regime_trials") == regime_trials.table(REF / "audio_regime_trials.jsonl")
+    assert report.current_block(readme, "audio_regime_trials") == regime.trials_table(REF / "audio_regime_trials.jsonl")
     log = [json.loads(line) for line in (REF / "audio_regime_trials.jsonl").read_text().splitlines()]
     assert {"teacher", "students", "note"} <= {e["kind"] for e in log}
     fig = json.loads((REF / "audio_regime.json").read_text())

@@ -21,6 +21,7 @@ from typing import Iterator
 
 import torch
 
+from .cache import cache_dir
 from .images import (RepeatAugSampler, SeededItems, batch_augmentation, clean_digits, cluttered_digits, image_folder,
                      mixup_cutmix, seeded_rngs)
 
@@ -291,7 +292,7 @@ SOUNDS_SEED = 0  # one fixed synthetic sound set for every run
 
 def sound_split(split: str, n: int, events: int, seed: int = SOUNDS_SEED) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) of one split of the synthetic sound set (audio.synthetic_sound_events), kept in the data cache
-    (teachers.cache_dir()/data) once made, instead of remaking its fbanks in every training process of a table. A
+    (cache.cache_dir()/data) once made, instead of remaking its fbanks in every training process of a table. A
     clip depends on (seed, split, index) alone, so a split is cached by its size; the key also holds the generator's
     source and the torch, torchaudio and numpy versions that shape the fbank, so a change to any of them makes a new
     entry instead of reading a stale one. A cache file that does not hold the split's tensors raises, naming it."""
@@ -305,7 +306,6 @@ def sound_split(split: str, n: int, events: int, seed: int = SOUNDS_SEED) -> tup
     from safetensors.torch import load_file, save_file
 
     from ..checkpoint import atomic_write
-    from ..teachers import cache_dir
     from . import audio
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}: expected 'train' or 'test'")

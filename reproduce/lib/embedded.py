@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from maskedkd.experiments import MODELS, TrainConfig, config_hash, get_config
-from reproduce.lib import claims, flags, report, stats
+from reproduce.lib import claims, flags, regime, report, stats
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"  # reproduce/reference: the default runs' outputs
 README = REFERENCE.parent / "README.md"
@@ -283,6 +283,18 @@ def update_reference(script: str, out: Path, files: tuple[str, ...], reference: 
           f"summary of {readme}", file=sys.stderr)
 
 
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# The README blocks rendered from other reference files than runs files: block -> (its files, the first required,
+# the rest passed as paths whether they exist or not; renderer)
+BLOCKS = {"regime": (("regime.json",), lambda p: regime.block(_json(p))),
+          "audio_regime": (("audio_regime.json", "regime.json"), lambda p, image: regime.block(_json(p), _json(image))),
+          "audio_regime_trials": (("audio_regime_trials.jsonl",), regime.trials_table),
+          "regime_trials": (("regime_trials.jsonl",), regime.trials_table),
+          "branches": (("branches.json",), lambda p: report.branches_block(_json(p)))}
+
 # the scripts whose default runs have a block in reproduce/README.md
 SCRIPTS_WITH_BLOCKS = ("table1", "feature_kd", "figure2", "criteria", "ablation_student", "ablation_tome", "beyond",
                        "audio")
@@ -300,24 +312,7 @@ def regenerate(reference: Path = REFERENCE, readme: Path = README) -> None:
     for script in SCRIPTS_WITH_BLOCKS:  # a script without a recorded default run shows no numbers
         if script not in datas and report.begin(script) in text:
             text = report.replace_block(text, "", script)
-    if (reference / "regime.json").is_file() and report.begin("regime") in text:
-        from reproduce.lib import regime
-        text = report.replace_block(text, regime.block(json.loads((reference / "regime.json").read_text())), "regime")
-    if (reference / "audio_regime.json").is_file() and report.begin("audio_regime") in text:
-        from reproduce.lib import regime
-        image = reference / "regime.json"
-        text = report.replace_block(text, regime.block(json.loads((reference / "audio_regime.json").read_text()),
-                                                       json.loads(image.read_text()) if image.is_file() else None),
-                                    "audio_regime")
-    if (reference / "audio_regime_trials.jsonl").is_file() and report.begin("audio_regime_trials") in text:
-        from reproduce import regime_trials
-        text = report.replace_block(text, regime_trials.table(reference / "audio_regime_trials.jsonl"),
-                                    "audio_regime_trials")
-    if (reference / "regime_trials.jsonl").is_file() and report.begin("regime_trials") in text:
-        from reproduce import regime_trials
-        text = report.replace_block(text, regime_trials.table(reference / "regime_trials.jsonl"), "regime_trials")
-    if (reference / "branches.json").is_file() and report.begin("branches") in text:
-        from reproduce import branches
-        text = report.replace_block(text, branches.block(json.loads((reference / "branches.json").read_text())),
-                                    "branches")
+    for name, (files, render) in BLOCKS.items():
+        if (reference / files[0]).is_file() and report.begin(name) in text:
+            text = report.replace_block(text, render(*(reference / f for f in files)), name)
     readme.write_text(report.replace_block(text, report.summary_block(datas), "*"))

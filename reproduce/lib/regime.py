@@ -10,7 +10,9 @@ them for reproduce/README.md. The targets were fixed from the paper before any c
 """
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 from reproduce.lib import stats
 
@@ -117,3 +119,30 @@ def block(fig: dict, beside: dict | None = None) -> str:
     curve = ", ".join(f"{k}%: {100 * v:.1f}" for k, v in fig["teacher_random_curve"].items())
     return "\n".join([head, *rows, "", f"Teacher accuracy with a random share of its patches kept: {curve}. "
                       f"Seeds {fig['seeds']}."])
+
+
+def trials_table(path: Path) -> str:
+    """The trial log as a markdown table, one line per entry in the log's order."""
+    rows = ["| time (UTC) | kind | trial | settings | figures |", "|---|---|---|---|---|"]
+    for line in path.read_text().splitlines():
+        e = json.loads(line)
+        settings = " ".join(e.get("overrides", []))
+        if e["kind"] in ("teacher", "probe"):
+            c = e["random_curve"]
+            where = "" if e["kind"] == "teacher" else f"after {e['checkpoint_epoch']} epochs: "
+            figs = (f"{where}full {100 * e['teacher_full_acc']:.1f}; random half / full "
+                    f"{'–' if e['random_half_over_full'] is None else format(e['random_half_over_full'], '.3f')}; kept 75/40/25%: {100 * c['75']:.1f} / {100 * c['40']:.1f} / "
+                    f"{100 * c['25']:.1f}")
+        elif e["kind"] == "students":
+            settings = f"teacher {e['teacher_trial']}; {settings}"
+            ci = e.get("kd_minus_nokd_ci95")
+            ratio = e["nokd_over_teacher"]
+            figs = (f"no KD {100 * statistics.fmean(e['nokd']):.1f}, no KD / teacher "
+                    f"{'–' if ratio is None else format(ratio, '.3f')}; "
+                    f"KD - no KD {e['kd_minus_nokd_mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+                    + (f", paired SD {e['kd_minus_nokd_sd']:.2f}" if e["kd_minus_nokd_sd"] is not None else "")
+                    + f" ({len(e['seeds'])} seeds)")
+        else:
+            figs = e["text"]
+        rows.append(f"| {e['time'][:16]} | {e['kind']} | {e['trial']} | {settings} | {figs} |")
+    return "\n".join(rows)

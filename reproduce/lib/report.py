@@ -205,3 +205,17 @@ def current_block(text: str, key: str = "table1") -> str:
     """The part of text between begin(key) and its END marker."""
     i, j = _span(text, key)
     return text[i + 1: j]
+
+
+def branches_block(cmp: dict) -> str:
+    """Table 1's verdicts under two kernel branches (reproduce/branches.py's comparison) as markdown."""
+    la, lb = cmp["branches"]
+    lines = [f"| claim | {la}: A - B [95% CI] | verdict | {lb}: A - B [95% CI] | verdict | same verdict |",
+             "|---|---|---|---|---|---|"]
+    for c in cmp["claims"]:
+        x, y = c[la], c[lb]
+        lines.append(f"| {c['key']} ({c['a']} vs {c['b']}) | {fmt_ci(x)} | {x['verdict']} | "
+                     f"{fmt_ci(y)} | {y['verdict']} | {'yes' if c['same'] else '**no**'} |")
+    lines += ["", f"{cmp['same']} of {cmp['total']} table-1 verdicts are the same under both kernel branches "
+                  f"(seeds {cmp['seeds']}, {cmp['mode']} mode)."]
+    return "\n".join(lines)
