@@ -129,7 +129,8 @@ def test_sound_regime_trials_log_to_their_own_file(tmp_path, monkeypatch):
     assert st["kd_minus_nokd"] == [pytest.approx(100 * (st["kd"][0] - st["nokd"][0]), abs=0.01)]
     cfg = json.loads((tmp_path / "work" / "configs" / "trial_sounds_teacher_T0.json").read_text())
     assert (cfg["data"], cfg["model"], cfg["label_noise"], cfg["freq_mask"]) == ("sounds", "sounds_teacher", 0.1, 8)
-    assert rt.table(logs["sounds"]).endswith("| note | S0 |  | a decision |")
+    from reproduce.lib.regime import trials_table
+    assert trials_table(logs["sounds"]).endswith("| note | S0 |  | a decision |")
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])

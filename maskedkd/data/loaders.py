@@ -28,20 +28,6 @@ from .images import (RepeatAugSampler, SeededItems, batch_augmentation, clean_di
 DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
 
 
-class InMemoryPool:
-    """teacher_rows for a source with `train_pool(epoch) -> (key, x)` (the epoch's whole un-augmented pool; the same
-    key, the same pool) and `train_indices(epoch, start)` (the pool rows of each batch train_batches gives)."""
-
-    _pool_memo: tuple | None = None  # (pool key, logits_of(pool))
-
-    def teacher_rows(self, epoch: int, start: int, logits_of) -> Iterator[torch.Tensor]:
-        key, pool = self.train_pool(epoch)
-        if self._pool_memo is None or self._pool_memo[0] != key:
-            self._pool_memo = key, logits_of(pool)
-        logits = self._pool_memo[1]
-        return (logits[idx.to(logits.device)] for idx in self.train_indices(epoch, start))
-
-
 def sharded_indices(n: int, cfg, rank: int, world: int, epoch: int, start: int, steps: int) -> Iterator[torch.Tensor]:
     """Rows of this rank's share of each global batch of a (seed, epoch) permutation of n in-memory rows, from
     `start`."""
@@ -84,78 +70,108 @@ def scene(cfg) -> dict:
                 copies=cfg.copies, distractors=cfg.distractors)
 
 
-class DigitsData(InMemoryPool):
-    """The embedded cluttered-digits set: a fresh clutter draw of train_size images every epoch (the first
-    clean_epochs are clean centred digits), fixed test images from disjoint source digits."""
+class InMemoryData:
+    """A source whose training set is an in-memory pool per epoch (`epoch_set(epoch) -> (key, (x, y))`: the same key,
+    the same pool, made once per key), batched by a (seed, epoch) permutation sharded over ranks, optionally augmented
+    per step (`augment(x, y) -> (x, y)`, seeded by (seed, rank, epoch, step)), with a fixed test set
+    (`test_set() -> (x, y)`, made at the first evaluation). DigitsData and TensorData only say how their sets are
+    made. Without augmentation a full teacher's logits of a pool are computed once (teacher_rows)."""
 
-    num_classes = 10
-
-    def __init__(self, cfg, rank: int = 0, world: int = 1):
-        self.cfg, self.rank, self.world = cfg, rank, world
-        self.steps_per_epoch = cfg.train_size // cfg.batch_size
+    def __init__(self, cfg, num_classes: int, train_size: int, epoch_set, test_size: int, test_set, rank: int = 0,
+                 world: int = 1, augment=None, eval_batch: int = 500):
+        self.cfg, self.rank, self.world, self.num_classes = cfg, rank, world, num_classes
+        self.train_size, self._epoch_set, self._test_set = train_size, epoch_set, test_set
+        self.eval_size = test_size  # the whole evaluation set's size (each rank evaluates its shard)
+        self._augment, self._eval_batch = augment, eval_batch
+        self.steps_per_epoch = train_size // cfg.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"train_size={cfg.train_size} is smaller than batch_size={cfg.batch_size}")
-        self._epoch_cache: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._test = None
-        self._aug = None
-        if cfg.batch_aug and (cfg.batch_size // world) % 2:
-            raise ValueError(f"batch_aug needs an even batch per process (MixUp pairs each image with its mirror): "
-                             f"batch_size={cfg.batch_size} over {world} process(es)")
-
-    def draw(self, epoch: int) -> int:
-        """Which clutter draw an epoch trains on: a fixed set's epochs share one."""
-        clean = epoch < self.cfg.clean_epochs
-        return epoch if self.cfg.fresh_clutter or clean else self.cfg.clean_epochs
+            raise ValueError(f"{train_size} training examples give no full batch of {cfg.batch_size}")
+        self._train: tuple | None = None  # (key, (x, y)) of the last epoch's pool
+        self._test: tuple | None = None
+        self._pool_memo: tuple | None = None  # (pool key, logits_of(pool))
 
     def epoch_data(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        clean = epoch < self.cfg.clean_epochs
-        draw = self.draw(epoch)
-        if self._epoch_cache is None or self._epoch_cache[0] != draw:
-            seed = self.cfg.seed * 100_003 + draw
-            if clean:
-                made = clean_digits("train", self.cfg.train_size, seed, digit_size=self.cfg.digit_size,
-                                    copies=self.cfg.copies)
-            else:
-                made = cluttered_digits("train", self.cfg.train_size, seed, **scene(self.cfg))
-            if self.cfg.label_noise and not clean:
-                made = (made[0], noisy_labels(made[1], self.cfg.label_noise, seed))
-            self._epoch_cache = (draw, made)
-        return self._epoch_cache[1]
+        key = self.pool_key(epoch)
+        if self._train is None or self._train[0] != key:
+            self._train = key, self._epoch_set(epoch)
+        return self._train[1]
+
+    def pool_key(self, epoch: int):
+        return self._epoch_set.key(epoch) if hasattr(self._epoch_set, "key") else 0
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.epoch_data(epoch)
         batches = sharded_batches(x, y, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
-        return self._augmented(batches, epoch, start) if self.cfg.batch_aug else batches
+        return batches if self._augment is None else self._augmented(batches, epoch, start)
 
     def _augmented(self, batches, epoch: int, start: int):
-        """DeiT's batch augmentation on each CPU batch, a pure function of (seed, rank, epoch, step)."""
-        if self._aug is None:
-            self._aug = batch_augmentation(self.num_classes)
         for i, (x, y) in enumerate(batches):
             with seeded_rngs((self.cfg.seed, self.rank, epoch, start + i)):
-                yield self._aug(x.clone(), y)
+                yield self._augment(x, y)
 
-    def teacher_rows(self, epoch: int, start: int, logits_of):
-        if self.cfg.batch_aug:
-            return None  # augmented per step: no pool whose logits could be computed once
-        return super().teacher_rows(epoch, start, logits_of)
-
-    def train_pool(self, epoch: int) -> tuple[int, torch.Tensor]:
-        return self.draw(epoch), self.epoch_data(epoch)[0]
+    def teacher_rows(self, epoch: int, start: int, logits_of) -> Iterator[torch.Tensor] | None:
+        """The rows of `logits_of(pool)` that make each batch train_batches gives, logits_of called once per pool and
+        kept; None when batches are augmented per step (no pool whose logits could be computed once)."""
+        if self._augment is not None:
+            return None
+        key, pool = self.pool_key(epoch), self.epoch_data(epoch)[0]
+        if self._pool_memo is None or self._pool_memo[0] != key:
+            self._pool_memo = key, logits_of(pool)
+        logits = self._pool_memo[1]
+        return (logits[idx.to(logits.device)] for idx in self.train_indices(epoch, start))
 
     def train_indices(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        return sharded_indices(self.cfg.train_size, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
+        return sharded_indices(self.train_size, self.cfg, self.rank, self.world, epoch, start, self.steps_per_epoch)
 
     to_device = staticmethod(to_device)
 
-    @property
-    def eval_size(self) -> int:
-        return self.cfg.test_size
-
-    def eval_batches(self, batch: int = 500):
+    def test_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._test is None:
-            self._test = cluttered_digits("test", self.cfg.test_size, DIGITS_TEST_SEED, **scene(self.cfg))
-        return eval_shard(*self._test, self.rank, self.world, batch)
+            self._test = self._test_set()
+        return self._test
+
+    def eval_batches(self, batch: int | None = None):
+        return eval_shard(*self.test_data(), self.rank, self.world, batch or self._eval_batch)
+
+
+class _DigitsEpochs:
+    """A digits config's training set per epoch: clean centred digits for the first clean_epochs, then a clutter draw
+    (a new one every epoch, or one fixed draw), label noise on the cluttered ones."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def key(self, epoch: int) -> int:
+        """Which draw an epoch trains on: a fixed set's epochs share one."""
+        return epoch if self.cfg.fresh_clutter or epoch < self.cfg.clean_epochs else self.cfg.clean_epochs
+
+    def __call__(self, epoch: int):
+        cfg, clean, draw = self.cfg, epoch < self.cfg.clean_epochs, self.key(epoch)
+        seed = cfg.seed * 100_003 + draw
+        if clean:
+            return clean_digits("train", cfg.train_size, seed, digit_size=cfg.digit_size, copies=cfg.copies)
+        made = cluttered_digits("train", cfg.train_size, seed, **scene(cfg))
+        return (made[0], noisy_labels(made[1], cfg.label_noise, seed)) if cfg.label_noise else made
+
+
+class DigitsData(InMemoryData):
+    """The embedded digit scenes: train_size images per epoch (_DigitsEpochs), DeiT's batch augmentation with
+    cfg.batch_aug (on a copy: the pool is not mixed in place), fixed test images from disjoint source digits."""
+
+    def __init__(self, cfg, rank: int = 0, world: int = 1):
+        if cfg.batch_aug and (cfg.batch_size // world) % 2:
+            raise ValueError(f"batch_aug needs an even batch per process (MixUp pairs each image with its mirror): "
+                             f"batch_size={cfg.batch_size} over {world} process(es)")
+        aug = None
+        if cfg.batch_aug:
+            mix = batch_augmentation(10)
+            aug = lambda x, y: mix(x.clone(), y)  # noqa: E731
+        super().__init__(cfg, 10, cfg.train_size, _DigitsEpochs(cfg), cfg.test_size,
+                         lambda: cluttered_digits("test", cfg.test_size, DIGITS_TEST_SEED, **scene(cfg)), rank, world,
+                         augment=aug, eval_batch=500)
+
+    def draw(self, epoch: int) -> int:
+        return self.pool_key(epoch)
 
 
 class FolderData:
@@ -230,20 +246,15 @@ class FolderData:
         return None  # augmented per sample: no pool whose logits could be computed once
 
 
-class TensorData(InMemoryPool):
-    """A fixed in-memory set (the synthetic sound events, or one ESC-50 fold split): batches drawn by a
-    (seed, epoch) permutation, sharded over ranks like DigitsData. With cfg.freq_mask / time_mask, SpecAugment
-    (data.audio.SpecAugment, masked bands set to `mask_value`, the normalised fbank's zero) on each training batch,
-    a pure function of (seed, rank, epoch, step)."""
+class TensorData(InMemoryData):
+    """A fixed in-memory set (the synthetic sound events, or one ESC-50 fold split): one pool for every epoch. With
+    cfg.freq_mask / time_mask, SpecAugment (data.audio.SpecAugment, masked bands set to `mask_value`, the normalised
+    fbank's zero) on each training batch."""
 
     def __init__(self, cfg, tensors: dict[str, torch.Tensor], num_classes: int, rank: int = 0, world: int = 1,
                  mask_value: float | None = None):
-        self.cfg, self.rank, self.world, self.t = cfg, rank, world, tensors
-        self.num_classes = num_classes
-        self.steps_per_epoch = len(tensors["y_train"]) // cfg.batch_size
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"{len(tensors['y_train'])} training examples give no full batch of {cfg.batch_size}")
-        self._aug = None
+        self.t = tensors
+        aug = None
         if cfg.freq_mask or cfg.time_mask:
             if mask_value is None:
                 raise ValueError("SpecAugment (freq_mask / time_mask) needs the mask value of this data's fbank "
@@ -253,38 +264,11 @@ class TensorData(InMemoryPool):
             if cfg.freq_mask > bins or cfg.time_mask > frames:
                 raise ValueError(f"freq_mask={cfg.freq_mask} / time_mask={cfg.time_mask} exceed the clips' "
                                  f"{bins} bins / {frames} frames")
-            self._aug = SpecAugment(freq_mask=cfg.freq_mask, time_mask=cfg.time_mask, mask_value=mask_value)
-
-    def train_batches(self, epoch: int, start: int = 0):
-        batches = sharded_batches(self.t["x_train"], self.t["y_train"], self.cfg, self.rank, self.world, epoch, start,
-                                  self.steps_per_epoch)
-        return batches if self._aug is None else self._augmented(batches, epoch, start)
-
-    def _augmented(self, batches, epoch: int, start: int):
-        for i, (x, y) in enumerate(batches):
-            with seeded_rngs((self.cfg.seed, self.rank, epoch, start + i)):
-                yield self._aug(x), y
-
-    def teacher_rows(self, epoch: int, start: int, logits_of):
-        if self._aug is not None:
-            return None  # augmented per step: no pool whose logits could be computed once
-        return super().teacher_rows(epoch, start, logits_of)
-
-    def train_pool(self, epoch: int) -> tuple[int, torch.Tensor]:
-        return 0, self.t["x_train"]  # one pool for every epoch
-
-    def train_indices(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        return sharded_indices(len(self.t["y_train"]), self.cfg, self.rank, self.world, epoch, start,
-                               self.steps_per_epoch)
-
-    to_device = staticmethod(to_device)
-
-    @property
-    def eval_size(self) -> int:
-        return len(self.t["y_test"])
-
-    def eval_batches(self, batch: int = 250):
-        return eval_shard(self.t["x_test"], self.t["y_test"], self.rank, self.world, batch)
+            spec = SpecAugment(freq_mask=cfg.freq_mask, time_mask=cfg.time_mask, mask_value=mask_value)
+            aug = lambda x, y: (spec(x), y)  # noqa: E731
+        super().__init__(cfg, num_classes, len(tensors["y_train"]), lambda epoch: (tensors["x_train"], tensors["y_train"]),
+                         len(tensors["y_test"]), lambda: (tensors["x_test"], tensors["y_test"]), rank, world,
+                         augment=aug, eval_batch=250)
 
 
 SOUNDS_SEED = 0  # one fixed synthetic sound set for every run
