@@ -104,7 +104,8 @@ def data_norm(data: str):
     """((mean per channel), (std per channel)) a data source normalises its inputs with, where a teacher trained with
     another one can be adapted to it (fold_input_norm): ImageFolder (timm's DeiT transforms: ImageNet's), and the
     sound sets (fbank (x - mean) / (2 std), AST's convention); None for the embedded digits."""
-    from .data.audio import ESC50_MEAN, ESC50_STD, SYNTH_MEAN, SYNTH_STD
+    from .data.audio import ESC50_MEAN, ESC50_STD
+    from .data.sounds import SYNTH_MEAN, SYNTH_STD
     return {"imagefolder": IMAGENET_NORM, "sounds": ((SYNTH_MEAN,), (2 * SYNTH_STD,)),
             "esc50": ((ESC50_MEAN,), (2 * ESC50_STD,))}.get(data)
 

@@ -7,7 +7,7 @@ from einops import rearrange
 
 import maskedkd as mkd
 from maskedkd import ast as mast
-from maskedkd.data.audio import synthetic_sound_events
+from maskedkd.data.sounds import synthetic_sound_events
 from maskedkd.flops import block_macs, counted_macs
 
 

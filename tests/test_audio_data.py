@@ -5,12 +5,13 @@ import pytest
 import torch
 from torchaudio.compliance import kaldi
 
-from maskedkd.data import audio as A
+from maskedkd.data import audio as A, esc50 as E, sounds as S
+import helpers as H
 
 
 @pytest.fixture(scope="module")
 def wave():
-    return A.render_sound_event(3, np.random.default_rng(0), seconds=1.0)  # 16 000 samples -> 98 frames
+    return S.render_sound_event(3, np.random.default_rng(0), seconds=1.0)  # 16 000 samples -> 98 frames
 
 
 def test_fbank_is_the_ast_recipe(wave):
@@ -86,15 +87,15 @@ def test_wav_round_trip_and_formats(tmp_path, wave):
 
 @pytest.fixture(scope="module")
 def synth():
-    return A.synthetic_sound_events(n_train=400, n_test=200, seed=0)
+    return S.synthetic_sound_events(n_train=400, n_test=200, seed=0)
 
 
 def test_synthetic_set_is_deterministic_and_normalised(synth):
     assert synth["x_train"].shape == (400, 100, 128) and synth["x_test"].shape == (200, 100, 128)
     assert torch.equal(torch.bincount(synth["y_train"]), torch.full((10,), 40))
-    again = A.synthetic_sound_events(n_train=30, n_test=10, seed=0)
+    again = S.synthetic_sound_events(n_train=30, n_test=10, seed=0)
     assert torch.equal(again["x_train"], synth["x_train"][:30]) and torch.equal(again["x_test"], synth["x_test"][:10])
-    other = A.synthetic_sound_events(n_train=10, n_test=0, seed=1)
+    other = S.synthetic_sound_events(n_train=10, n_test=0, seed=1)
     assert not torch.equal(other["x_train"], synth["x_train"][:10])
     assert not torch.equal(synth["x_train"][:10], synth["x_test"][:10])
     x = synth["x_train"]
@@ -120,11 +121,11 @@ def test_synthetic_set_is_not_linearly_solvable(synth):
 
 
 def test_esc50_loader_on_generated_fixture(tmp_path):
-    root = A.write_esc50_fixture(tmp_path / "ESC-50-master", classes=(0, 1, 2), clips_per_fold=1, seconds=0.5)
-    meta = A.read_esc50_meta(root)
+    root = H.write_esc50_fixture(tmp_path / "ESC-50-master", classes=(0, 1, 2), clips_per_fold=1, seconds=0.5)
+    meta = E.read_esc50_meta(root)
     assert len(meta) == 15 and sorted({r["fold"] for r in meta}) == [1, 2, 3, 4, 5]
     assert meta[0]["filename"] == "1-101000-A-0.wav" and meta[0]["esc10"] is True
-    d = A.load_esc50(root, test_fold=2, max_length=64)
+    d = E.load_esc50(root, test_fold=2, max_length=64)
     assert d["x_train"].shape == (12, 64, 128) and d["x_test"].shape == (3, 64, 128)
     assert d["y_train"].tolist() == [0, 1, 2] * 4 and d["y_test"].tolist() == [0, 1, 2]
     w, sr = A.read_wav(root / "audio" / "2-102010-A-1.wav")  # 44.1 kHz as in ESC-50: resampled to 16 kHz
@@ -134,9 +135,9 @@ def test_esc50_loader_on_generated_fixture(tmp_path):
                    mean=A.ESC50_MEAN, std=A.ESC50_STD)
     torch.testing.assert_close(d["x_test"][1], want)
     assert torch.equal(d["x_test"][1, 48:], torch.full((16, 128), -A.ESC50_MEAN / (2 * A.ESC50_STD)))  # 48 frames
-    e = A.load_esc50(root, test_fold=5, max_length=64, esc10=True)
+    e = E.load_esc50(root, test_fold=5, max_length=64, esc10=True)
     assert d["x_test"].shape[0] == 3 and e["y_train"].tolist() == [0, 1] * 4 and e["y_test"].tolist() == [0, 1]
     with pytest.raises(ValueError, match="test_fold=6"):
-        A.load_esc50(root, test_fold=6)
+        E.load_esc50(root, test_fold=6)
     with pytest.raises(FileNotFoundError, match="esc50.csv"):
-        A.load_esc50(tmp_path, test_fold=1)
+        E.load_esc50(tmp_path, test_fold=1)

@@ -14,13 +14,14 @@ import torchaudio
 from PIL import Image
 from scipy.io import wavfile
 
-from maskedkd.data import audio as A
+from maskedkd.data import audio as A, esc50 as E, sounds as S
+import helpers as H
 from maskedkd.data.images import (IMAGENET_MEAN, IMAGENET_STD, deit_eval_transform, deit_train_transform,
                                   image_folder, mixup_cutmix, seeded_rngs)
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny tensors: on 2 busy cores a second intra-op thread makes each fbank 100x slower (see audio._fbanks)."""
+    """Tiny tensors: on 2 busy cores a second intra-op thread makes each fbank 100x slower (see audio.fbanks)."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -216,7 +217,7 @@ def _kaldi(w, n=None):
 
 @pytest.fixture(scope="module")
 def tone():
-    return A.render_sound_event(0, np.random.default_rng(5), seconds=1.0)
+    return S.render_sound_event(0, np.random.default_rng(5), seconds=1.0)
 
 
 def test_fbank_of_extreme_but_legal_waveforms(tone):
@@ -293,9 +294,9 @@ def test_every_sound_event_is_audible_at_the_shortest_clip():
     """render_sound_event accepts clips down to 0.1 s (events of 480..1120 samples). A click train's first click
     was drawn anywhere in its period (up to 1066 samples) and fell past the event's end in ~3.5% of 0.1 s draws:
     a silent event labelled click_train. Every class, every legal event length: the event is not silent."""
-    for c in A.SOUND_CLASSES:
+    for c in S.SOUND_CLASSES:
         for k, m in enumerate(range(480, 1121, 8)):
-            e = A._event(c, np.random.default_rng([k, 11]), m)
+            e = S._event(c, np.random.default_rng([k, 11]), m)
             assert e.shape == (m,) and np.isfinite(e).all() and e.std() > 0.1, (c, m)
 
 
@@ -303,7 +304,7 @@ def test_rendered_clips_many_draws():
     for seconds in (0.1, 0.37, 1.0):
         n = int(round(seconds * 16000))
         for k in range(60):
-            w = A.render_sound_event(k % 10, np.random.default_rng([k, 3]), seconds=seconds)
+            w = S.render_sound_event(k % 10, np.random.default_rng([k, 3]), seconds=seconds)
             assert w.shape == (n,) and w.dtype == np.float32 and np.isfinite(w).all() and np.abs(w).max() <= 1
             assert w.std() > 0
 
@@ -355,8 +356,8 @@ def test_wav_encodings_read_the_same_samples(tmp_path, pcm):
 @pytest.fixture(scope="module")
 def esc50(tmp_path_factory):
     """A 10-clip ESC-50 look-alike (44.1 kHz int16, 0.5 s) and its fold-2 load."""
-    root = A.write_esc50_fixture(tmp_path_factory.mktemp("esc") / "ESC-50", classes=(0, 1), seconds=0.5)
-    return root, A.load_esc50(root, test_fold=2, max_length=32)
+    root = H.write_esc50_fixture(tmp_path_factory.mktemp("esc") / "ESC-50", classes=(0, 1), seconds=0.5)
+    return root, E.load_esc50(root, test_fold=2, max_length=32)
 
 
 VICTIM = "2-102010-A-1.wav"  # the second test clip of fold 2
@@ -375,14 +376,14 @@ def test_esc50_loader_reads_every_encoding_alike(esc50, tmp_path):
                   lambda p: wavfile.write(p, sr, v.astype(np.float32) / 32768),
                   lambda p: wavfile.write(p, sr, np.stack([v, v], 1))):
         write(clip)
-        got = A.load_esc50(root, test_fold=2, max_length=32)
+        got = E.load_esc50(root, test_fold=2, max_length=32)
         assert torch.equal(got["x_test"], want["x_test"]) and torch.equal(got["x_train"], want["x_train"])
-    w16 = torch.from_numpy(A.render_sound_event(1, np.random.default_rng(0), seconds=0.5))
+    w16 = torch.from_numpy(S.render_sound_event(1, np.random.default_rng(0), seconds=0.5))
     resample = torchaudio.functional.resample
     for rate in (16000, 8000, 22050, 48000):
         w = w16 if rate == 16000 else resample(w16, 16000, rate)
         wavfile.write(clip, rate, w.numpy())
-        x = A.load_esc50(root, test_fold=2, max_length=32)["x_test"][1]
+        x = E.load_esc50(root, test_fold=2, max_length=32)["x_test"][1]
         back = w if rate == 16000 else resample(w, rate, 16000)
         assert torch.isfinite(x).all()
         torch.testing.assert_close(x, A.fbank(back, 16000, max_length=32, mean=A.ESC50_MEAN, std=A.ESC50_STD))
@@ -428,7 +429,7 @@ def test_broken_wav_raises_naming_the_file(kind, esc50, tmp_path):
     root = shutil.copytree(esc50[0], tmp_path / "ESC-50")
     _broken(kind, root / "audio" / VICTIM)
     with pytest.raises(ValueError, match=VICTIM):
-        A.load_esc50(root, test_fold=2, max_length=32)
+        E.load_esc50(root, test_fold=2, max_length=32)
     if kind != "too_short":  # a short clip is a valid WAV: only fbank refuses it
         with pytest.raises(ValueError, match=VICTIM):
             A.read_wav(root / "audio" / VICTIM)
@@ -446,7 +447,7 @@ def test_odd_sample_rate_is_refused_before_the_resampler_runs(esc50, tmp_path, m
     root = shutil.copytree(esc50[0], tmp_path / "ESC-50")
     wavfile.write(root / "audio" / VICTIM, 32001, np.zeros(16000, np.int16))
     with pytest.raises(ValueError, match=f"{VICTIM}.*32001"):
-        A.load_esc50(root, test_fold=2, max_length=32)
+        E.load_esc50(root, test_fold=2, max_length=32)
 
 
 def test_a_truncated_jpeg_raises_naming_the_file(tmp_path):

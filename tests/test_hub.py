@@ -173,7 +173,7 @@ def test_a_run_names_an_ast_teacher_on_the_hub_and_transformers_loads_its_studen
     t_params = _jitter(mkd.init_params(t_cfg), seed=2)
     sd = mkd.export.hf_ast_state_dict(t_params, t_cfg)
     config = mkd.export.hf_ast_config(t_cfg)
-    from maskedkd.data.audio import SYNTH_MEAN, SYNTH_STD
+    from maskedkd.data.sounds import SYNTH_MEAN, SYNTH_STD
     fill_cache(hub, "someone/tiny-ast", {"config.json": json.dumps(config), "model.safetensors": sd,
                                          "preprocessor_config.json": json.dumps(
                                              {"mean": SYNTH_MEAN, "std": SYNTH_STD, "do_normalize": True})})

@@ -5,7 +5,9 @@ import re
 import pytest
 import torch
 
-from maskedkd.data.audio import SYNTH_MEAN, SYNTH_STD, SpecAugment
+from maskedkd.data.sounds import SYNTH_MEAN, SYNTH_STD
+
+from maskedkd.data.audio import SpecAugment
 from maskedkd.data.loaders import build_data, noisy_labels
 from maskedkd.experiments import TrainConfig, get_config
 from maskedkd.train import run
@@ -144,7 +146,9 @@ def _single_event_clip_as_first_written(label, rng, seconds=1.0):
     out again here: events=1 must draw exactly this."""
     import numpy as np
 
-    from maskedkd.data.audio import SAMPLE_RATE, SOUND_CLASSES, _event
+    from maskedkd.data.audio import SAMPLE_RATE
+
+    from maskedkd.data.sounds import SOUND_CLASSES, _event
     n = int(round(seconds * SAMPLE_RATE))
     m = int(n * rng.uniform(0.3, 0.7))
     start = int(rng.integers(0, n - m + 1))
@@ -166,7 +170,7 @@ def _single_event_clip_as_first_written(label, rng, seconds=1.0):
 def test_one_event_per_clip_draws_the_former_clip_bit_for_bit(label):
     import numpy as np
 
-    from maskedkd.data.audio import render_sound_event
+    from maskedkd.data.sounds import render_sound_event
     for i in range(3):
         new = render_sound_event(label, np.random.default_rng([0, 0, 10 * i + label]), events=1)
         old = _single_event_clip_as_first_written(label, np.random.default_rng([0, 0, 10 * i + label]))
@@ -178,7 +182,7 @@ def test_several_events_repeat_the_class_across_the_clip():
     frequency), and the config option reaches the set's clips."""
     import numpy as np
 
-    from maskedkd.data.audio import render_sound_event
+    from maskedkd.data.sounds import render_sound_event
 
     def bands(x):  # spectral peaks above a tenth of the largest, in 50 Hz bins
         mag = np.abs(np.fft.rfft(x))
@@ -206,7 +210,7 @@ def test_the_test_split_alone_equals_the_eval_batch_of_the_whole_data_set(cfg):
 def test_the_esc50_runs_are_the_ast_recipe_and_carry_nothing_of_the_embedded_sound_regime(tmp_path):
     """audio.sh --full writes its ESC-50 config out in full: the embedded student's label noise, events and batch
     (the embedded sound regime's) must not reach it, and each row and fold gets its own run directory."""
-    from maskedkd.data import audio as A
+    import helpers as H
     from maskedkd.data.audio import ESC50_SPECAUG
     from reproduce.audio import FRACTIONS, esc50_run
     embedded = get_config("sounds_student_nokd")
@@ -220,7 +224,7 @@ def test_the_esc50_runs_are_the_ast_recipe_and_carry_nothing_of_the_embedded_sou
         assert c.lr * 48 / 512 == pytest.approx(1e-5) and (c.freq_mask, c.time_mask) == tuple(ESC50_SPECAUG.values())
         assert (c.teacher_model == "esc50_teacher") == bool(c.teacher)
     assert {c.keep_ratio for c in cfgs if c.teacher} == {1.0, *FRACTIONS}
-    root = A.write_esc50_fixture(tmp_path / "ESC-50", classes=(0, 1), clips_per_fold=1, seconds=0.5)
+    root = H.write_esc50_fixture(tmp_path / "ESC-50", classes=(0, 1), clips_per_fold=1, seconds=0.5)
     data = build_data(esc50_run(str(root), 3, tmp_path).replace(batch_size=2))
     assert data.num_classes == 50
 
@@ -231,9 +235,9 @@ def test_a_sound_split_is_made_once_then_read_from_the_cache_bit_for_bit(tmp_pat
     another entry; a damaged or mislabelled file raises naming it instead of feeding a run wrong clips."""
     from safetensors.torch import save_file
 
-    from maskedkd.data import audio, loaders
+    from maskedkd.data import loaders, sounds
     monkeypatch.setenv("MASKEDKD_CACHE", str(tmp_path))
-    fresh = audio.synthetic_sound_events(n_train=12, n_test=6, seed=0, events=2)
+    fresh = sounds.synthetic_sound_events(n_train=12, n_test=6, seed=0, events=2)
     x, y = loaders.sound_split("train", 12, 2)
     assert torch.equal(x, fresh["x_train"]) and torch.equal(y, fresh["y_train"])
     xt, yt = loaders.sound_split("test", 6, 2)
@@ -243,7 +247,7 @@ def test_a_sound_split_is_made_once_then_read_from_the_cache_bit_for_bit(tmp_pat
 
     def made(**kw):
         raise RuntimeError(f"made {kw}")
-    monkeypatch.setattr(audio, "synthetic_sound_events", made)
+    monkeypatch.setattr(sounds, "synthetic_sound_events", made)
     again = loaders.sound_split("train", 12, 2)  # read back, nothing made
     assert torch.equal(again[0], x) and torch.equal(again[1], y)
     for split, n, events in [("train", 13, 2), ("train", 12, 3), ("test", 12, 2)]:

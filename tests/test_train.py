@@ -213,7 +213,7 @@ def test_sound_data_through_the_training_program(tmp_path):
 
 
 def test_esc50_folds_in_the_loader(tmp_path):
-    from maskedkd.data.audio import write_esc50_fixture
+    from helpers import write_esc50_fixture
     from maskedkd.data.loaders import build_data
     write_esc50_fixture(tmp_path / "esc", classes=(0, 3), clips_per_fold=2)
     d = build_data(TrainConfig(**{**FILES, "data": "esc50", "batch_size": 4}, data_path=str(tmp_path / "esc"), fold=2))

@@ -275,7 +275,7 @@ SOUNDS_SEED = 0  # one fixed synthetic sound set for every run
 
 
 def sound_split(split: str, n: int, events: int, seed: int = SOUNDS_SEED) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) of one split of the synthetic sound set (audio.synthetic_sound_events), kept in the data cache
+    """(x, y) of one split of the synthetic sound set (sounds.synthetic_sound_events), kept in the data cache
     (cache.cache_dir()/data) once made, instead of remaking its fbanks in every training process of a table. A
     clip depends on (seed, split, index) alone, so a split is cached by its size; the key also holds the generator's
     source and the torch, torchaudio and numpy versions that shape the fbank, so a change to any of them makes a new
@@ -290,10 +290,10 @@ def sound_split(split: str, n: int, events: int, seed: int = SOUNDS_SEED) -> tup
     from safetensors.torch import load_file, save_file
 
     from ..checkpoint import atomic_write
-    from . import audio
+    from . import audio, sounds
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}: expected 'train' or 'test'")
-    source = hashlib.sha256(Path(audio.__file__).read_bytes()).hexdigest()
+    source = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (sounds, audio))).hexdigest()
     key = hashlib.sha256(json.dumps([source, torch.__version__, torchaudio.__version__, numpy.__version__]).encode())
     path = cache_dir() / "data" / f"sounds-{split}-n{n}-events{events}-seed{seed}-{key.hexdigest()[:12]}.safetensors"
     if path.is_file():
@@ -306,7 +306,7 @@ def sound_split(split: str, n: int, events: int, seed: int = SOUNDS_SEED) -> tup
             raise ValueError(f"sound-set cache file {path} holds x {tuple(x.shape)} {x.dtype}, y {tuple(y.shape)} "
                              f"{y.dtype}, not the {n} clips of its name: delete it to make it again")
         return x, y
-    t = audio.synthetic_sound_events(n_train=n if split == "train" else 0, n_test=n if split == "test" else 0,
+    t = sounds.synthetic_sound_events(n_train=n if split == "train" else 0, n_test=n if split == "test" else 0,
                                      seed=seed, events=events)
     x, y = t[f"x_{split}"].contiguous(), t[f"y_{split}"]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +328,7 @@ def build_data(cfg, rank: int = 0, world: int = 1):
     if cfg.data == "digits":
         return DigitsData(cfg, rank, world)
     if cfg.data == "sounds":
-        from .audio import SOUND_CLASSES, SYNTH_MEAN, SYNTH_STD
+        from .sounds import SOUND_CLASSES, SYNTH_MEAN, SYNTH_STD
         x_train, y_train = sound_split("train", cfg.train_size, cfg.events)
         x_test, y_test = sound_split("test", cfg.test_size, cfg.events)
         t = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
@@ -336,7 +336,8 @@ def build_data(cfg, rank: int = 0, world: int = 1):
             t = {**t, "y_train": noisy_labels(t["y_train"], cfg.label_noise, SOUNDS_SEED, len(SOUND_CLASSES))}
         return TensorData(cfg, t, len(SOUND_CLASSES), rank, world, mask_value=-SYNTH_MEAN / (2 * SYNTH_STD))
     if cfg.data == "esc50":
-        from .audio import ESC50_MEAN, ESC50_STD, load_esc50
+        from .audio import ESC50_MEAN, ESC50_STD
+        from .esc50 import load_esc50
         if not cfg.data_path:
             raise ValueError("data=esc50 needs data_path=/path/to/ESC-50 (with audio/ and meta/esc50.csv)")
         return TensorData(cfg, load_esc50(cfg.data_path, test_fold=cfg.fold), 50, rank, world,
