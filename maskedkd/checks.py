@@ -128,6 +128,8 @@ def parse_text(kind: type, text: str, name: str, source: str | None = None):
         raise InputError(f"{_where(name, source)}={text!r} must be an integer")
     if kind is float:
         try:
+            if "_" in t:  # Python's float() reads 1_0 as 10
+                raise ValueError
             return float(t)
         except ValueError:
             raise InputError(f"{_where(name, source)}={text!r} must be a number") from None

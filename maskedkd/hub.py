@@ -16,13 +16,14 @@
   std of the fbank, in the AST convention `(x - mean) / (2 std)`).
 
 Nothing is downloaded unless a user names a model. Offline (`HF_HUB_OFFLINE=1`, or no network) a model that is not in
-the cache raises, naming it and the cache folder. The cache is the libraries' own: `HF_HUB_CACHE`, else `HF_HOME/hub`,
-else `~/.cache/huggingface/hub`, read when a model is loaded (`hub_cache`).
+the cache raises, naming it and the cache folder. The cache is the libraries' own (huggingface_hub's
+`constants.HF_HUB_CACHE`: `HF_HUB_CACHE`, `HF_HOME/hub`, `XDG_CACHE_HOME`, ...), unless a caller passes `cache_dir`.
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,12 +44,9 @@ def is_hub_name(ref) -> bool:
 
 
 def hub_cache() -> Path:
-    """The Hugging Face cache the libraries use, read now (HF_HUB_CACHE, HF_HOME/hub, or ~/.cache/huggingface/hub)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
+    """The Hugging Face cache the libraries read and fill (huggingface_hub's own setting, looked up now)."""
+    from huggingface_hub import constants
+    return Path(constants.HF_HUB_CACHE)
 
 
 @dataclass(frozen=True)
@@ -70,25 +68,31 @@ def _fetch(name: str, what, cache: Path):
     try:
         return what()
     except (OSError, RuntimeError) as e:  # LocalEntryNotFoundError is an OSError; timm's unknown model a RuntimeError
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        if isinstance(e, RuntimeError) and not str(e).startswith("Unknown model"):
+            raise  # a model that was found but does not load is no cache miss
+        from huggingface_hub import constants
+        offline = constants.is_offline_mode()
         raise HubError(f"{name}: could not be read from the hub cache {cache}{' (HF_HUB_OFFLINE is set)' * offline}: "
                        f"{type(e).__name__}: {str(e)[:300]}. Run once with network access to fill the cache, or point "
                        f"HF_HUB_CACHE at a cache that holds it") from e
 
 
-def _download(repo: str, filename: str, cache: Path, name: str) -> Path:
+def _download(repo: str, filename: str, cache: Path | None, name: str) -> Path:
     from huggingface_hub import hf_hub_download
-    return Path(_fetch(name, lambda: hf_hub_download(repo, filename, cache_dir=str(cache)), cache))
+    return Path(_fetch(name, lambda: hf_hub_download(repo, filename, cache_dir=cache and str(cache)),
+                       cache or hub_cache()))
 
 
-def _timm(model_name: str, name: str, img_size: int | None, cache: Path) -> Pretrained:
+def _timm(model_name: str, name: str, img_size: int | None, cache: Path | None) -> Pretrained:
     try:
         import timm
     except ImportError as e:
         raise HubError(f"{name} is a timm model: pip install timm") from e
     from .from_timm import config_from_timm
     kw = {} if img_size is None else {"img_size": img_size}  # timm resamples the position embedding to it
-    model = _fetch(name, lambda: timm.create_model(model_name, pretrained=True, cache_dir=str(cache), **kw), cache)
+    if cache is not None:
+        kw["cache_dir"] = str(cache)
+    model = _fetch(name, lambda: timm.create_model(model_name, pretrained=True, **kw), cache or hub_cache())
     cfg = config_from_timm(model)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     pc = getattr(model, "pretrained_cfg", {}) or {}
@@ -96,7 +100,7 @@ def _timm(model_name: str, name: str, img_size: int | None, cache: Path) -> Pret
     return Pretrained(cfg.replace(name=model_name.removeprefix("hf-hub:")), params, norm, name)
 
 
-def _hf_ast(repo: str, name: str, config: dict, cache: Path) -> Pretrained:
+def _hf_ast(repo: str, name: str, config: dict, cache: Path | None) -> Pretrained:
     if config.get("hidden_act", "gelu") != "gelu" or not config.get("qkv_bias", True):
         raise HubError(f"{name}: an AST with hidden_act={config.get('hidden_act')!r}, "
                        f"qkv_bias={config.get('qkv_bias')!r}; maskedkd reads GELU with qkv bias")
@@ -109,27 +113,33 @@ def _hf_ast(repo: str, name: str, config: dict, cache: Path) -> Pretrained:
                      norm_eps=config.get("layer_norm_eps", 1e-12)).replace(name=repo)
     try:
         weights = _download(repo, "model.safetensors", cache, name)
-    except HubError:
-        weights = _download(repo, "pytorch_model.bin", cache, name)
+    except HubError as first:
+        try:
+            weights = _download(repo, "pytorch_model.bin", cache, name)
+        except HubError as second:
+            raise HubError(f"{name}: neither model.safetensors nor pytorch_model.bin could be read ({first}; "
+                           f"{second})") from second
     params = checkpoint.load_checkpoint(weights, cfg, source=f"{name} ({weights})")
     norm = None
     try:
         pre = json.loads(_download(repo, "preprocessor_config.json", cache, name).read_text())
+    except HubError as e:  # the repository may hold none, or the cache may lack it: say so, do not guess
+        warnings.warn(f"{name}: no preprocessor_config.json ({str(e)[:200]}): its input normalisation is unknown, so "
+                      f"a run feeds it the data's own normalisation unchanged")
+    else:
         if pre.get("do_normalize", True) and "mean" in pre and "std" in pre:
             norm = ((float(pre["mean"]),), (2 * float(pre["std"]),))  # AST: (fbank - mean) / (2 std)
-    except HubError:
-        pass  # no preprocessor file: the normalisation is not known
     return Pretrained(cfg, params, norm, name)
 
 
 def load_pretrained(name: str, *, img_size: int | None = None, cache_dir: str | os.PathLike | None = None
                     ) -> Pretrained:
     """A model named `timm:NAME` or `hf-hub:REPO` -> Pretrained(cfg, params, norm, name), read through the libraries'
-    own download and cache (cache_dir: another cache folder; default hub_cache()). img_size (timm models) resamples
+    own download and cache (cache_dir: another cache folder; default: the libraries' own, hub_cache()). img_size (timm models) resamples
     the position embedding to another input size, as timm.create_model(img_size=) does."""
     if not is_hub_name(name):
         raise HubError(f"{name!r} names no hub model: expected timm:NAME (a timm pretrained tag) or hf-hub:REPO")
-    cache = Path(cache_dir) if cache_dir else hub_cache()
+    cache = Path(cache_dir) if cache_dir else None  # None: the libraries' own cache
     if name.startswith("timm:"):
         return _timm(name[len("timm:"):], name, img_size, cache)
     repo = name[len("hf-hub:"):]

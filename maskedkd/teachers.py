@@ -17,7 +17,7 @@ import torch
 from .checkpoint import load_checkpoint, read_state_dict
 from .data.cache import cache_dir
 from .hub import is_hub_name, load_pretrained
-from .experiments import TrainConfig, check_runnable, config_hash, get_config, model_config
+from .experiments import TrainConfig, config_hash, get_config, model_config
 from .select import keep_count, keep_schedule
 from .view import TeacherView
 
@@ -137,8 +137,7 @@ def kept_per_epoch(cfg: TrainConfig, num_patches: int) -> tuple[int | None, ...]
 def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> TeacherView | None:
     """The TeacherView of a run (None: no distillation): the kept count from num_keep or keep_ratio (keep_count),
     or per epoch from keep_schedule; criterion, scorer, adaptive budget or ToMe merging as configured."""
-    if not cfg.teacher:  # with options that describe one: refused by experiments.check_runnable
-        check_runnable(cfg)
+    if not cfg.teacher:  # options that describe one without it: refused by experiments.check_runnable (run)
         return None
     img, norm = cfg.img_size or None, data_norm(cfg.data)
     t_cfg, params, t_norm = load_model(cfg.teacher, cfg.teacher_model, num_classes, img, device, "teacher", cfg.data)

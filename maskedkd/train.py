@@ -344,10 +344,10 @@ def run(cfg: TrainConfig, final_params_path: Path | None = None) -> dict:
                "teacher": view.cfg.name if view else None, "kernels": kernels()}
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        write_student(params, s_model, out, student_card(cfg, summary, view))
-        if final_params_path is not None:
+        if final_params_path is not None:  # a cached teacher first: what a later run reads
             save_params(params, final_params_path, metadata={"config_hash": h,
                                                              "final_acc": str(summary["final_acc"])})
+        write_student(params, s_model, out, student_card(cfg, summary, view))
         log.close()
     return summary
 

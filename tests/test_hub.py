@@ -39,8 +39,10 @@ def _jitter(params, seed=0):
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
+    """A fresh Hugging Face cache folder, set where huggingface_hub reads its own setting."""
+    from huggingface_hub import constants
     cache = tmp_path / "hf-cache"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     return cache
 
 
@@ -79,7 +81,6 @@ def test_a_preset_beside_a_hub_teacher_must_describe_it(hub):
     assert cfg.name == "deit_tiny_patch16_224.fb_in1k"
     with pytest.raises(ValueError, match=r"is not the teacher_model='deit_small_patch16_224'.*'embed_dim': \(192, 384\)"):
         load_model("timm:deit_tiny_patch16_224.fb_in1k", "deit_small_patch16_224", 1000, None, cpu, "teacher")
-    assert TrainConfig(teacher="hf-hub:MIT/ast-finetuned-audioset-10-10-0.4593", num_keep=8).teacher_model == ""
 
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
@@ -173,13 +174,27 @@ def test_a_run_names_an_ast_teacher_on_the_hub_and_transformers_loads_its_studen
     t_params = _jitter(mkd.init_params(t_cfg), seed=2)
     sd = mkd.export.hf_ast_state_dict(t_params, t_cfg)
     config = mkd.export.hf_ast_config(t_cfg)
+    from maskedkd.data.audio import AUDIOSET_MEAN, AUDIOSET_STD
     from maskedkd.data.sounds import SYNTH_MEAN, SYNTH_STD
     fill_cache(hub, "someone/tiny-ast", {"config.json": json.dumps(config), "model.safetensors": sd,
-                                         "preprocessor_config.json": json.dumps(
-                                             {"mean": SYNTH_MEAN, "std": SYNTH_STD, "do_normalize": True})})
+                                         "preprocessor_config.json": json.dumps(  # AudioSet's: not the sound set's
+                                             {"mean": AUDIOSET_MEAN, "std": AUDIOSET_STD, "do_normalize": True})})
     pre = mkd.load_pretrained("hf-hub:someone/tiny-ast")
-    assert pre.cfg.replace(name="x") == t_cfg.replace(name="x") and pre.norm == ((SYNTH_MEAN,), (2 * SYNTH_STD,))
+    assert pre.cfg.replace(name="x") == t_cfg.replace(name="x") and pre.norm == ((AUDIOSET_MEAN,), (2 * AUDIOSET_STD,))
     assert all(torch.equal(pre.params[k], t_params[k]) for k in t_params)
+    # the run folds the difference into the patch embedding: on the sound set's input the folded teacher gives the
+    # hub model's logits on the same fbank normalised as it was trained
+    from maskedkd.teachers import data_norm, fold_input_norm
+    folded = fold_input_norm(pre.params, data_norm("sounds"), pre.norm)
+    x = torch.randn(2, 100, 128)
+    fb = x * 2 * SYNTH_STD + SYNTH_MEAN
+    with torch.no_grad():
+        torch.testing.assert_close(mkd.forward(folded, x, pre.cfg),
+                                   mkd.forward(pre.params, (fb - AUDIOSET_MEAN) / (2 * AUDIOSET_STD), pre.cfg),
+                                   rtol=1e-4, atol=1e-4)
+    fill_cache(hub, "someone/ast-without-preprocessor", {"config.json": json.dumps(config), "model.safetensors": sd})
+    with pytest.warns(UserWarning, match="its input normalisation is unknown"):
+        assert mkd.load_pretrained("hf-hub:someone/ast-without-preprocessor").norm is None
     out = tmp_path / "run"
     s = run(TrainConfig(data="sounds", model="sounds_student", train_size=32, test_size=16, batch_size=16, epochs=1,
                         compile=False, threads=1, drop_path=0.0, lr=1e-3, teacher="hf-hub:someone/tiny-ast",

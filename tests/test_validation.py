@@ -36,6 +36,11 @@ T = mkd.ViTConfig(img_size=16, patch_size=4, in_chans=1, num_classes=5, embed_di
     ("precision=fp16", r"precision='fp16' must be one of"),
     ("model=deit_tiny", "model='deit_tiny' is not a known model"),
     ("epochs=3 epochs=5", "epochs is given twice"),
+    ("lr=1_0", "lr='1_0' must be a number"),  # float() reads it as 10
+    ("model=", "model='' is not a known model"),
+    ("teacher=cache:digits_teacher num_keep=8 kd_kind=hard temperature=2", r"\{'temperature': 2\.0\} would be ignored"),
+    ("feature_weight=2", r"\{'feature_weight': 2\.0\} would be ignored"),
+    ("teacher=cache:digits_teacher num_keep=8 adaptive_mass=0.5 kd_kind=manifold", "kd_kind='manifold' distils"),
 ])
 def test_a_bad_command_line_value_is_refused_naming_it(override, why):
     with pytest.raises(InputError, match=why):
@@ -66,6 +71,8 @@ def test_file_values_are_coerced_strictly_and_errors_name_the_file(tmp_path):
              '{"epochs": 3, "epoch": 4}': r"c\.json: unknown config fields \['epoch'\]",
              '{"batch_aug": "maybe"}': r"c\.json: batch_aug='maybe' must be true or false",
              '{"teacher": 5}': r"c\.json: teacher=5 must be text",
+             '{"epochs": 3, "epochs": 4}': r"c\.json gives \['epochs'\] twice",  # json.loads kept the last
+             '{"teacher": " cache:x"}': r"c\.json: teacher=' cache:x' starts or ends with a space",
              '{"data": "sounds", "copies": 3}': r"c\.json: copies=3 applies to data digits only"}
     for text, why in cases.items():
         p.write_text(text)
@@ -79,6 +86,9 @@ def test_file_values_are_coerced_strictly_and_errors_name_the_file(tmp_path):
     py.write_text("from maskedkd.experiments import TrainConfig\nCONFIG = TrainConfig(epochs=0)\n")
     with pytest.raises(InputError, match=r"bad\.py: epochs=0 must lie"):
         get_config(str(py))
+    py.write_text("raise ValueError('my own check')\n")
+    with pytest.raises(InputError, match=r"bad\.py raised ValueError: my own check"):
+        get_config(str(py))
 
 
 def test_every_field_declares_its_kind_and_what_it_takes():
@@ -89,8 +99,8 @@ def test_every_field_declares_its_kind_and_what_it_takes():
         assert f"| {f.name} | {f.type} |" in table
         if f.type in ("int", "float"):
             assert isinstance(f.metadata["within"], str), f.name  # an interval for every number
-        # the default is valid for its own declaration (TrainConfig() builds)
-    assert TrainConfig() == TrainConfig()
+    assert "| model | str | 'deit_tiny_patch16_224' | a known model |" in table
+    assert "| teacher_model | str | '' | a known model, or '' |" in table
 
 
 def test_numpy_numbers_are_numbers_and_bools_are_not():
@@ -109,6 +119,7 @@ def test_combinations_are_refused_in_one_place():
              (dict(keep_schedule="25:75", num_keep=8), "both set"),
              (dict(adaptive_mass=0.5), "adaptive_mass=0.5 keeps the top"),
              (dict(teacher="t.pt"), "teacher='t.pt' is a checkpoint path: it needs teacher_model"),
+             (dict(teacher="teacher"), "teacher='teacher' is a checkpoint path"),  # 'teacher' names a scorer only
              (dict(teacher="t.pt", teacher_model="digits_teacher", scorer="s.pt"), "scorer='s.pt' is a checkpoint"),
              (dict(teacher_tome_r=4, num_keep=8), "teacher_tome_r=4 merges tokens"),
              (dict(criterion="random"), "choose the patches to keep, but the teacher sees every patch"),

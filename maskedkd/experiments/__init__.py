@@ -34,6 +34,8 @@ def get_config(name_or_path: str) -> TrainConfig:
             spec.loader.exec_module(mod)
         except InputError as e:
             raise InputError(f"config file {path}: {e}") from None
+        except Exception as e:  # the file's own code failed: name the file, keep the traceback
+            raise InputError(f"config file {path} raised {type(e).__name__}: {e}") from e
         if not isinstance(getattr(mod, "CONFIG", None), TrainConfig):
             raise InputError(f"config file {path} defines no CONFIG = TrainConfig(...)")
         return mod.CONFIG

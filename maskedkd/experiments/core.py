@@ -63,13 +63,19 @@ def _run_name(v: str):
     return None if v and "/" not in v else "must be a non-empty name without '/' (runs/NAME is its folder)"
 
 
-def _model_name(v: str):
-    if not v:
-        return None
-    from ..ast import AST_PRESETS  # noqa: F401  (the sound models above are built through it)
-    from ..config import MAE_PRESETS, PRESETS
-    known = set(MODELS) | set(PRESETS) | set(MAE_PRESETS)
-    return None if v in known else f"is not a known model; known models: {sorted(known)}"
+_run_name.takes = "a name without '/'"
+
+
+def _known_model(optional: bool):
+    """A text field's check: a model of MODELS or a preset (config.PRESETS, MAE_PRESETS); '' too where optional."""
+    def check(v: str):
+        if optional and not v:
+            return None
+        from ..config import MAE_PRESETS, PRESETS
+        known = set(MODELS) | set(PRESETS) | set(MAE_PRESETS)
+        return None if v in known else f"is not a known model; known models: {sorted(known)}"
+    check.takes = "a known model" + (", or ''" if optional else "")
+    return check
 
 
 DATA_SOURCES = ("digits", "imagefolder", "sounds", "esc50")
@@ -114,7 +120,7 @@ class TrainConfig:
     repeated_aug: int = opt(3, "[1, inf)", "imagefolder: repeated-augmentation count")
     num_workers: int = opt(8, "[0, inf)", "DataLoader worker processes")
     # student
-    model: str = opt("deit_tiny_patch16_224", _model_name, "the student model")
+    model: str = opt("deit_tiny_patch16_224", _known_model(False), "the student model")
     drop_path: float = opt(0.1, "[0, 1)", "the stochastic-depth rate of the last block")
     init: str = opt("", None, "the student's starting weights: '' (fresh) or a file for checkpoint.load_init")
     # the recipe fine-tunes a pre-trained file: refuse to start without init (a pre-trained MAE encoder, G2SD's
@@ -124,7 +130,7 @@ class TrainConfig:
     # through timm's / huggingface_hub's cache, maskedkd.hub), a checkpoint path with teacher_model, or "cache:NAME"
     # (an embedded teacher config, trained once and cached; the committed artefact is used when it matches)
     teacher: str = opt("", None, "'' (no distillation), timm:NAME, hf-hub:REPO, a checkpoint path, or cache:NAME")
-    teacher_model: str = opt("", _model_name, "the preset of a teacher given as a checkpoint path")
+    teacher_model: str = opt("", _known_model(True), "the preset of a teacher given as a checkpoint path")
     num_keep: int = opt(0, "[0, inf)", "patches the teacher sees; 0: from keep_ratio")
     keep_ratio: float = opt(1.0, "(0, 1]", "the teacher's share of the patches; 1.0: all, plain logit KD")
     keep_schedule: str = opt("", None, "'A:B' (percent, linear) or '100*3,50' (percent*epochs phases)")
@@ -134,7 +140,7 @@ class TrainConfig:
     # whose CLS attention ranks the patches: "student" (MaskedKD), "teacher" (its own attention, an extra pass),
     # or a fixed model: "cache:NAME" (an embedded config, trained once) or a checkpoint path with scorer_model
     scorer: str = opt("student", None, "'student', 'teacher', timm:NAME, hf-hub:REPO, cache:NAME or a checkpoint path")
-    scorer_model: str = opt("", _model_name, "the preset of a scorer given as a checkpoint path")
+    scorer_model: str = opt("", _known_model(True), "the preset of a scorer given as a checkpoint path")
     student_keep: int = opt(0, "[0, inf)", "the opposite ablation: the student trains on this many random patches")
     kd_weight: float = opt(0.5, "[0, 1]", "the distillation term's share of the loss")
     temperature: float = opt(1.0, "(0, inf)", "the distillation softmax temperature")
@@ -195,6 +201,8 @@ def check_field(f: dataclasses.Field, value, source: str | None = None):
         return checks.as_choice(value, f.name, within, meaning, source)
     value = checks.as_text(value, f.name, meaning, source)
     why = within(value) if callable(within) else None
+    if value != value.strip():
+        why = "starts or ends with a space"
     if why:
         raise checks.InputError(f"{f'{source}: ' if source else ''}{f.name}={value!r} {why}")
     return value
@@ -207,8 +215,7 @@ def field_table() -> str:
     for f in dataclasses.fields(TrainConfig):
         w = f.metadata["within"]
         takes = (" / ".join(w) if isinstance(w, tuple) else w if isinstance(w, str) else
-                 "true / false" if f.type == "bool" else "a known name" if callable(w) and f.name != "name" else
-                 "a name without '/'" if callable(w) else "text")
+                 "true / false" if f.type == "bool" else getattr(w, "takes", "text"))
         rows.append(f"| {f.name} | {f.type} | {f.default!r} | {takes} | {f.metadata['meaning']} |")
     return "\n".join(rows)
 
@@ -255,7 +262,7 @@ def check_combinations(cfg: TrainConfig) -> None:
             continue  # a template's teacher comes from the command line (check_runnable)
         if ref.startswith(("timm:", "hf-hub:")):
             continue  # a hub model brings its config; a preset beside it must describe it (teachers.load_model)
-        if ref in ("student", "teacher"):
+        if role == "scorer" and ref in ("student", "teacher"):
             if model:
                 bad(f"{role}_model={model!r} names the preset of a {role} given as a checkpoint path; {role}={ref!r} "
                     f"brings its own model")
@@ -285,6 +292,17 @@ def check_combinations(cfg: TrainConfig) -> None:
     check_criterion_name(cfg.criterion)
     if cfg.student_keep and masked:
         bad(f"student_keep={cfg.student_keep} masks the student; the teacher's {counts} mask the teacher: not both")
+    if cfg.kd_kind in ("manifold", "attention") and (cfg.adaptive_mass or cfg.teacher_tome_r or cfg.student_keep):
+        bad(f"kd_kind={cfg.kd_kind!r} distils features of the kept patches; it cannot combine with adaptive_mass="
+            f"{cfg.adaptive_mass}, teacher_tome_r={cfg.teacher_tome_r} or student_keep={cfg.student_keep}")
+    ignored = {k: getattr(cfg, k) for k in ("temperature", "kl_reduction") if cfg.kd_kind == "hard"
+               and getattr(cfg, k) != _DEFAULTS[k]}
+    if cfg.kd_kind not in ("manifold", "attention") and cfg.feature_weight != _DEFAULTS["feature_weight"]:
+        ignored["feature_weight"] = cfg.feature_weight
+    if ignored:
+        bad(f"{ignored} would be ignored with kd_kind={cfg.kd_kind!r} (hard distillation has no softmax temperature "
+            f"or KL; feature_weight weighs a manifold or attention term)")
+
 
 # TrainConfig fields that do not change the trained weights
 NOT_HASHED = frozenset({"out_dir", "resume", "overwrite", "ckpt_every", "log_every", "threads", "num_workers",
@@ -330,8 +348,14 @@ def config_from_json(path: str | Path) -> TrainConfig:
         text = path.read_text()
     except OSError as e:
         raise checks.InputError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    def no_repeats(pairs):
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise checks.InputError(f"config file {path} gives {twice} twice: give each key once")
+        return dict(pairs)
     try:
-        rec = json.loads(text)
+        rec = json.loads(text, object_pairs_hook=no_repeats)
     except json.JSONDecodeError as e:
         raise checks.InputError(f"config file {path} is not valid JSON: {e.msg} at line {e.lineno} column "
                                 f"{e.colno}{' (the file is empty)' if not text.strip() else ''}") from None

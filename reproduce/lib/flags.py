@@ -8,26 +8,27 @@ import argparse
 from maskedkd import checks
 
 
+def _typed(kind: type, what: str, within: str):
+    def parse(text: str):
+        try:
+            value = checks.parse_text(kind, text, "value")
+        except checks.InputError:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {what}") from None
+        if value not in checks.interval(within):
+            raise argparse.ArgumentTypeError(f"{text!r}: must lie in {within}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
 def integer(within: str = "[1, inf)"):
     """An argparse type: an integer inside `within` ("[1, inf)": at least one)."""
-    def parse(text: str) -> int:
-        try:
-            return checks.as_int(checks.parse_text(int, text, "value"), "value", within)
-        except checks.InputError as e:
-            raise argparse.ArgumentTypeError(f"{text!r}: {str(e).split(' ', 1)[1]}") from None
-    parse.__name__ = "integer"  # argparse names the type in its message
-    return parse
+    return _typed(int, "an integer", within)
 
 
 def number(within: str = "(0, inf)"):
     """An argparse type: a number inside `within`."""
-    def parse(text: str) -> float:
-        try:
-            return float(checks.as_number(checks.parse_text(float, text, "value"), "value", within))
-        except checks.InputError as e:
-            raise argparse.ArgumentTypeError(f"{text!r}: {str(e).split(' ', 1)[1]}") from None
-    parse.__name__ = "number"
-    return parse
+    return _typed(float, "a number", within)
 
 
 def int_list(within: str = "[0, inf)"):
