@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -48,8 +49,19 @@ def interleaved(fns: dict, iters: int, device) -> dict[str, float]:
 
 
 def machine() -> dict:
+    """The one description of the machine and versions every benchmark and results file records."""
+    import einops
+    import numpy
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                     "")
+    except OSError:
+        pass
     d = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
-         platform.machine(), "threads": torch.get_num_threads()}
+         platform.machine(), "threads": torch.get_num_threads(), "cpu_model": model or platform.processor() or
+         platform.machine(), "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
+         "numpy": numpy.__version__, "einops": einops.__version__}
     if torch.cuda.is_available():
         d["gpu"] = torch.cuda.get_device_name()
     return d

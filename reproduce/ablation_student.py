@@ -11,15 +11,10 @@ teacher does not (ImageNet values read from its plot beside ours). MaskedKD runs
 """
 from __future__ import annotations
 
-import csv
-import time
-from pathlib import Path
-
-from reproduce.lib import full
-from reproduce.lib import embedded
-from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
-
-from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
+from reproduce.lib import driver, full
+from reproduce.lib.driver import accs, by_row
+from reproduce.lib.embedded import student_run
+from reproduce.lib.runner import fmt_pm, mean_std
 
 KEEPS = [64, 48, 32, 20, 12]  # of 64 patches
 # read from the paper's plot at 196 / 140 / 100 / 60 / 30 of 196 patches [docs/paper.md#ablations]
@@ -42,36 +37,45 @@ def full_main(argv):
     return full.analysis("ablation_student", "Masking the student instead of the teacher", runs, argv)
 
 
-def main(argv=None):
-    args = parse_or_full(parser(__doc__), argv, full_main)
-    if args is None:
-        return
-    mode = mode_of(args)
+def rows(mode, seeds):
     keeps = [64, 32] if mode == "smoke" else KEEPS
-    seeds, _ = plan(mode)
-    t0 = time.time()
-    teacher_side = [student_run(mode, s, k) for k in keeps for s in seeds]
-    student_side = [student_run(mode, s, None, student_keep=k) if k < 64 else student_run(mode, s, None)
-                    for k in keeps for s in seeds]
-    sums = run_all(teacher_side + student_side, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh,
-                   desc="student-masking ablation")
-    cfgs = teacher_side + student_side
-    labels = {row_id(c): (f"student masked, {c.student_keep} of 64" if c.student_keep else
-                          f"teacher masked, {c.num_keep} of 64" if c.num_keep else "logit KD, 64 of 64") for c in cfgs}
-    paper = {row_id(c): str(PAPER_STUDENT_MASKED[c.student_keep] if c.student_keep else
-                            PAPER_TEACHER_MASKED[c.num_keep or 64]) for c in cfgs}
-    data = embedded.record("ablation_student", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(cfgs, sums)],
-                           labels, Path(args.out), paper=paper,
-                           paper_column="paper (ImageNet, DeiT-S -> DeiT-Ti, x mapped to 64ths)")
-    n = len(seeds)
-    acc = lambda block, i: [s["final_acc"] for s in block[i * n:(i + 1) * n]]  # noqa: E731
-    t_runs, s_runs = sums[:len(teacher_side)], sums[len(teacher_side):]
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    teacher_side = [(f"teacher masked, {k} of 64" if k < 64 else "logit KD, 64 of 64",
+                     [student_run(mode, s, k) for s in seeds]) for k in keeps]
+    student_side = [(f"student masked, {k} of 64", [student_run(mode, s, None, student_keep=k) for s in seeds])
+                    for k in keeps if k < 64]
+    return teacher_side + student_side
+
+
+def paper(rid, label=""):
+    k = int(rid[len("studentkeep"):]) if rid.startswith("studentkeep") else 64 if rid == "kd" else int(rid[4:])
+    return str(PAPER_STUDENT_MASKED[k] if rid.startswith("studentkeep") else PAPER_TEACHER_MASKED[k])
+
+
+def curves(data):
+    """keep count -> (students of the masked-teacher runs, students trained on that many random patches); at 64 both
+    are logit KD."""
+    runs = by_row(data)
+    keeps = [64 if rid == "kd" else int(rid[4:]) for rid in runs if not rid.startswith("studentkeep")]
+    return {k: (accs(runs["kd" if k == 64 else f"keep{k}"]), accs(runs["kd" if k == 64 else f"studentkeep{k}"]))
+            for k in keeps}
+
+
+def table(data):
+    lines = ["| patches kept (of 64) | teacher masked: student acc (%) | student masked: student acc (%) | "
+             "paper teacher / student masked (ImageNet) |", "|---|---|---|---|"]
+    csv_rows = [["num_keep", "teacher_masked_mean", "teacher_masked_std", "student_masked_mean", "student_masked_std"]]
+    for k, (t, s) in curves(data).items():
+        lines.append(f"| {k} | {fmt_pm(t)} | {fmt_pm(s)} | {PAPER_TEACHER_MASKED[k]} / {PAPER_STUDENT_MASKED[k]} |")
+        csv_rows.append([k, *mean_std(t), *mean_std(s)])
+    return lines, csv_rows
+
+
+def figure(data, path):
+    plt = driver.plot()
+    c = curves(data)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(keeps, [100 * mean_std(acc(t_runs, i))[0] for i in range(len(keeps))], "o-", label="teacher masked (MaskedKD)")
-    a.plot(keeps, [100 * mean_std(acc(s_runs, i))[0] for i in range(len(keeps))], "s--", label="student masked")
+    a.plot(list(c), [100 * mean_std(t)[0] for t, _ in c.values()], "o-", label="teacher masked (MaskedKD)")
+    a.plot(list(c), [100 * mean_std(s)[0] for _, s in c.values()], "s--", label="student masked")
     a.set_title("embedded digits (64 patches)", fontsize=9)
     b.plot(list(PAPER_TEACHER_MASKED), list(PAPER_TEACHER_MASKED.values()), "o-", label="teacher masked (MaskedKD)")
     b.plot(list(PAPER_STUDENT_MASKED), list(PAPER_STUDENT_MASKED.values()), "s--", label="student masked")
@@ -80,28 +84,13 @@ def main(argv=None):
         ax.invert_xaxis(), ax.set_xlabel("patches seen by the masked model (of 64)"), ax.set_ylabel("student acc (%)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "ablation_student.png", dpi=120)
-    lines = [machine_header("Masking the student instead of the teacher (docs/paper.md#ablations)", seeds=seeds,
-                            wall_s=time.time() - t0, extra=f"mode: {mode}"),
-             "| patches kept (of 64) | teacher masked: student acc (%) | student masked: student acc (%) | "
-             "paper teacher / student masked (ImageNet) |", "|---|---|---|---|"]
-    rows = []
-    for i, k in enumerate(keeps):
-        lines.append(f"| {k} | {fmt_pm(acc(t_runs, i))} | {fmt_pm(acc(s_runs, i))} | "
-                     f"{PAPER_TEACHER_MASKED[k]} / {PAPER_STUDENT_MASKED[k]} |")
-        rows.append([k, *mean_std(acc(t_runs, i)), *mean_std(acc(s_runs, i))])
-    lines += ["", embedded.claims_sentence(data)]
-    (out / "ablation_student.md").write_text("\n".join(lines) + "\n")
-    with open(out / "ablation_student.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["num_keep", "teacher_masked_mean", "teacher_masked_std", "student_masked_mean",
-                    "student_masked_std"])
-        w.writerows(rows)
-    print("\n".join(lines))
-    embedded.finish(args, "ablation_student", ("ablation_student.md", "ablation_student.csv"))
+    fig.savefig(path, dpi=120)
 
+
+SPEC = driver.Spec("ablation_student", "Masking the student instead of the teacher (docs/paper.md#ablations)",
+                   __doc__, rows, table, figure=figure, paper=paper, full=full_main,
+                   paper_column="paper (ImageNet, DeiT-S -> DeiT-Ti, x mapped to 64ths)")
+main = SPEC.main
 
 if __name__ == "__main__":
     main()

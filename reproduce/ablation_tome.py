@@ -11,18 +11,13 @@ MaskedKD runs are shared with figure 2.
 """
 from __future__ import annotations
 
-import csv
-import time
-from pathlib import Path
-
-from reproduce.lib import full
-from reproduce.lib import embedded
-from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
-
 import maskedkd as mkd
 from maskedkd.experiments import MODELS
-from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
 from maskedkd.tome import tome_macs
+from reproduce.lib import driver, full
+from reproduce.lib.driver import accs, by_row, last_teacher
+from reproduce.lib.embedded import student_run
+from reproduce.lib.runner import fmt_pm, mean_std
 
 KEEPS = [48, 32, 26, 16, 8]  # of 64
 # paper, read from its plot (DeiT-S -> DeiT-Ti, ImageNet) [docs/paper.md#ablations]: GFLOPs -> student acc
@@ -59,45 +54,40 @@ def nearest_tome(gmacs: float) -> str:
     return f"{PAPER_TOME[g]} @ {g}"
 
 
-def main(argv=None):
-    args = parse_or_full(parser(__doc__), argv, full_main)
-    if args is None:
-        return
-    mode = mode_of(args)
-    seeds, _ = plan(mode)
+def rows(mode, seeds):
     keeps = KEEPS[1:2] if mode == "smoke" else KEEPS
     t_cfg = MODELS["digits_teacher"]
     rs = [matched_r(t_cfg, mkd.macs(t_cfg, k)) for k in keeps]
-    t0 = time.time()
-    masked = [student_run(mode, s, k) for k in keeps for s in seeds]
-    merged = [student_run(mode, s, None, teacher_tome_r=r) for r in rs for s in seeds]
-    sums = run_all(masked + merged, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh,
-                   desc="ToMe vs masking")
-    cfgs = masked + merged
-    labels = {row_id(c): (f"ToMe teacher, r={c.teacher_tome_r} per block" if c.teacher_tome_r else
-                          f"MaskedKD teacher, {c.num_keep} of 64") for c in cfgs}
-    data = embedded.record("ablation_tome", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(cfgs, sums)],
-                           labels, Path(args.out), paper_column="paper (see the ToMe section)")
-    n = len(seeds)
-    blk = lambda xs, i: xs[i * n:(i + 1) * n]  # noqa: E731
-    m_runs, t_runs = sums[:len(masked)], sums[len(masked):]
-    lines = [machine_header("Token merging vs masking in the teacher (docs/paper.md#ablations)", seeds=seeds,
-                            wall_s=time.time() - t0, extra=f"mode: {mode}; teacher {t_cfg.embed_dim}d x {t_cfg.depth}"),
-             "| teacher | teacher MMACs/img | student acc (%) | teacher acc (%) |", "|---|---|---|---|"]
-    rows, pts = [], {"MaskedKD": [], "ToMe": []}
-    unreachable = []  # keep counts below ToMe's cheapest teacher: their nearest r is the largest one, already listed
+    return ([(f"MaskedKD teacher, {k} of 64", [student_run(mode, s, k) for s in seeds]) for k in keeps]
+            + [(f"ToMe teacher, r={r} per block", [student_run(mode, s, None, teacher_tome_r=r) for s in seeds])
+               for r in rs])
+
+
+def points(data):
+    """[(label, keep count or r, teacher MACs, runs)] in the table's order: each keep count's MaskedKD row, then its
+    matched ToMe row unless an earlier keep count already has that r; and the keep counts ToMe cannot reach."""
+    t_cfg, runs = MODELS["digits_teacher"], by_row(data)
+    keeps = [int(rid[4:]) for rid in runs if rid.startswith("keep")]
+    rs = [matched_r(t_cfg, mkd.macs(t_cfg, k)) for k in keeps]
+    out, unreachable = [], []  # keep counts below ToMe's cheapest teacher: their nearest r is already listed
     for i, (k, r) in enumerate(zip(keeps, rs)):
-        for label, runs, cost in (("MaskedKD", m_runs, mkd.macs(t_cfg, k)), ("ToMe", t_runs, tome_macs(t_cfg, r))):
-            if label == "ToMe" and r in rs[:i]:
-                unreachable.append(k)
-                continue
-            ss = blk(runs, i)
-            acc = [s["final_acc"] for s in ss]
-            tacc = [s["history"][-1]["teacher_acc_masked"] for s in ss]
-            what = f"{label} ({'keep ' + str(k) if label == 'MaskedKD' else f'r={r} per block'})"
-            lines.append(f"| {what} | {cost / 1e6:.2f} | {fmt_pm(acc)} | {fmt_pm(tacc)} |")
-            rows.append([label, k if label == "MaskedKD" else r, cost, *mean_std(acc), mean_std(tacc)[0]])
-            pts[label].append((cost / 1e6, 100 * mean_std(acc)[0], 100 * mean_std(tacc)[0]))
+        out.append(("MaskedKD", k, mkd.macs(t_cfg, k), runs[f"keep{k}"]))
+        if r in rs[:i]:
+            unreachable.append(k)
+        else:
+            out.append(("ToMe", r, tome_macs(t_cfg, r), runs[f"tome{r}"]))
+    return out, unreachable, rs
+
+
+def table(data):
+    t_cfg = MODELS["digits_teacher"]
+    pts, unreachable, rs = points(data)
+    lines = ["| teacher | teacher MMACs/img | student acc (%) | teacher acc (%) |", "|---|---|---|---|"]
+    csv_rows = [["teacher", "keep_or_r", "teacher_macs", "student_acc_mean", "student_acc_std", "teacher_acc"]]
+    for label, kr, cost, ss in pts:
+        what = f"{label} ({'keep ' + str(kr) if label == 'MaskedKD' else f'r={kr} per block'})"
+        lines.append(f"| {what} | {cost / 1e6:.2f} | {fmt_pm(accs(ss))} | {fmt_pm(last_teacher(ss))} |")
+        csv_rows.append([label, kr, cost, *mean_std(accs(ss)), mean_std(last_teacher(ss))[0]])
     if unreachable:
         lines += ["", f"ToMe cannot reach the teacher MACs of keep {', '.join(map(str, unreachable))}: merging at most "
                   f"half the tokens per block, its cheapest teacher (r={max(rs)}) costs "
@@ -105,29 +95,29 @@ def main(argv=None):
     lines += ["", "Paper (read from its plot): student acc at teacher GFLOPs — MaskedKD "
               + ", ".join(f"{g}: {a}" for g, a in PAPER_MASKEDKD.items()) + "; ToMe "
               + ", ".join(f"{g}: {a}" for g, a in PAPER_TOME.items()) + "."]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines += ["", embedded.claims_sentence(data)]
-    (out / "ablation_tome.md").write_text("\n".join(lines) + "\n")
-    with open(out / "ablation_tome.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["teacher", "keep_or_r", "teacher_macs", "student_acc_mean", "student_acc_std", "teacher_acc"])
-        w.writerows(rows)
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return lines, csv_rows
+
+
+def figure(data, path):
+    plt = driver.plot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, p in pts.items():
+    for label in ("MaskedKD", "ToMe"):
+        p = [(cost / 1e6, 100 * mean_std(accs(ss))[0], 100 * mean_std(last_teacher(ss))[0])
+             for lab, _, cost, ss in points(data)[0] if lab == label]
         a.plot([q[0] for q in p], [q[1] for q in p], "o-", label=label)
         b.plot([q[0] for q in p], [q[2] for q in p], "o-", label=label)
     a.set_ylabel("student acc (%)"), b.set_ylabel("teacher acc (%)")
     for ax in (a, b):
         ax.set_xlabel("teacher MMACs / image"), ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "ablation_tome.png", dpi=120)
-    print("\n".join(lines))
-    embedded.finish(args, "ablation_tome", ("ablation_tome.md", "ablation_tome.csv"))
+    fig.savefig(path, dpi=120)
 
+
+_T = MODELS["digits_teacher"]
+SPEC = driver.Spec("ablation_tome", "Token merging vs masking in the teacher (docs/paper.md#ablations)", __doc__, rows,
+                   table, head=lambda data: f"mode: {data['mode']}; teacher {_T.embed_dim}d x {_T.depth}",
+                   figure=figure, full=full_main, paper_column="paper (see the ToMe section)")
+main = SPEC.main
 
 if __name__ == "__main__":
     main()

@@ -18,15 +18,13 @@ during training (the padded compute itself costs the 48-patch price: a varlen ke
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
-from reproduce.lib import full
-from reproduce.lib import embedded
-from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
-
+import maskedkd as mkd
 from maskedkd.experiments import MODELS
-from reproduce.lib.runner import fmt_pm, machine_header, run_all, run_dir, run_macs
+from reproduce.lib import driver, full
+from reproduce.lib.driver import accs, by_row
+from reproduce.lib.embedded import row_id, student_run
+from reproduce.lib.runner import fmt_pm, run_dir, run_macs
 
 
 MASSES = [0.5, 0.7]
@@ -50,58 +48,60 @@ def full_main(argv):
     return full.analysis("beyond", "Beyond the paper: keep-count schedule", runs, argv)
 
 
-def main(argv=None):
-    args = parse_or_full(parser(__doc__), argv, full_main)
-    if args is None:
-        return
-    mode = mode_of(args)
-    seeds, _ = plan(mode)
-    t0 = time.time()
+def rows(mode, seeds):
     n = MODELS["digits_teacher"].num_patches
     warm = 3 if mode == "default" else 1  # full-KD epochs of the warm-up row (quick runs have 4 epochs)
-    rows = [("Fixed 50%", [student_run(mode, s, n // 2) for s in seeds]),
-            ("Schedule 25% -> 75%", [student_run(mode, s, None, keep_schedule="25:75") for s in seeds]),
-            # the reverse: more patches while the student's attention is still immature (table 1 found early
-            # MaskedKD runs whose teacher saw no digit), fewer once it has learnt where to look
-            ("Schedule 75% -> 25%", [student_run(mode, s, None, keep_schedule="75:25") for s in seeds]),
-            # full KD for the first quarter (the clean epoch + 2), MaskedKD 50% after: does a warm-up avoid the
-            # runs whose immature student hid the digit from the teacher? Fixed 40 of 64 costs about the same MACs.
-            (f"Full KD {warm} epoch{'s' * (warm > 1)}, then 50%",
-             [student_run(mode, s, None, keep_schedule=f"100*{warm},50",
-                          **({"epochs": 2, "eval_every": 1} if mode == "smoke" else {})) for s in seeds]),  # 1 + 1
-            ("Fixed 40 of 64 (62.5%)", [student_run(mode, s, 40) for s in seeds]),
-            ("Logit KD (full teacher)", [student_run(mode, s, None) for s in seeds])]
-    rows += [(f"Adaptive {int(100 * m)}% of attention (<= 48)", [student_run(mode, s, 48, adaptive_mass=m)
-                                                                  for s in seeds]) for m in MASSES]
-    sums = run_all([c for _, cs in rows for c in cs], root=Path(args.out) / "runs", jobs=args.jobs,
-                   fresh=args.fresh, desc="beyond the paper")
-    import maskedkd as mkd
-    flat = [(label, c) for label, cs in rows for c in cs]
-    data = embedded.record("beyond", mode, seeds, [(row_id(c), c.seed, c, s) for (_, c), s in zip(flat, sums)],
-                           {row_id(c): label for label, c in flat}, Path(args.out),
-                           paper_column="paper (not in the paper)")
-    t_cfg = MODELS["digits_teacher"]
-    lines = [machine_header("Beyond the paper: keep-count schedule", seeds=seeds, wall_s=time.time() - t0,
-                            extra=f"mode: {mode}"),
-             "| teacher budget | student acc (%) | teacher MACs over the run (relative to fixed 50%) |", "|---|---|---|"]
-    for i, (label, cs) in enumerate(rows):
-        ss = sums[i * len(seeds):(i + 1) * len(seeds)]
-        if cs[0].adaptive_mass:  # effective cost from the mean kept count logged during training
-            logs = [json.loads(l) for c in cs for l in (run_dir(Path(args.out) / "runs", c) / "log.jsonl")
-                    .read_text().splitlines() if '"kept_tokens"' in l]
-            mean_k = sum(r["kept_tokens"] for r in logs) / len(logs)
-            rel = mkd.macs(t_cfg, max(1, round(mean_k))) / mkd.macs(t_cfg, n // 2)
-            label += f", mean {mean_k:.1f} kept"
-        else:
-            rel = run_macs(cs[0])["teacher"] / mkd.macs(t_cfg, n // 2)  # mean over the run's epochs
-        lines.append(f"| {label} | {fmt_pm([s['final_acc'] for s in ss])} | {rel:.3f} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines += ["", embedded.claims_sentence(data)]
-    (out / "beyond.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    embedded.finish(args, "beyond", ("beyond.md",))
+    out = [("Fixed 50%", [student_run(mode, s, n // 2) for s in seeds]),
+           ("Schedule 25% -> 75%", [student_run(mode, s, None, keep_schedule="25:75") for s in seeds]),
+           # the reverse: more patches while the student's attention is still immature (table 1 found early
+           # MaskedKD runs whose teacher saw no digit), fewer once it has learnt where to look
+           ("Schedule 75% -> 25%", [student_run(mode, s, None, keep_schedule="75:25") for s in seeds]),
+           # full KD for the first quarter (the clean epoch + 2), MaskedKD 50% after: does a warm-up avoid the
+           # runs whose immature student hid the digit from the teacher? Fixed 40 of 64 costs about the same MACs.
+           (f"Full KD {warm} epoch{'s' * (warm > 1)}, then 50%",
+            [student_run(mode, s, None, keep_schedule=f"100*{warm},50",
+                         **({"epochs": 2, "eval_every": 1} if mode == "smoke" else {})) for s in seeds]),  # 1 + 1
+           ("Fixed 40 of 64 (62.5%)", [student_run(mode, s, 40) for s in seeds]),
+           ("Logit KD (full teacher)", [student_run(mode, s, None) for s in seeds])]
+    return out + [(f"Adaptive {int(100 * m)}% of attention (<= 48)", [student_run(mode, s, 48, adaptive_mass=m)
+                                                                       for s in seeds]) for m in MASSES]
 
+
+def teacher_costs(mode, seeds, cfgs, sums, out) -> dict:
+    """Runs-file field `teacher_macs`: per row, the teacher MACs over the run relative to fixed 50% (run_macs: the
+    mean over its epochs), and for an adaptive budget the mean kept count its training logged, which sets its
+    effective cost."""
+    t_cfg = MODELS["digits_teacher"]
+    half = mkd.macs(t_cfg, t_cfg.num_patches // 2)
+    costs = {}
+    for c in cfgs:
+        rid = row_id(c)
+        if rid in costs:
+            continue
+        if c.adaptive_mass:  # effective cost from the mean kept count logged during training
+            logs = [json.loads(line) for d in cfgs if row_id(d) == rid
+                    for line in (run_dir(out / "runs", d) / "log.jsonl").read_text().splitlines()
+                    if '"kept_tokens"' in line]
+            mean_k = sum(r["kept_tokens"] for r in logs) / len(logs)
+            costs[rid] = {"relative": mkd.macs(t_cfg, max(1, round(mean_k))) / half, "mean_kept": mean_k}
+        else:
+            costs[rid] = {"relative": run_macs(c)["teacher"] / half}
+    return {"teacher_macs": costs}
+
+
+def table(data):
+    lines = ["| teacher budget | student acc (%) | teacher MACs over the run (relative to fixed 50%) |", "|---|---|---|"]
+    labels = {r["id"]: r["label"] for r in data["rows"]}
+    for rid, runs in by_row(data).items():
+        cost = data["teacher_macs"][rid]
+        label = labels[rid] + (f", mean {cost['mean_kept']:.1f} kept" if "mean_kept" in cost else "")
+        lines.append(f"| {label} | {fmt_pm(accs(runs))} | {cost['relative']:.3f} |")
+    return lines, None
+
+
+SPEC = driver.Spec("beyond", "Beyond the paper: keep-count schedule", __doc__, rows, table, extra=teacher_costs,
+                   full=full_main, paper_column="paper (not in the paper)")
+main = SPEC.main
 
 if __name__ == "__main__":
     main()

@@ -13,15 +13,10 @@ teacher, and MaskedKD ends highest. The paper's curve values (read from its plot
 """
 from __future__ import annotations
 
-import csv
-import time
-from pathlib import Path
-
-from reproduce.lib import full
-from reproduce.lib import embedded
-from reproduce.lib.embedded import mode_of, parse_or_full, parser, plan, row_id, student_run
-
-from reproduce.lib.runner import fmt_pm, machine_header, mean_std, run_all
+from reproduce.lib import driver, full
+from reproduce.lib.driver import accs, by_row
+from reproduce.lib.embedded import student_run
+from reproduce.lib.runner import fmt_pm, mean_std
 
 KEEP = 32  # of 64: the paper's comparison is at 50% [docs/paper.md#masking-criteria]
 # (label, criterion, scorer); scorer "cache:NAME" = a fixed model trained once by config NAME
@@ -63,40 +58,44 @@ def full_main(argv):
     return full.analysis("criteria", "Masking criteria and the curriculum", runs, argv, options)
 
 
-def runs(mode: str, seed: int):
-    out = [(label, student_run(mode, seed, KEEP, criterion=crit, scorer=scorer)) for label, crit, scorer in CRITERIA]
-    return out + [("Logit KD (no masking)", student_run(mode, seed, None))]
+def rows(mode, seeds):
+    # smoke: the fixed model is a smoke-sized run instead of the no-KD student
+    fixed = "cache:digits_teacher_smoke" if mode == "smoke" else "cache:digits_student_nokd"
+    out = [(label, [student_run(mode, s, KEEP, criterion=crit, scorer=fixed if scorer.startswith("cache:") else scorer)
+                    for s in seeds]) for label, crit, scorer in CRITERIA]
+    return out + [("Logit KD (no masking)", [student_run(mode, s, None) for s in seeds]),
+                  ("No distillation", [student_run(mode, s, None, teacher=False) for s in seeds])]
 
 
-def main(argv=None):
-    args = parse_or_full(parser(__doc__), argv, full_main)
-    if args is None:
-        return
-    mode = mode_of(args)
-    seeds, _ = plan(mode)
-    t0 = time.time()
-    if mode == "smoke":  # the fixed model: a smoke-sized no-KD run instead of the full one
-        CRITERIA[3] = (CRITERIA[3][0], "topk", "cache:digits_teacher_smoke")
-    plan_ = [(label, c) for s in seeds for label, c in runs(mode, s)]
-    base = [student_run(mode, s, None, teacher=False) for s in seeds]
-    sums = run_all([c for _, c in plan_] + base, root=Path(args.out) / "runs", jobs=args.jobs, fresh=args.fresh,
-                   desc="criteria")
-    nokd = sums[len(plan_):]
-    cfgs = [c for _, c in plan_] + base
-    data = embedded.record("criteria", mode, seeds, [(row_id(c), c.seed, c, s) for c, s in zip(cfgs, sums)],
-                           {**{row_id(c): label for label, c in plan_}, "nokd": "No distillation"}, Path(args.out),
-                           paper={row_id(c): "gap %s, teacher %s" % PAPER[label] for label, c in plan_},
-                           paper_column="paper (ImageNet, DeiT-B -> DeiT-S: final gap to vanilla, masked teacher)")
-    by: dict[str, list[dict]] = {}
-    for (label, _), s in zip(plan_, sums):
-        by.setdefault(label, []).append(s)
+def criteria(data):
+    """label -> runs of each masking row (and logit KD), and the no-KD runs."""
+    runs = by_row(data)
+    labels = {r["id"]: r["label"] for r in data["rows"]}
+    return {labels[rid]: rs for rid, rs in runs.items() if rid != "nokd"}, runs["nokd"]
+
+
+def table(data):
+    by, nokd = criteria(data)
+    lines = ["| criterion | student acc (%) | gap to no KD (points) | masked teacher, first eval (%) | "
+             "masked teacher, last epoch (%) | paper final gap / teacher acc (ImageNet) |", "|---|---|---|---|---|---|"]
+    csv_rows = [["criterion", "acc_mean", "acc_std", "gap_points", "teacher_first", "teacher_last"]]
+    for label, ss in by.items():
+        acc = accs(ss)
+        first = [s["history"][0]["teacher_acc_masked"] for s in ss]
+        last = [s["history"][-1]["teacher_acc_masked"] for s in ss]
+        gap = 100 * (mean_std(acc)[0] - mean_std(accs(nokd))[0])
+        lines.append(f"| {label} | {fmt_pm(acc)} | {gap:+.1f} | {fmt_pm(first)} | {fmt_pm(last)} | "
+                     f"{' / '.join(PAPER[label])} |")
+        csv_rows.append([label, *mean_std(acc), gap, mean_std(first)[0], mean_std(last)[0]])
+    return lines, csv_rows
+
+
+def figure(data, path):
+    plt = driver.plot()
+    by, nokd = criteria(data)
     n_ep = len(nokd[0]["history"])  # evaluations (every cfg.eval_every epochs, and the last)
     ep = [h["epoch"] + 1 for h in nokd[0]["history"]]
     base_curve = [mean_std([s["history"][e]["acc"] for s in nokd])[0] for e in range(n_ep)]
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for label, ss in by.items():
         gap = [100 * (mean_std([s["history"][e]["acc"] for s in ss])[0] - base_curve[e]) for e in range(n_ep)]
@@ -108,32 +107,16 @@ def main(argv=None):
     b.set_xlabel("epoch"), b.set_ylabel("masked-teacher test accuracy (%)"), b.set_title("teacher on its masked input")
     a.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "criteria.png", dpi=120)
-    lines = [machine_header("Masking criteria and the curriculum (docs/paper.md#masking-criteria)", seeds=seeds, wall_s=time.time() - t0,
-                            extra=f"mode: {mode}; {KEEP} of 64 patches kept; no-KD student {fmt_pm([s['final_acc'] for s in nokd])}%"),
-             "| criterion | student acc (%) | gap to no KD (points) | masked teacher, first eval (%) | "
-             "masked teacher, last epoch (%) | paper final gap / teacher acc (ImageNet) |",
-             "|---|---|---|---|---|---|"]
-    rows = []
-    for label, ss in by.items():
-        acc = [s["final_acc"] for s in ss]
-        first = [s["history"][0]["teacher_acc_masked"] for s in ss]
-        last = [s["history"][-1]["teacher_acc_masked"] for s in ss]
-        gap = 100 * (mean_std(acc)[0] - mean_std([s["final_acc"] for s in nokd])[0])
-        lines.append(f"| {label} | {fmt_pm(acc)} | {gap:+.1f} | {fmt_pm(first)} | {fmt_pm(last)} | "
-                     f"{' / '.join(PAPER[label])} |")
-        rows.append([label, *mean_std(acc), gap, mean_std(first)[0], mean_std(last)[0]])
-    lines += ["", embedded.claims_sentence(data)]
-    (out / "criteria.md").write_text("\n".join(lines) + "\n")
-    with open(out / "criteria.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["criterion", "acc_mean", "acc_std", "gap_points", "teacher_first", "teacher_last"])
-        w.writerows(rows)
-    print("\n".join(lines))
-    embedded.finish(args, "criteria", ("criteria.md", "criteria.csv"))
+    fig.savefig(path, dpi=120)
 
+
+SPEC = driver.Spec(
+    "criteria", "Masking criteria and the curriculum (docs/paper.md#masking-criteria)", __doc__, rows, table,
+    head=lambda data: f"mode: {data['mode']}; {KEEP} of 64 patches kept; no-KD student {fmt_pm(accs(criteria(data)[1]))}%",
+    figure=figure, paper=lambda rid, label: "gap %s, teacher %s" % PAPER[label] if label in PAPER else "–",
+    full=full_main,
+    paper_column="paper (ImageNet, DeiT-B -> DeiT-S: final gap to vanilla, masked teacher)")
+main = SPEC.main
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,6 @@ config hash, final accuracy and history: what reproduce/reference/ and the READM
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import statistics
@@ -33,8 +32,8 @@ import maskedkd as mkd
 from maskedkd.bench import bench_teacher
 from maskedkd.experiments import MODELS, TrainConfig, config_hash
 from maskedkd.select import keep_count
-from reproduce.lib import claims, embedded, full, paper, regime, report, stats
-from reproduce.lib.runner import machine_header, mean_std, finished_runs, run_all
+from reproduce.lib import claims, driver, embedded, full, paper, regime, report, stats
+from reproduce.lib.runner import mean_std, finished_runs, run_all
 from reproduce.lib.embedded import (describe, mode_of, parse_or_full, parser, plan, student_run, teacher_config,
                       warmup_epochs, warmup_run)
 
@@ -67,40 +66,47 @@ def warmup_label(mode: str) -> str:
     return f"Full KD {w} epoch{'s' * (w > 1)}, then MaskedKD 50% (ours)"
 
 
-def part1(mode: str, speedups: bool = False) -> list[dict]:
-    """Cost columns of every paper row, plus (with `speedups`; one architecture in smoke mode) the measured
-    teacher-forward speed-up: about 5 of the default run's minutes on 2 cores, most of them DeiT3-L and -H."""
+def speedups(mode: str, measure: bool = False) -> list[float | str | None]:
+    """Part 1's speed-up column, one entry per paper row (None: a row without a masked teacher): the measured
+    teacher-forward speed-up (with `measure`; one architecture in smoke mode; about 5 of the default run's minutes on
+    2 cores, most of them DeiT3-L and -H), or the note that says why a row has none. Kept in the runs file."""
     from tqdm.auto import tqdm
-    rows, speed = [], {}
-    with tqdm(paper.TABLE1, desc="table 1 costs", dynamic_ncols=True) as bar:
-        for r in bar:
-            if r.teacher is None:
-                rows.append({"row": r, "gmac": None})
-                continue
-            m_full, m = paper.teacher_macs(r.teacher, None), paper.teacher_macs(r.teacher, r.kept)
-            ours_pf = mkd.pflops(m, r.epochs)
-            d = {"row": r, "gmac": m / 1e9, "pflops": ours_pf, "change": m / m_full - 1,
-                 "diff": None if r.pflops is None else ours_pf / r.pflops - 1}
-            cfg = paper.teacher_config(r.teacher)
-            if r.kept:
-                key = (cfg.name, r.kept)
-                if not speedups and mode != "smoke":
-                    d["speedup_note"] = "`--speedups`"
-                    rows.append(d)
-                    continue
-                if mode == "smoke" and speed and key not in speed:
-                    d["speedup_note"] = "smoke: not measured"
-                    rows.append(d)
-                    continue
-                if key not in speed:
-                    if mode == "smoke":
-                        cfg = cfg.replace(depth=1)
-                    k = keep_count(cfg.num_patches, r.kept / 100)
-                    batch, iters = {"smoke": (2, 1), "quick": (1, 2)}.get(mode, (2, 3))
-                    speed[key] = bench_teacher(cfg.name, k, batch=batch, iters=iters, device=torch.device("cpu"),
-                                               cfg=cfg)["speedup"]
-                d["speedup"] = speed[key]
-            rows.append(d)
+    out, speed = [], {}
+    for r in tqdm(paper.TABLE1, desc="table 1 speed-ups", dynamic_ncols=True, disable=not measure and mode != "smoke"):
+        cfg = r.teacher and paper.teacher_config(r.teacher)
+        key = r.kept and (cfg.name, r.kept)
+        if not key:
+            out.append(None)
+        elif not measure and mode != "smoke":
+            out.append("`--speedups`")
+        elif mode == "smoke" and speed and key not in speed:
+            out.append("smoke: not measured")
+        else:
+            if key not in speed:
+                cfg = cfg.replace(depth=1) if mode == "smoke" else cfg
+                batch, iters = {"smoke": (2, 1), "quick": (1, 2)}.get(mode, (2, 3))
+                speed[key] = bench_teacher(cfg.name, keep_count(cfg.num_patches, r.kept / 100), batch=batch,
+                                           iters=iters, device=torch.device("cpu"), cfg=cfg)["speedup"]
+            out.append(speed[key])
+    return out
+
+
+def part1(speeds: list) -> list[dict]:
+    """Cost columns of every paper row (exact arithmetic), with its speed-up entry (`speedups`)."""
+    rows = []
+    for r, sp in zip(paper.TABLE1, speeds):
+        if r.teacher is None:
+            rows.append({"row": r, "gmac": None})
+            continue
+        m_full, m = paper.teacher_macs(r.teacher, None), paper.teacher_macs(r.teacher, r.kept)
+        ours_pf = mkd.pflops(m, r.epochs)
+        d = {"row": r, "gmac": m / 1e9, "pflops": ours_pf, "change": m / m_full - 1,
+             "diff": None if r.pflops is None else ours_pf / r.pflops - 1}
+        if isinstance(sp, str):
+            d["speedup_note"] = sp
+        elif sp is not None:
+            d["speedup"] = sp
+        rows.append(d)
     return rows
 
 
@@ -140,12 +146,13 @@ def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False
     return result
 
 
-def render(mode, p1, res: dict, wall_s) -> tuple[str, list[dict]]:
-    seeds = res["seeds"]
-    lines = [machine_header("Table 1: MaskedKD main results, regenerated", seeds=seeds, wall_s=wall_s,
-                            extra=f"mode: {mode}; teacher weights: {res['teacher']}; student runs: "
-                                  f"{len(res['runs'])}, {res['trained_now']} trained in this invocation, the others "
-                                  f"reused from results/runs")]
+def render(res: dict) -> tuple[str, list[dict]]:
+    """table1.md and the rows of table1.csv, from an invocation's runs (table1_runs.json, with the feature-KD rows
+    of feature_kd_runs.json when it trained them)."""
+    seeds, mode, p1 = res["seeds"], res["mode"], part1(res["speedups"])
+    lines = [driver.header("Table 1: MaskedKD main results, regenerated", res,
+                           f"mode: {mode}; teacher weights: {res['teacher']}; student runs: {len(res['runs'])}, "
+                           f"{res['trained_now']} trained in this invocation, the others reused from results/runs")]
     lines += ["## Part 1: the cost columns of every paper row (exact arithmetic; speed-up measured here)", "",
               "Teacher GMAC/img and PFLOPs by the FLOPs model of docs/paper.md#flops-model; `diff` is ours vs the paper's PFLOPs. "
               "The speed-up is the teacher forward time unmasked / masked on this CPU (random weights, batch 2; 1 in "
@@ -219,11 +226,19 @@ def render(mode, p1, res: dict, wall_s) -> tuple[str, list[dict]]:
     return "\n".join(lines), csv_rows
 
 
+def files(res: dict) -> dict[str, str]:
+    """table1.md, table1.csv and regime.json of an invocation, from its runs (render)."""
+    md, rows = render(res)
+    keys = sorted({k for r in rows for k in r})
+    table = [keys] + [[r.get(k, "") for k in keys] for r in rows]  # as csv.DictWriter writes them
+    figures = regime.figures(split(res)[0], res["header"]["wall_s"])
+    return {"table1.md": md, "table1.csv": driver.csv_text(table), "regime.json": json.dumps(figures, indent=1) + "\n"}
+
+
 def reading(res: dict) -> str:
     """A one-paragraph reading written from the numbers (not a fixed conclusion)."""
     accs = claims.row_accs(res)
     mean = {rid: statistics.fmean(v.values()) for rid, v in accs.items() if v}
-    verdicts = {r["key"]: r for r in res["claims"]}
     labels = {r["id"]: r["label"] for r in res["rows"]}
     ranked = ", ".join(f"{labels[k]} {100 * v:.1f}" for k, v in sorted(mean.items(), key=lambda kv: -kv[1]))
     counts = {v: sum(r["verdict"] == v for r in res["claims"]) for v in ("holds", "does not hold", "inconclusive")}
@@ -290,23 +305,21 @@ def main(argv=None):
         from maskedkd.teachers import cache_dir
         shutil.rmtree(cache_dir() / "teachers", ignore_errors=True)
     out = Path(args.out) if args.regime == "digits" else Path(args.out) / args.regime
-    p1 = part1(mode, args.speedups)
+    speeds = speedups(mode, args.speedups)
     res = part2(mode, args.jobs, args.fresh, out, args.feature_kd, args.regime)
-    md, rows = render(mode, p1, res, time.time() - t0)
+    res.update(speedups=speeds, header={**driver.machine(), "wall_s": time.time() - t0,
+                                        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    res["feature_kd"] = args.feature_kd
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table1.md").write_text(md)
-    with open(out / "table1.csv", "w", newline="") as f:
-        keys = sorted({k for r in rows for k in r})
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
     table, feature = split(res)
     (out / "table1_runs.json").write_text(json.dumps(table, indent=1) + "\n")
-    (out / "regime.json").write_text(json.dumps(regime.figures(table, time.time() - t0), indent=1) + "\n")
     if feature:
         (out / "feature_kd_runs.json").write_text(json.dumps(feature, indent=1) + "\n")
+    texts = files(res)
+    for name, text in texts.items():
+        (out / name).write_text(text)
     embedded.write_claims_page(out)
-    print(md)
+    print(texts["table1.md"])
     print(f"\nwritten: {', '.join(str(out / n) for n in REFERENCE_FILES)}, {out / 'claims.md'}"
           + (f", {out / 'feature_kd_runs.json'}" if feature else ""), file=sys.stderr)
     if args.update_reference:

@@ -100,13 +100,9 @@ def test_claims_are_written_down_once():
     assert {c.script for c in claims.CLAIMS if c.kind} == set(SCRIPTS)  # every script settles at least one claim
 
 
-class _Planned(Exception):
-    pass
-
-
 def default_configs(script: str) -> dict:
-    """(row id, seed) -> config of a script's default invocation, read off the configs its main() hands to run_all
-    (nothing trains); feature_kd is table1 --feature-kd's feature rows. A run listed twice must be the same run."""
+    """(row id, seed) -> config of a script's default invocation, read off its spec's rows (reproduce/lib/driver.py;
+    nothing trains); feature_kd is table1 --feature-kd's feature rows. A run listed twice must be the same run."""
     import importlib
 
     from reproduce.lib import embedded
@@ -117,21 +113,8 @@ def default_configs(script: str) -> dict:
         return {(rid, seed): c for seed in plan("default")[0]
                 for rid, _, c in table1.student_rows("default", seed, feature_kd=script == "feature_kd")
                 if script == "table1" or rid in table1.FEATURE_ROWS}
-    mod = importlib.import_module(f"reproduce.{script}")
-    got = []
-
-    def fake_run_all(cfgs, **kw):
-        got.extend(cfgs)
-        raise _Planned
-
-    old = mod.run_all
-    mod.run_all = fake_run_all
-    try:
-        mod.main(["--out", "/nonexistent/never-written"])
-    except _Planned:
-        pass
-    finally:
-        mod.run_all = old
+    spec = importlib.import_module(f"reproduce.{script}").SPEC
+    got = [c for _, cs in spec.rows("default", embedded.plan("default", spec.task)[0]) for c in cs]
     assert got, script
     out = {}
     for c in got:

@@ -261,7 +261,7 @@ def write_claims_page(folder: Path) -> None:
 def claims_sentence(data: dict) -> str:
     """One line for a script's markdown: how many of its claims hold, fail, or stay inconclusive."""
     n = {v: sum(r["verdict"] == v for r in data["claims"]) for v in ("holds", "does not hold", "inconclusive")}
-    return (f"Claims settled by these runs (paired by seed, 95% interval; results/claims.md): "
+    return ("Claims settled by these runs (paired by seed, 95% interval; results/claims.md): "
             + (", ".join(f"{k} {v}" for v, k in n.items() if k) or "none") + ".")
 
 

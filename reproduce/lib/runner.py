@@ -1,19 +1,13 @@
 """The lab's runner: many training configs in parallel subprocesses (`python -m maskedkd.train RUN_DIR/launch.json`,
-each run's whole config written as a file), each finished run cached by its config hash; seed aggregates and the
-machine header of the results files."""
+each run's whole config written as a file), each finished run cached by its config hash; seed aggregates."""
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-
-import torch
 
 from maskedkd import checks
 from maskedkd.experiments import TrainConfig, config_diff, config_hash, write_config
@@ -160,26 +154,3 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
 def fmt_pm(xs: list[float], scale: float = 100.0) -> str:
     m, s = mean_std(xs)
     return f"{scale * m:.1f} ± {scale * s:.1f}" if len(xs) > 1 else f"{scale * m:.1f}"
-
-
-def machine_header(title: str, *, seeds, wall_s: float, extra: str = "") -> str:
-    """Markdown header: what ran where, with which versions and seeds, and how long it took."""
-    import einops
-    import numpy
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return "\n".join([
-        f"# {title}", "",
-        f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-        + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
-        f"- versions: python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
-        f"einops {einops.__version__}",
-        f"- seeds: {list(seeds)}; wall time {wall_s / 60:.1f} min (this invocation: runs reused from an earlier one "
-        f"add none); written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        *( [f"- {extra}"] if extra else []), ""])
