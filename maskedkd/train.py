@@ -375,4 +375,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from .checks import InputError
+    try:
+        main()
+    except InputError as e:  # a value the user typed: the message names it; no traceback through the program
+        sys.exit(f"maskedkd.train: error: {e}")
