@@ -126,12 +126,37 @@ def fold_input_norm(params: dict, data_norm, model_norm) -> dict:
 
 def kept_per_epoch(cfg: TrainConfig, num_patches: int) -> tuple[int | None, ...]:
     """The teacher's kept patches in each epoch of a run (None: every patch): num_keep, keep_ratio (by keep_count) or
-    keep_schedule, at most one of them. The view of the training program and the cost ledger (run_macs in
+    keep_schedule, at most one of them. The view of the training program and the cost ledger (run_macs below,
     reproduce/lib/runner.py) read the kept count from here alone."""
     if cfg.keep_schedule:  # TrainConfig gives at most one of the three (experiments.core.check_combinations)
         return keep_schedule(cfg.keep_schedule, num_patches, cfg.epochs)
     k = cfg.num_keep or (keep_count(num_patches, cfg.keep_ratio) if cfg.keep_ratio < 1.0 else None)
     return (k,) * cfg.epochs
+
+
+def run_macs(cfg: TrainConfig) -> dict[str, float]:
+    """MACs per training image of a run, averaged over its epochs, in the paper's FLOPs model (1 MAC = 1 FLOP,
+    backward = 2 forwards) [docs/paper.md#flops-model]: `student` forward + backward (on student_keep patches when the
+    student is
+    the masked one), `teacher` forward (masked, following keep_schedule, ToMe-merged, or full; an adaptive budget is
+    charged its padded size, which a static-shape step computes), and `scorer`, the extra pass of a teacher or a
+    fixed model that ranks the patches (0 when the student's own attention does)."""
+    from .flops import macs
+    from .tome import tome_macs
+    out = {"student": 3.0 * macs(model_config(cfg.model), cfg.student_keep or None), "teacher": 0.0, "scorer": 0.0}
+    if not cfg.teacher:
+        return out
+    t = model_config(cfg.teacher_model)
+    if cfg.teacher_tome_r:
+        out["teacher"] = float(tome_macs(t, cfg.teacher_tome_r))
+    else:
+        out["teacher"] = sum(macs(t, k) for k in kept_per_epoch(cfg, t.num_patches)) / cfg.epochs
+    if cfg.scorer == "teacher":
+        out["scorer"] = float(macs(t))
+    elif cfg.scorer != "student":
+        name = get_config(cfg.scorer[len("cache:"):]).model if cfg.scorer.startswith("cache:") else cfg.scorer_model
+        out["scorer"] = float(macs(model_config(name)))
+    return out
 
 
 def teacher_view(cfg: TrainConfig, num_classes: int, device: torch.device) -> TeacherView | None:

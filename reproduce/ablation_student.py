@@ -37,7 +37,7 @@ def full_main(argv):
     return full.analysis("ablation_student", "Masking the student instead of the teacher", runs, argv)
 
 
-def rows(mode, seeds):
+def rows(mode, seeds, args=None):
     keeps = [64, 32] if mode == "smoke" else KEEPS
     teacher_side = [(f"teacher masked, {k} of 64" if k < 64 else "logit KD, 64 of 64",
                      [student_run(mode, s, k) for s in seeds]) for k in keeps]

@@ -54,7 +54,7 @@ def nearest_tome(gmacs: float) -> str:
     return f"{PAPER_TOME[g]} @ {g}"
 
 
-def rows(mode, seeds):
+def rows(mode, seeds, args=None):
     keeps = KEEPS[1:2] if mode == "smoke" else KEEPS
     t_cfg = MODELS["digits_teacher"]
     rs = [matched_r(t_cfg, mkd.macs(t_cfg, k)) for k in keeps]

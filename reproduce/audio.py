@@ -42,29 +42,24 @@ def esc50_run(data_path: str, fold: int, out: Path, teacher: str = "", keep_rati
                        keep_ratio=keep_ratio, out_dir=str(out / "esc50" / name), resume=True, **ESC50_SPECAUG)
 
 
-def options(ap) -> None:
-    ap.add_argument("--full", action="store_true")
-    ap.add_argument("--data", default="")
-    ap.add_argument("--teacher", default="")
-
-
-def full(args, ap) -> bool:
-    """With --full: ESC-50 5-fold runs with a user-provided AST teacher (one process per run), each row's mean over
-    the folds; returns whether it ran."""
-    if not args.full:
-        return False
-    if not (args.data and args.teacher):
-        ap.error("--full needs --data /path/to/ESC-50 and --teacher /path/to/checkpoint")
+def full(argv) -> None:
+    """--full: ESC-50 5-fold runs with a user-provided AST teacher (one process per run), each row's mean over the
+    folds."""
+    import argparse
     from maskedkd.train import run
+    ap = argparse.ArgumentParser(description="audio.sh --full: ESC-50 with an AST teacher")
+    ap.add_argument("--data", required=True, help="the ESC-50 folder (audio/, meta/esc50.csv)")
+    ap.add_argument("--teacher", required=True, help="an AST teacher checkpoint (50 classes, 512 frames)")
+    ap.add_argument("--out", default="results")
+    args = ap.parse_args(argv)
     rows = [("No distillation", "", 1.0), ("Logit KD", args.teacher, 1.0)] + [
         (f"+MaskedKD {int(100 * f)}%", args.teacher, f) for f in FRACTIONS]
     for label, teacher, f in rows:
         fold_accs = [run(esc50_run(args.data, k, Path(args.out), teacher, f))["final_acc"] for k in range(1, 6)]
         print(label, fmt_pm(fold_accs))
-    return True
 
 
-def rows(mode, seeds):
+def rows(mode, seeds, args=None):
     n = MODELS["sounds_student"].num_patches
     keeps = [keep_count(n, f) for f in (FRACTIONS[1:2] if mode == "smoke" else FRACTIONS)]
     return ([("No distillation", [student_run(mode, s, None, teacher=False, task="sounds") for s in seeds]),
@@ -121,7 +116,7 @@ def figure(data, path):
 
 
 SPEC = driver.Spec("audio", "Audio: MaskedKD on AST (embedded synthetic sound events)", __doc__, rows, table,
-                   head=head, figure=figure, task="sounds", extra=teacher, full=full, options=options,
+                   head=head, figure=figure, task="sounds", extra=teacher, full=full,
                    paper_column="paper (ESC-50: not transcribed)",
                    outputs=lambda data: {"audio_regime.json": json.dumps(figures(data), indent=1) + "\n"})
 main = SPEC.main

@@ -24,7 +24,8 @@ from maskedkd.experiments import MODELS
 from reproduce.lib import driver, full
 from reproduce.lib.driver import accs, by_row
 from reproduce.lib.embedded import row_id, student_run
-from reproduce.lib.runner import fmt_pm, run_dir, run_macs
+from maskedkd.teachers import run_macs
+from reproduce.lib.runner import fmt_pm, run_dir
 
 
 MASSES = [0.5, 0.7]
@@ -48,7 +49,7 @@ def full_main(argv):
     return full.analysis("beyond", "Beyond the paper: keep-count schedule", runs, argv)
 
 
-def rows(mode, seeds):
+def rows(mode, seeds, args=None):
     n = MODELS["digits_teacher"].num_patches
     warm = 3 if mode == "default" else 1  # full-KD epochs of the warm-up row (quick runs have 4 epochs)
     out = [("Fixed 50%", [student_run(mode, s, n // 2) for s in seeds]),

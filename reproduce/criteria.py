@@ -58,7 +58,7 @@ def full_main(argv):
     return full.analysis("criteria", "Masking criteria and the curriculum", runs, argv, options)
 
 
-def rows(mode, seeds):
+def rows(mode, seeds, args=None):
     # smoke: the fixed model is a smoke-sized run instead of the no-KD student
     fixed = "cache:digits_teacher_smoke" if mode == "smoke" else "cache:digits_student_nokd"
     out = [(label, [student_run(mode, s, KEEP, criterion=crit, scorer=fixed if scorer.startswith("cache:") else scorer)

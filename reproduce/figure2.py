@@ -14,7 +14,7 @@ from reproduce.lib.runner import fmt_pm, mean_std
 KEEPS = [64, 56, 48, 40, 32, 26, 20, 16, 12, 8]  # of 64 patches; 64 = logit KD, the table's rows included
 
 
-def rows(mode, seeds):
+def rows(mode, seeds, args=None):
     keeps = KEEPS[::3] if mode == "smoke" else KEEPS
     return ([(f"{k} of 64" if k < 64 else "64 of 64 (logit KD)", [student_run(mode, s, k) for s in seeds])
              for k in keeps] + [("No distillation", [student_run(mode, s, None, teacher=False) for s in seeds])])

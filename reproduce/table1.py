@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -30,12 +29,11 @@ import torch
 
 import maskedkd as mkd
 from maskedkd.bench import bench_teacher
-from maskedkd.experiments import MODELS, TrainConfig, config_hash
+from maskedkd.experiments import MODELS, TrainConfig
 from maskedkd.select import keep_count
 from reproduce.lib import claims, driver, embedded, full, paper, regime, report, stats
-from reproduce.lib.runner import mean_std, finished_runs, run_all
-from reproduce.lib.embedded import (describe, mode_of, parse_or_full, parser, plan, student_run, teacher_config,
-                      warmup_epochs, warmup_run)
+from reproduce.lib.embedded import plan, student_run, teacher_config, warmup_epochs, warmup_run
+from reproduce.lib.runner import mean_std
 
 KEPT = (75, 50, 40, 25)
 
@@ -113,37 +111,6 @@ def part1(speeds: list) -> list[dict]:
 PAPER_TI = {"nokd": "72.0", "kd": "75.0", "keep75": "– (no logit row; 75.2 with Manifold KD)", "keep50": "75.2",
             "keep40": "74.9", "keep25": "74.8 (DeiT3-S teacher)", "warmup": "– (not in the paper)",
             "manifold": "75.0", "manifold75": "75.2", "attention": "75.3", "attention50": "75.3"}
-
-
-def part2(mode: str, jobs: int, fresh: bool, out: Path, feature_kd: bool = False, task: str = "digits") -> dict:
-    """Train (or reuse) every student run; returns the runs file's content (results/table1_runs.json): the rows
-    (id, label, kept patches, teacher MACs saved, paper number), each run's summary, the claims evaluated, and the
-    regime figures (embedded.regime_figures: the teacher's random-patch curve, no KD / teacher, KD - no KD)."""
-    seeds, kw = plan(mode, task)
-    tcfg = teacher_config(mode, task)
-    t0 = time.time()
-    from maskedkd.train import train_cached_teacher
-    teacher_path = train_cached_teacher(tcfg)  # trains once (minutes) if neither shipped nor cached
-    teacher_s = time.time() - t0
-    runs = [(seed, rid, c) for seed in seeds for rid, _, c in student_rows(mode, seed, feature_kd, task)]
-    done_before = finished_runs([c for *_, c in runs], out / "runs", fresh)
-    summaries = run_all([c for *_, c in runs], root=out / "runs", jobs=jobs, fresh=fresh, desc="table 1 students")
-    curve = embedded.teacher_curve(tcfg, teacher_path, runs[0][2].replace(test_size=kw.get("test_size", 2000)))
-    t_cfg = MODELS[tcfg.model]
-    rows = []
-    for rid, label, c in student_rows(mode, seeds[0], feature_kd, task):
-        kept, saved = describe(c)
-        rows.append({"id": rid, "label": label, "kept": kept, "saved": saved, "paper": PAPER_TI[rid]})
-    result = {"script": "table1", "mode": mode, "regime": task, "seeds": seeds,
-              "teacher": embedded.shown_path(teacher_path),
-              "teacher_acc": curve["100"], "teacher_random_curve": curve, "teacher_s": teacher_s,
-              "num_patches": t_cfg.num_patches, "trained_now": len(runs) - done_before,
-              "margin": stats.MARGIN, "rows": rows,
-              "runs": [{"row": rid, "seed": seed, "name": s["name"], "config_hash": config_hash(c),
-                        "final_acc": s["final_acc"], "history": s["history"], "wall_s": s.get("wall_s")}
-                       for (seed, rid, c), s in zip(runs, summaries)]}
-    result["claims"] = claims.evaluate_script(result) + claims.evaluate_script({**result, "script": "feature_kd"})
-    return result
 
 
 def render(res: dict) -> tuple[str, list[dict]]:
@@ -286,45 +253,72 @@ def update_reference(out: Path, reference: Path = embedded.REFERENCE, readme: Pa
                                   {r for r, _, _ in student_rows("default", 0)})
 
 
-def main(argv=None):
-    ap = parser(__doc__)  # --quick --smoke --fresh (here: the teacher too) --jobs --out
+class Table1(driver.Spec):
+    """Table 1's steps beside the driver's: its regime (--regime) and results folder, its teacher trained and timed
+    first and part 1's speed-ups, the feature-KD rows' own runs file and claims (--feature-kd), its files
+    (markdown, CSV, regime.json) and its reference update."""
+
+    def task_of(self, args) -> str:
+        if args.update_reference and args.regime != "digits":
+            raise SystemExit("--update-reference records the default regime; the cluttered stress regime's reference "
+                             "(reproduce/reference/cluttered/) is the record of its last default run")
+        return args.regime
+
+    def out_dir(self, args) -> Path:
+        return Path(args.out) if args.regime == "digits" else Path(args.out) / args.regime
+
+    def before(self, args, mode: str) -> dict:
+        """The teacher, trained once (minutes) if neither shipped nor cached, and timed; part 1's speed-ups."""
+        from maskedkd.train import train_cached_teacher
+        if args.fresh:
+            from maskedkd.data.cache import cache_dir
+            shutil.rmtree(cache_dir() / "teachers", ignore_errors=True)
+        t0 = time.time()
+        path = train_cached_teacher(teacher_config(mode, args.regime))
+        return {"regime": args.regime, "teacher": embedded.shown_path(path), "teacher_s": time.time() - t0,
+                "speedups": speedups(mode, args.speedups), "feature_kd": args.feature_kd}
+
+    def claims(self, data: dict) -> list[dict]:
+        return claims.evaluate_script(data) + claims.evaluate_script({**data, "script": "feature_kd"})
+
+    def runs_files(self, data: dict) -> dict[str, dict]:
+        table, feature = split(data)
+        return {"table1_runs.json": table, **({"feature_kd_runs.json": feature} if feature else {})}
+
+    def render(self, data: dict) -> dict[str, str]:
+        return files(data)
+
+    def finish(self, args, out: Path, names: tuple[str, ...]) -> None:
+        if args.update_reference:
+            update_reference(out, feature_kd=args.feature_kd)
+
+
+def rows(mode: str, seeds: list[int], args) -> list[tuple[str, list[TrainConfig]]]:
+    per_seed = [student_rows(mode, s, args.feature_kd, args.regime) for s in seeds]
+    return [(rid, label, [rs[j][2] for rs in per_seed]) for j, (rid, label, _) in enumerate(per_seed[0])]
+
+
+def teacher_curve(mode, seeds, cfgs, sums, out) -> dict:
+    """The teacher's random-patch curve on the students' test set (embedded.teacher_curve)."""
+    from maskedkd.teachers import cached_teacher
+    task = cfgs[0].name.split("_student_", 1)[0]
+    tcfg = teacher_config(mode, task)
+    curve = embedded.teacher_curve(tcfg, cached_teacher(tcfg),
+                                   cfgs[0].replace(test_size=plan(mode, task)[1].get("test_size", 2000)))
+    return {"teacher_acc": curve["100"], "teacher_random_curve": curve}
+
+
+def options(ap) -> None:
     ap.add_argument("--speedups", action="store_true",
                     help="also measure part 1's teacher-forward speed-ups on this CPU (random weights; minutes)")
     ap.add_argument("--feature-kd", action="store_true",
                     help="also the Manifold / Attention KD rows with and without masking (~+20 min)")
     embedded.regime_option(ap)
-    args = parse_or_full(ap, argv, full.main)
-    if args is None:
-        return
-    mode = mode_of(args)
-    if args.update_reference and args.regime != "digits":
-        raise SystemExit("--update-reference records the default regime; the cluttered stress regime's reference "
-                         "(reproduce/reference/cluttered/) is the record of its last default run")
-    t0 = time.time()
-    if args.fresh:
-        from maskedkd.teachers import cache_dir
-        shutil.rmtree(cache_dir() / "teachers", ignore_errors=True)
-    out = Path(args.out) if args.regime == "digits" else Path(args.out) / args.regime
-    speeds = speedups(mode, args.speedups)
-    res = part2(mode, args.jobs, args.fresh, out, args.feature_kd, args.regime)
-    res.update(speedups=speeds, header={**driver.machine(), "wall_s": time.time() - t0,
-                                        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
-    res["feature_kd"] = args.feature_kd
-    out.mkdir(parents=True, exist_ok=True)
-    table, feature = split(res)
-    (out / "table1_runs.json").write_text(json.dumps(table, indent=1) + "\n")
-    if feature:
-        (out / "feature_kd_runs.json").write_text(json.dumps(feature, indent=1) + "\n")
-    texts = files(res)
-    for name, text in texts.items():
-        (out / name).write_text(text)
-    embedded.write_claims_page(out)
-    print(texts["table1.md"])
-    print(f"\nwritten: {', '.join(str(out / n) for n in REFERENCE_FILES)}, {out / 'claims.md'}"
-          + (f", {out / 'feature_kd_runs.json'}" if feature else ""), file=sys.stderr)
-    if args.update_reference:
-        update_reference(out, feature_kd=args.feature_kd)
 
+
+SPEC = Table1("table1", "Table 1: MaskedKD main results, regenerated", __doc__, rows,
+              paper=lambda rid, label: PAPER_TI[rid], extra=teacher_curve, full=full.main, options=options)
+main = SPEC.main
 
 if __name__ == "__main__":
     main()

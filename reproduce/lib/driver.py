@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,18 +65,19 @@ def last_teacher(runs: list[dict]) -> list[float]:
 
 @dataclass(frozen=True)
 class Spec:
-    """An embedded-scale script: `rows(mode, seeds)` -> [(label, [config per seed]), ...] in table order;
+    """An embedded-scale script: `rows(mode, seeds, args)` -> [(label, [config per seed]), ...] in table order (a row
+    id first where it is not the runs' own, embedded.row_id);
     `table(data)` -> (markdown body lines, CSV rows with the header first or None[, lines after the claims]), from the
-    runs file alone;
-    `head(data)` the header's last line; `figure(data, path)` draws SCRIPT.png; `paper(row id, label)` the paper's cell
-    of a row, under `paper_column`; `extra(mode, seeds, configs, summaries)` adds fields to the runs file; `full` runs the
-    --full (ImageNet) mode of reproduce/lib/full.py (with `options(parser)`: the script's own flags and its --full
-    mode, given the parsed flags: return True when it ran); `outputs(data)` renders further files (name -> text)."""
+    runs file alone; `head(data)` the header's last line; `figure(data, path)` draws SCRIPT.png; `paper(row id, label)`
+    the paper's cell of a row, under `paper_column`; `extra(mode, seeds, configs, summaries, out)` adds fields to the
+    runs file after the runs; `full(argv)` the --full (ImageNet) mode (reproduce/lib/full.py); `options(parser)` the
+    script's own flags; `outputs(data)` renders further files (name -> text). A script whose steps differ (table 1)
+    overrides the methods below main: task_of, out_dir, before, runs_files, render, finish."""
     script: str
     title: str
     doc: str
     rows: Callable
-    table: Callable
+    table: Callable | None = None
     head: Callable = lambda data: f"mode: {data['mode']}"
     figure: Callable | None = None
     paper: Callable | None = None
@@ -86,8 +88,25 @@ class Spec:
     options: Callable | None = None
     outputs: Callable | None = None
 
+    def task_of(self, args) -> str:
+        return self.task
+
+    def out_dir(self, args) -> Path:
+        return Path(args.out)
+
+    def before(self, args, mode: str) -> dict:
+        """Runs-file fields measured before the runs (table 1: its teacher, trained and timed first)."""
+        return {}
+
+    def claims(self, data: dict) -> list[dict]:
+        return data["claims"]
+
+    def runs_files(self, data: dict) -> dict[str, dict]:
+        """Runs-file name -> content, written to the results folder."""
+        return {f"{self.script}_runs.json": data}
+
     def render(self, data: dict) -> dict[str, str]:
-        """File name -> text of the script's markdown and CSV, from its runs file."""
+        """File name -> text of the script's markdown and CSV (and `outputs`), from its runs file."""
         body, rows, *tail = self.table(data)
         out = {f"{self.script}.md": "\n".join([header(self.title, data, self.head(data)), *body,
                                                 "", embedded.claims_sentence(data), *(tail[0] if tail else [])]) + "\n"}
@@ -95,40 +114,49 @@ class Spec:
             out[f"{self.script}.csv"] = csv_text(rows)
         return {**out, **(self.outputs(data) if self.outputs else {})}
 
+    def finish(self, args, out: Path, files: tuple[str, ...]) -> None:
+        """With --update-reference: the default run's files into reproduce/reference/, README blocks regenerated."""
+        embedded.finish(args, self.script, files)
+
     def main(self, argv=None) -> dict | None:
         ap = embedded.parser(self.doc)
-        if self.options:  # the script's own --full flags and mode
+        if self.options:
             self.options(ap)
-            args = ap.parse_args(argv)
-            if self.full(args, ap):
-                return None
-        else:
-            args = embedded.parse_or_full(ap, argv, self.full) if self.full else ap.parse_args(argv)
-            if args is None:
-                return None
-        mode = embedded.mode_of(args)
-        seeds, _ = embedded.plan(mode, self.task)
-        t0, out = time.time(), Path(args.out)
-        rows = self.rows(mode, seeds)
-        cfgs = [c for _, cs in rows for c in cs]
+        args = embedded.parse_or_full(ap, argv, self.full) if self.full else ap.parse_args(argv)
+        if args is None:
+            return None
+        mode, task = embedded.mode_of(args), self.task_of(args)
+        seeds, _ = embedded.plan(mode, task)
+        t0, out = time.time(), self.out_dir(args)
+        pre = self.before(args, mode)
+        rows = [r if len(r) == 3 else (None, *r) for r in self.rows(mode, seeds, args)]  # (row id or None, label, cfgs)
+        cfgs, ids, labels = [c for *_, cs in rows for c in cs], [], {}
+        for rid, label, cs in rows:
+            for c in cs:
+                ids.append(rid or embedded.row_id(c))
+                labels[ids[-1]] = label
         done_before = finished_runs(cfgs, out / "runs", args.fresh)
         sums = run_all(cfgs, root=out / "runs", jobs=args.jobs, fresh=args.fresh, desc=self.script)
-        labels = {embedded.row_id(c): label for label, cs in rows for c in cs}
         extra = self.extra(mode, seeds, cfgs, sums, out) if self.extra else {}
-        data = embedded.record(self.script, mode, seeds, [(embedded.row_id(c), c.seed, c, s) for c, s in
-                                                          zip(cfgs, sums)], labels, out,
-                               paper={k: self.paper(k, v) for k, v in labels.items()} if self.paper else None,
-                               **({"paper_column": self.paper_column} if self.paper_column else {}),
-                               trained_now=len(cfgs) - done_before, **extra,
-                               header={**machine(), "wall_s": time.time() - t0,
-                                       "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+        data = embedded.runs_data(self.script, mode, seeds, [(rid, c.seed, c, s) for rid, c, s in
+                                                             zip(ids, cfgs, sums)], labels,
+                                  paper={k: self.paper(k, v) for k, v in labels.items()} if self.paper else None,
+                                  **({"paper_column": self.paper_column} if self.paper_column else {}),
+                                  trained_now=len(cfgs) - done_before, **pre, **extra,
+                                  header={**machine(), "wall_s": time.time() - t0,
+                                          "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+        data["claims"] = self.claims(data)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, d in self.runs_files(data).items():
+            (out / name).write_text(json.dumps(d, indent=1) + "\n")
+        embedded.write_claims_page(out)
         files = self.render(data)
         for name, text in files.items():
             (out / name).write_text(text)
         if self.figure:
             self.figure(data, out / f"{self.script}.png")
         print(files[f"{self.script}.md"])
-        embedded.finish(args, self.script, tuple(files))
+        self.finish(args, out, tuple(files))
         return data
 
 

@@ -194,7 +194,7 @@ def row_id(c: TrainConfig) -> str:
 def describe(c: TrainConfig) -> tuple[str, str]:
     """(what the teacher sees, the teacher MACs saved against a full teacher, scorer passes counted) of a run."""
     from maskedkd.flops import macs
-    from reproduce.lib.runner import run_macs
+    from maskedkd.teachers import run_macs
     from maskedkd.select import keep_schedule
     if not c.teacher:
         return "–", "–"
@@ -216,10 +216,20 @@ def describe(c: TrainConfig) -> tuple[str, str]:
 
 def record(script: str, mode: str, seeds: list[int], runs: list[tuple[str, int, TrainConfig, dict]],
            labels: dict[str, str], out: Path, *, paper: dict[str, str] | None = None, **extra) -> dict:
-    """Write results/SCRIPT_runs.json: the rows (id, label, kept, saved, paper) in order of first appearance, each
-    run (row, seed, name, config hash, final accuracy, evaluation history, wall time) and the script's claims of
-    reproduce/lib/claims.py evaluated on them; then results/claims.md from every runs file in `out`. `runs` holds
-    (row id, seed, config, summary); `extra` adds top-level fields (e.g. paper_column, teacher_acc)."""
+    """Write results/SCRIPT_runs.json (runs_data) and results/claims.md from every runs file in `out`."""
+    data = runs_data(script, mode, seeds, runs, labels, paper=paper, **extra)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{script}_runs.json").write_text(json.dumps(data, indent=1) + "\n")
+    write_claims_page(out)
+    return data
+
+
+def runs_data(script: str, mode: str, seeds: list[int], runs: list[tuple[str, int, TrainConfig, dict]],
+              labels: dict[str, str], *, paper: dict[str, str] | None = None, **extra) -> dict:
+    """A runs file's content: the rows (id, label, kept, saved, paper) in order of first appearance, each run (row,
+    seed, name, config hash, final accuracy, evaluation history, wall time) and the script's claims of
+    reproduce/lib/claims.py evaluated on them. `runs` holds (row id, seed, config, summary); `extra` adds top-level
+    fields (e.g. paper_column, teacher_acc)."""
     unique: dict[tuple[str, int], tuple] = {}
     for rid, seed, c, s in runs:  # a run listed twice (full KD is also "keep 64 of 64") is recorded once
         if (rid, seed) in unique and config_hash(unique[rid, seed][2]) != config_hash(c):
@@ -239,9 +249,6 @@ def record(script: str, mode: str, seeds: list[int], runs: list[tuple[str, int, 
         "runs": [{"row": rid, "seed": seed, "name": s["name"], "config_hash": config_hash(c), "final_acc": s["final_acc"],
                   "history": s["history"], "wall_s": s.get("wall_s")} for rid, seed, c, s in runs]}
     data["claims"] = claims.evaluate_script(data)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{script}_runs.json").write_text(json.dumps(data, indent=1) + "\n")
-    write_claims_page(out)
     return data
 
 

@@ -27,7 +27,7 @@ import maskedkd as mkd
 from reproduce.lib import paper
 from maskedkd.experiments import MODELS, get_config
 from maskedkd.experiments import write_config
-from reproduce.lib.runner import run_macs
+from maskedkd.teachers import run_macs
 from maskedkd.select import keep_count
 
 STUDENTS = {"DeiT-Ti": "deit_tiny_patch16_224", "DeiT-S": "deit_small_patch16_224", "DeiT-B": "deit_base_patch16_224",
@@ -108,7 +108,7 @@ IMAGENET_VAL_IMAGES = 50_000  # ImageNet-1k validation set
 
 
 def gpu_hours(cfg, *, parts: bool = False):
-    """GPU-hours of one run at ASSUMED_TFLOPS, from its MACs per image (runner.run_macs): training over ImageNet-1k
+    """GPU-hours of one run at ASSUMED_TFLOPS, from its MACs per image (maskedkd.teachers.run_macs): training over ImageNet-1k
     train for cfg.epochs, plus evaluation over the validation set (the student's forward every eval_every epochs
     and after the last; with eval_masked_teacher, the teacher on its view every eval_teacher_every evaluations'
     epochs). parts=True returns (train, eval) hours."""

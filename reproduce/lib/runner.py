@@ -18,42 +18,10 @@ def run_dir(root: Path, cfg: TrainConfig) -> Path:
 
 
 def expected_cost(cfg: TrainConfig) -> float:
-    """Rough relative cost of a run, for scheduling only: student steps plus the teacher's share of patches
-    (the embedded teachers cost about the student's forward-backward at full view)."""
-    from maskedkd.experiments import model_config
-    cost = 1.0
-    if cfg.teacher:
-        n = model_config(cfg.teacher_model).num_patches if cfg.teacher_model else 1
-        kept = cfg.num_keep / n if cfg.num_keep else cfg.keep_ratio
-        cost += 1.2 * kept
-    return cost * cfg.epochs * cfg.train_size
-
-
-def run_macs(cfg: TrainConfig) -> dict[str, float]:
-    """MACs per training image of a run, averaged over its epochs, in the paper's FLOPs model (1 MAC = 1 FLOP,
-    backward = 2 forwards) [docs/paper.md#flops-model]: `student` forward + backward (on student_keep patches when the
-    student is
-    the masked one), `teacher` forward (masked, following keep_schedule, ToMe-merged, or full; an adaptive budget is
-    charged its padded size, which a static-shape step computes), and `scorer`, the extra pass of a teacher or a
-    fixed model that ranks the patches (0 when the student's own attention does)."""
-    from maskedkd.experiments import get_config, model_config
-    from maskedkd.flops import macs
-    from maskedkd.teachers import kept_per_epoch
-    from maskedkd.tome import tome_macs
-    out = {"student": 3.0 * macs(model_config(cfg.model), cfg.student_keep or None), "teacher": 0.0, "scorer": 0.0}
-    if not cfg.teacher:
-        return out
-    t = model_config(cfg.teacher_model)
-    if cfg.teacher_tome_r:
-        out["teacher"] = float(tome_macs(t, cfg.teacher_tome_r))
-    else:
-        out["teacher"] = sum(macs(t, k) for k in kept_per_epoch(cfg, t.num_patches)) / cfg.epochs
-    if cfg.scorer == "teacher":
-        out["scorer"] = float(macs(t))
-    elif cfg.scorer != "student":
-        name = get_config(cfg.scorer[len("cache:"):]).model if cfg.scorer.startswith("cache:") else cfg.scorer_model
-        out["scorer"] = float(macs(model_config(name)))
-    return out
+    """Relative cost of a run, for scheduling only: its MACs per image (maskedkd.teachers.run_macs) over its
+    images."""
+    from maskedkd.teachers import run_macs
+    return sum(run_macs(cfg).values()) * cfg.epochs * cfg.train_size
 
 
 def prepare_cached_models(cfgs: list[TrainConfig]) -> list[Path]:
