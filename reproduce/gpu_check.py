@@ -609,6 +609,23 @@ def render_docs(paths=None, docs: Path = DOCS) -> str:
     return f"{head}{BEGIN}\n{body}{END}{tail}"
 
 
+def run_section(r: dict, key: str, name: str, need_s: float, fn, clock: Clock, save_fn) -> None:
+    """One section of the check under the budget: r[key] = fn(), or, when fewer than need_s seconds are left or fn
+    fails, the reason (the traceback's tail) in r["skipped"][name]; printed, and the JSON saved either way."""
+    import traceback
+    if clock.left() < need_s:
+        r["skipped"][name] = f"{clock.left():.0f} s of the budget left"
+    else:
+        try:
+            r[key] = fn()
+        except Exception as e:  # kept in the JSON and printed; the later sections still run
+            r["skipped"][name] = str(e) if str(e).startswith("not run:") else "failed: " + traceback.format_exc()[-3000:]
+            print(f"{name}: {r['skipped'][name]}")
+    print(f"{name} section done at {clock.elapsed():.0f} s")
+    r["wall_s"] = clock.elapsed()
+    save_fn()
+
+
 def save(r: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -731,55 +748,46 @@ def main(argv=None) -> dict:
     save(r, args.out)
 
     peak = gemm if device.type == "cuda" else args.peak_tflops  # MFU against the rate this GPU showed
-    if masked is not None:
+
+    def step():
+        nonlocal masked, teacher, teacher_bf16
+        if masked is None:
+            raise RuntimeError("not run: [2] failed")
         try:
-            r["step"] = step_section(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, y, masked, precision,
-                                     device, args.iters, clock, peak, smoke=args.cpu_smoke)
-        except Exception:
-            import traceback
-            r["skipped"]["[3] step"] = "failed: " + traceback.format_exc()[-3000:]
-            print(f"[3] FAILED:\n{r['skipped']['[3] step']}")
-    else:
-        r["skipped"]["[3] step"] = "not run: [2] failed"
-    print(f"[3] step section done at {clock.elapsed():.0f} s")
-    r["wall_s"] = clock.elapsed()
-    save(r, args.out)
-    del masked, teacher, teacher_bf16
-    torch._dynamo.reset()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+            return step_section(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, y, masked, precision, device,
+                                args.iters, clock, peak, smoke=args.cpu_smoke)
+        finally:  # the step's models and graphs leave before the loader and the teachers
+            masked = teacher = teacher_bf16 = None
+            torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def loader():
+        rows = r.get("step", {}).get("rows", {})
+        rates = {k: v["img_s"] for k, v in rows.items() if k in ("vanilla_kd", "maskedkd") and "img_s" in v}
+        if args.cpu_smoke:
+            return loader_section([1, 2], 8, 64, 32, 4, 1.0, device, rates, sizes=((40, 30), (30, 40)))
+        # the ImageNet recipe's batch per GPU (1024 over 8 GPUs) and its 10 workers; 16,384 files: no epoch end in 8 s
+        return loader_section(sorted({1, 10, os.cpu_count() or 1}), 256, 16384, 224, 128, 8.0, device, rates)
+
+    def teachers():
+        if args.cpu_smoke:
+            _, _, cfgs = smoke_configs()
+            names, batches = list(cfgs), {k: 4 for k in cfgs}
+        else:
+            from reproduce.lib.paper import teacher_config
+            names = list(TEACHERS)
+            cfgs, batches = {k: teacher_config(k) for k in names}, TEACHER_BATCH
+        r["teachers"] = {}
+        teacher_section(names, cfgs, batches, device, max(3, args.iters // 3), clock,
+                        min_left_s=5 if args.cpu_smoke else 45, out=r["teachers"], save_fn=lambda: save(r, args.out),
+                        compiled_names=names[:1] if args.cpu_smoke else None)  # smoke: CaiT eager only
+        return r["teachers"]
 
     # [5] before [4]: the loader is short and answers its question whatever the budget left for the teachers
-    step_rows = r["step"]["rows"] if "step" in r else {}
-    step_rates = {k: v["img_s"] for k, v in step_rows.items() if k in ("vanilla_kd", "maskedkd") and "img_s" in v}
-    if clock.left() > 60:
-        workers = [1, 2] if args.cpu_smoke else sorted({1, 10, os.cpu_count() or 1})  # 10: the ImageNet recipe's
-        try:
-            if args.cpu_smoke:
-                r["loader"] = loader_section(workers, 8, 64, 32, 4, 1.0, device, step_rates,
-                                             sizes=((40, 30), (30, 40)))
-            else:  # the ImageNet recipe's batch per GPU (1024 over 8 GPUs); 16,384 files: no epoch end within 8 s
-                r["loader"] = loader_section(workers, 256, 16384, 224, 128, 8.0, device, step_rates)
-        except Exception as e:  # kept in the JSON and printed; the teachers still run
-            r["skipped"]["[5] loader"] = f"failed: {type(e).__name__}: {str(e)[:300]}"
-        print(f"[5] loader section done at {clock.elapsed():.0f} s")
-    else:
-        r["skipped"]["[5] loader"] = f"{clock.left():.0f} s of the budget left"
-    r["wall_s"] = clock.elapsed()
-    save(r, args.out)
-
-    if args.cpu_smoke:
-        _, _, cfgs = smoke_configs()
-        names, batches = list(cfgs), {k: 4 for k in cfgs}
-    else:
-        from reproduce.lib.paper import teacher_config
-        names = list(TEACHERS)
-        cfgs, batches = {k: teacher_config(k) for k in names}, TEACHER_BATCH
-    r["teachers"] = {}
-    teacher_section(names, cfgs, batches, device, max(3, args.iters // 3), clock,
-                    min_left_s=5 if args.cpu_smoke else 45, out=r["teachers"], save_fn=lambda: save(r, args.out),
-                    compiled_names=names[:1] if args.cpu_smoke else None)  # smoke: CaiT eager only
-    r["wall_s"] = clock.elapsed()
+    for key, name, need_s, fn in (("step", "[3] step", 0, step), ("loader", "[5] loader", 60, loader),
+                                  ("teachers", "[4] teachers", 0, teachers)):
+        run_section(r, key, name, need_s, fn, clock, lambda: save(r, args.out))
     r["markdown"] = render(r)
     save(r, args.out)
     print(r["markdown"])
