@@ -286,3 +286,48 @@ def test_core_imports_without_timm():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "needs timm" in r.stdout
+
+
+# --- the device path (TrainConfig.device_aug): workers send uint8, the device normalises and erases -------------------
+
+
+def test_the_uint8_path_is_timms_transform_up_to_the_device_normalisation():
+    """Under the same seeds the prefetcher path's uint8 image, normalised as timm's PrefetchLoader does, equals the
+    worker path's float image (erasing set aside: it comes last in both): the same crop, flip and RandAugment."""
+    from maskedkd.data.images import _with_zero_bit_posterize, device_normalise, seeded_rngs
+    no_erase = _with_zero_bit_posterize(timm_data.create_transform(**{**DEIT_TRAIN, "input_size": 64, "re_prob": 0.0}))
+    uint8 = deit_train_transform(64, uint8=True)
+    for k in range(40):
+        img = _image(seed=k)
+        with seeded_rngs((k, 7)):
+            want = no_erase(img)
+        with seeded_rngs((k, 7)):
+            got = uint8(img)
+        assert got.dtype == torch.uint8 and got.shape == (3, 64, 64)
+        torch.testing.assert_close(device_normalise(got[None])[0], want, rtol=0, atol=1e-5)
+
+
+def test_device_aug_erases_a_quarter_of_the_images_and_resumes_exactly(tmp_path):
+    """device_aug: the training batches come as uint8, to_device normalises, erases (p 0.25 per image, per-pixel
+    normal values) and mixes, seeded by the step: an epoch resumed mid-way gives the same batches."""
+    root = _folder(tmp_path / "d", n_train=6)
+    cfg = _cfg(root, mixup=False, device_aug=True, repeated_aug=1, batch_size=2)
+    d = FolderData(cfg)
+    x, _ = next(iter(d.train_batches(0)))
+    assert x.dtype == torch.uint8
+    e1 = _epoch(d, 1)
+    assert all(b.dtype == torch.float32 for b, _ in e1)
+    again = _epoch(FolderData(cfg), 1, start=3)
+    for (xa, ya), (xb, yb) in zip(e1[3:], again):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    from maskedkd.data.images import device_erasing, device_normalise, seeded_rngs
+    flat = device_normalise(torch.full((2000, 3, 8, 8), 128, dtype=torch.uint8))
+    with seeded_rngs((0,)):
+        erased = device_erasing("cpu")(flat.clone())
+    hit = (erased != flat).flatten(1).any(1).float().mean().item()
+    assert 0.21 < hit < 0.29  # p = 0.25 per image (2000 draws: 3.4 standard errors either way)
+
+
+def test_device_aug_belongs_to_imagefolder():
+    with pytest.raises(ValueError, match="device_aug=True applies to data imagefolder only"):
+        TrainConfig(device_aug=True)

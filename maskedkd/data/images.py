@@ -172,17 +172,35 @@ def _with_zero_bit_posterize(transform):
     return transform
 
 
-def deit_train_transform(img_size: int = 224):
+def deit_train_transform(img_size: int = 224, uint8: bool = False):
     """PIL image -> (3 img_size img_size) float, DeiT's training transform as timm builds it for DeiT's arguments:
     RandomResizedCropAndInterpolation (scale 0.08-1, ratio 3/4-4/3, bicubic), horizontal flip 0.5, timm
     RandAugment `rand-m9-mstd0.5-inc1` (2 of the 15 increasing-severity ops, drawn with replacement, each applied
     with p 0.5 at magnitude N(9, 0.5) clipped to [0, 10] on timm's 10-level scale; mean-pixel fill, bicubic),
     to tensor, normalise (IMAGENET_DEFAULT_MEAN / STD), RandomErasing (p 0.25, per-pixel normal values, 1 box).
     DeiT passes colour jitter 0.3 too; timm drops it when RandAugment is on, as it does for DeiT. Posterize at
-    0 bits gives a black image, as under DeiT's Pillow (posterize_keeping_zero_bits), on any Pillow."""
+    0 bits gives a black image, as under DeiT's Pillow (posterize_keeping_zero_bits), on any Pillow.
+    uint8=True: timm's prefetcher path (`use_prefetcher=True`): the same ops up to a uint8 (3 img_size img_size)
+    tensor; normalisation and random erasing are left to the device (device_normalise, device_erasing)."""
     return _with_zero_bit_posterize(_timm_data().create_transform(
         input_size=img_size, is_training=True, color_jitter=0.3, auto_augment=DEIT_AUTO_AUGMENT,
-        interpolation="bicubic", re_prob=0.25, re_mode="pixel", re_count=1))
+        interpolation="bicubic", re_prob=0.25, re_mode="pixel", re_count=1, use_prefetcher=uint8))
+
+
+def device_normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (b 3 h w) -> float, normalised with ImageNet's mean and std as timm's PrefetchLoader does it
+    ((x - 255 mean) / (255 std)): the worker's ToTensor + Normalize, on the batch's device."""
+    mean = torch.tensor([255 * m for m in IMAGENET_MEAN], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor([255 * s for s in IMAGENET_STD], device=x.device).view(1, 3, 1, 1)
+    return x.float().sub_(mean).div_(std)
+
+
+def device_erasing(device):
+    """DeiT's random erasing (p 0.25, per-pixel normal values, one box) on a normalised batch on `device`, as timm's
+    PrefetchLoader applies it: timm's RandomErasing in batch mode (a box per image drawn from python's RNG, its
+    values from torch's on the device)."""
+    from timm.data.random_erasing import RandomErasing
+    return RandomErasing(probability=0.25, mode="pixel", max_count=1, device=str(device))
 
 
 def deit_eval_transform(img_size: int = 224, crop_pct: float = DEIT_CROP_PCT):
@@ -209,15 +227,15 @@ def load_rgb(path: str):
         raise OSError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
 
 
-def image_folder(root: str | Path, split: str, img_size: int = 224):
+def image_folder(root: str | Path, split: str, img_size: int = 224, uint8: bool = False):
     """torchvision ImageFolder at root/split (train or val) with the DeiT train or eval transform (files read by
-    load_rgb)."""
+    load_rgb); uint8: the training transform's prefetcher path (deit_train_transform)."""
     from torchvision.datasets import ImageFolder
     path = Path(root) / split
     if not path.is_dir():
         raise FileNotFoundError(f"data folder not found: {path} (expected {root}/train and {root}/val)")
     try:
-        ds = ImageFolder(str(path), transform=deit_train_transform(img_size) if split == "train"
+        ds = ImageFolder(str(path), transform=deit_train_transform(img_size, uint8) if split == "train"
                          else deit_eval_transform(img_size), loader=load_rgb)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no images in data folder {path}: {e}") from e

@@ -22,8 +22,8 @@ from typing import Iterator
 import torch
 
 from .cache import cache_dir
-from .images import (RepeatAugSampler, SeededItems, batch_augmentation, clean_digits, cluttered_digits, image_folder,
-                     mixup_cutmix, seeded_rngs)
+from .images import (RepeatAugSampler, SeededItems, batch_augmentation, clean_digits, cluttered_digits, device_erasing,
+                     device_normalise, image_folder, mixup_cutmix, seeded_rngs)
 
 DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
 
@@ -184,7 +184,8 @@ class FolderData:
     def __init__(self, cfg, rank: int = 0, world: int = 1):
         self.cfg, self.rank, self.world = cfg, rank, world
         size = cfg.img_size or 224
-        self.train_set = image_folder(cfg.data_path, "train", size)
+        self.train_set = image_folder(cfg.data_path, "train", size, uint8=cfg.device_aug)
+        self._erase = {}  # device -> device_erasing(device), with cfg.device_aug
         self.val_set = image_folder(cfg.data_path, "val", size)
         if self.val_set.classes != self.train_set.classes:
             tr, va = self.train_set.classes, self.val_set.classes
@@ -234,10 +235,13 @@ class FolderData:
         the device with numpy's RNG seeded by (seed, rank, epoch, step) (its state is restored after)."""
         key = next((k for t, k in self._yielded if t is x), None)
         x, y = to_device(x, y, device)
-        if self.mix is None or key is None:
+        if key is None or (self.mix is None and not self.cfg.device_aug):
             return x, y
         with seeded_rngs((self.cfg.seed, self.rank, *key)):
-            return self.mix(x, y)
+            if self.cfg.device_aug:  # uint8 from the workers: normalise and erase here, before MixUp / CutMix
+                erase = self._erase.setdefault(str(device), device_erasing(device))
+                x = erase(device_normalise(x))
+            return (x, y) if self.mix is None else self.mix(x, y)
 
     def eval_batches(self):
         return self.eval_loader

@@ -111,6 +111,8 @@ class TrainConfig:
     # timm builds them), seeded by (seed, rank, epoch, step)
     batch_aug: bool = opt(False, None, "digits: DeiT's batch augmentation")
     mixup: bool = opt(True, None, "imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1")
+    device_aug: bool = opt(False, None, "imagefolder: workers send uint8 images; normalisation and random erasing run "
+                                        "on the device (timm's prefetcher path)")
     # sounds, esc50: SpecAugment as AST trains (data.audio.SpecAugment): one frequency band of width uniform in
     # [0, freq_mask) bins and one time band in [0, time_mask) frames masked per training clip, seeded per step;
     # 0: off. AST's ESC-50 recipe: 24 and 96 (data.audio.ESC50_SPECAUG)
@@ -228,6 +230,7 @@ DATA_ONLY = {**{k: DIGITS for k in ("clean_epochs", "fresh_clutter", "digit_size
              "label_noise": ("digits", "sounds"), "freq_mask": ("sounds", "esc50"), "time_mask": ("sounds", "esc50"),
              "events": ("sounds",), "train_size": ("digits", "sounds"), "test_size": ("digits", "sounds"),
              "fold": ("esc50",), "mixup": ("imagefolder",), "repeated_aug": ("imagefolder",),
+             "device_aug": ("imagefolder",),
              "data_path": ("imagefolder", "esc50")}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 # what a teacher's options describe; with no teacher they would be ignored
