@@ -33,10 +33,12 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, iters: int, device) -> dict[str, float]:
-    """Median seconds per call of each fn, measured round-robin after one warm-up call each."""
-    for f in fns.values():
-        f()
+def interleaved(fns: dict, iters: int, device, warmup: bool = True) -> dict[str, float]:
+    """Median seconds per call of each fn, measured round-robin after one warm-up call each (warmup=False: none,
+    for calls whose first run is the one that counts). The one timer of every benchmark here."""
+    if warmup:
+        for f in fns.values():
+            f()
     _sync(device)
     times = {k: [] for k in fns}
     for _ in range(iters):

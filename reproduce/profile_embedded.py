@@ -51,16 +51,6 @@ from reproduce.lib import flags
 CPU = torch.device("cpu")
 
 
-def timed(fn, n: int) -> float:
-    """Median seconds of n calls (no warm-up: for calls whose first run is the one that counts)."""
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def setup() -> SimpleNamespace:
     """The digits student recipe, the shipped teacher, its full and 32-kept views, the fixed set and one batch."""
     torch.set_num_threads(1)
@@ -126,8 +116,8 @@ def evaluation(c, args) -> dict:
 
     def gen(epoch):
         return lambda: DigitsData(c.cfg).epoch_data(epoch)
-    return {"eval_s": ev, "data_s": {"clean_epoch": timed(gen(0), 3), "fixed_set": timed(gen(1), 3),
-                                     "test_set": test_gen}}
+    made = interleaved({"clean_epoch": gen(0), "fixed_set": gen(1)}, 3, CPU, warmup=False)
+    return {"eval_s": ev, "data_s": {**made, "test_set": test_gen}}
 
 
 def profiler(c, args) -> dict:
