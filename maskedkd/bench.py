@@ -119,6 +119,35 @@ def bench_teacher(model: str, num_keep: int, batch: int, iters: int, device, cfg
             "macs_speedup": macs(cfg) / macs(cfg, num_keep)}
 
 
+def bench_colour_ops(batch: int, size: int, iters: int, device) -> dict:
+    """RandAugment's colour ops: timm's PIL op image by image (what a DataLoader worker runs) against the batched
+    tensor op of maskedkd.data.device_ops on `device` (equal outputs: tests/test_device_ops.py), img/s side by side
+    on the same random uint8 batch, each image at its own magnitude."""
+    from PIL import Image
+    from timm.data import auto_augment as aa
+
+    from .data import device_ops as D
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
+    imgs = [Image.fromarray(a) for a in x.permute(0, 2, 3, 1).numpy()]
+    xd = x.to(device)
+    factor = torch.rand(batch, generator=g) * 1.8 + 0.1
+    bits, thresh = torch.randint(1, 9, (batch,), generator=g), torch.randint(0, 257, (batch,), generator=g)
+    ops = {"invert": (aa.invert, D.invert, None), "posterize": (aa.posterize, D.posterize, bits),
+           "solarize": (aa.solarize, D.solarize, thresh), "auto_contrast": (aa.auto_contrast, D.auto_contrast, None),
+           "equalize": (aa.equalize, D.equalize, None), "brightness": (aa.brightness, D.brightness, factor),
+           "color": (aa.color, D.color, factor), "contrast": (aa.contrast, D.contrast, factor)}
+    out = {}
+    for name, (pil, ours, arg) in ops.items():
+        a = None if arg is None else arg.tolist()
+        t = interleaved({"pil": lambda: [pil(im, *([] if a is None else [v])) for im, v in zip(imgs, a or imgs)],
+                         "tensor": (lambda: ours(xd)) if arg is None else (lambda: ours(xd, arg.to(device)))},
+                        iters, device)
+        out[name] = {"pil_img_s": batch / t["pil"], "tensor_img_s": batch / t["tensor"],
+                     "ratio": t["pil"] / t["tensor"]}
+    return {"batch": batch, "size": size, "device": str(device), **machine(), "ops": out}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description="maskedkd benchmarks (ratios measured side by side)")
     sub = ap.add_subparsers(dest="what", required=True)
@@ -134,8 +163,20 @@ def main(argv=None) -> dict:
     t.add_argument("--num-keep", type=int, default=98)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--iters", type=int, default=6)
+    c = sub.add_parser("colour-ops")
+    c.add_argument("--batch", type=int, default=64)
+    c.add_argument("--size", type=int, default=224)
+    c.add_argument("--iters", type=int, default=5)
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.what == "colour-ops":
+        r = bench_colour_ops(args.batch, args.size, args.iters, device)
+        print(f"RandAugment colour ops, batch {r['batch']} of {r['size']} px, {r['device']} ({r['threads']} threads):"
+              f" timm's PIL op per image vs the batched tensor op (img/s)")
+        for k, v in r["ops"].items():
+            print(f"  {k:14s} PIL {v['pil_img_s']:9.0f}  tensor {v['tensor_img_s']:9.0f}  x{v['ratio']:.2f}")
+        print(json.dumps(r))
+        return r
     if args.what == "step":
         r = bench_step(args.student, args.teacher, args.num_keep, args.batch, args.iters, not args.no_eager, device)
         print(f"{r['student']} student, {r['teacher']} teacher, {r['num_keep']} kept, batch {r['batch']}, "

@@ -1,0 +1,97 @@
+"""RandAugment's colour ops as batched tensor functions, equal to the PIL ops timm applies (timm.data.auto_augment),
+for the DeiT recipe on the device: x is a uint8 batch (b 3 h w) on any device, each op's argument a tensor of one
+value per image (b,), so every image gets its own magnitude in one call, with no Python loop over images.
+
+Equal to Pillow's own arithmetic bit for bit (tests/test_device_ops.py checks every op against timm's on random
+images and arguments):
+- invert, posterize, solarize, solarize_add: point maps;
+- auto_contrast (per channel min-max stretch, PIL's truncation) and equalize (PIL's per-channel histogram LUT);
+- brightness, color, contrast: PIL's ImageEnhance blends with their degenerate images (black; the image's own
+  ITU-R 601 grey; a grey of the grey image's rounded mean), in PIL's float32 arithmetic, truncated.
+Not here yet: sharpness and the geometric ops (rotate, shear, translate), whose interpolation differs from PIL's.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _per_image(v, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """An argument as (b 1 1 1) on x's device: a number for every image, or one per image."""
+    v = torch.as_tensor(v, dtype=dtype, device=x.device)
+    return v.reshape(-1, 1, 1, 1).expand(x.shape[0], 1, 1, 1) if v.ndim == 0 else v.reshape(-1, 1, 1, 1)
+
+
+def invert(x: torch.Tensor) -> torch.Tensor:
+    return 255 - x
+
+
+def posterize(x: torch.Tensor, bits) -> torch.Tensor:
+    """Keep the top `bits` bits of each value (0 bits: black, as DeiT's Pillow gave; 8: unchanged)."""
+    bits = _per_image(bits, x, torch.int32).clamp(0, 8)
+    mask = ((0xFF << (8 - bits)) & 0xFF).to(torch.uint8)
+    return x & mask
+
+
+def solarize(x: torch.Tensor, thresh) -> torch.Tensor:
+    """Values at or above thresh inverted."""
+    return torch.where(x.to(torch.int32) < _per_image(thresh, x, torch.int32), x, 255 - x)
+
+
+def solarize_add(x: torch.Tensor, add, thresh: int = 128) -> torch.Tensor:
+    """Values below thresh raised by `add`, saturating at 255."""
+    xi = x.to(torch.int32)
+    return torch.where(xi < thresh, (xi + _per_image(add, x, torch.int32)).clamp(max=255), xi).to(torch.uint8)
+
+
+def auto_contrast(x: torch.Tensor) -> torch.Tensor:
+    """Each channel stretched from its [min, max] to [0, 255], PIL's LUT: int(v * 255 / (hi - lo) - lo * 255 /
+    (hi - lo)) in double precision; a flat channel unchanged."""
+    lo = x.amin(dim=(2, 3), keepdim=True).double()
+    hi = x.amax(dim=(2, 3), keepdim=True).double()
+    scale = 255.0 / (hi - lo).clamp(min=1)
+    out = torch.trunc(x.double() * scale + (-lo * scale)).clamp(0, 255)
+    return torch.where(hi > lo, out, x.double()).to(torch.uint8)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """PIL's RGB -> L (ITU-R 601-2, integer arithmetic): (R 19595 + G 38470 + B 7471 + 2^15) >> 16, as (b 1 h w)."""
+    r, g, b = x.to(torch.int32).unbind(1)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).unsqueeze(1)
+
+
+def equalize(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.equalize per channel: step = (pixels - count of the last non-empty bin) // 255; the LUT maps
+    bin i to (step // 2 + pixels in the bins below i) // step; a channel with one value or step 0 unchanged."""
+    b, c, h, w = x.shape
+    flat = x.reshape(b * c, h * w).to(torch.int64)
+    hist = torch.zeros(b * c, 256, dtype=torch.int64, device=x.device).scatter_add_(1, flat, torch.ones_like(flat))
+    nonzero = hist > 0
+    last = 255 - torch.flip(nonzero, [1]).to(torch.int64).argmax(1)  # the highest non-empty bin
+    step = (h * w - hist.gather(1, last[:, None])[:, 0]) // 255
+    below = torch.cumsum(hist, 1) - hist
+    lut = (step[:, None] // 2 + below) // step.clamp(min=1)[:, None]
+    keep = (nonzero.sum(1) <= 1) | (step == 0)
+    lut = torch.where(keep[:, None], torch.arange(256, device=x.device), lut).clamp(0, 255)
+    return lut.gather(1, flat).reshape(b, c, h, w).to(torch.uint8)
+
+
+def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor) -> torch.Tensor:
+    """PIL's Image.blend(degenerate, image, factor): float32 in1 + factor * (in2 - in1), clipped, truncated."""
+    f = _per_image(factor, x)
+    d = degenerate.to(torch.int32)
+    out = d.float() + f * (x.to(torch.int32) - d).float()
+    return out.clamp(0, 255).to(torch.uint8)  # truncation toward zero of a value in [0, 255]
+
+
+def brightness(x: torch.Tensor, factor) -> torch.Tensor:
+    return _blend(torch.zeros_like(x), x, factor)
+
+
+def color(x: torch.Tensor, factor) -> torch.Tensor:
+    return _blend(_luma(x).expand_as(x), x, factor)
+
+
+def contrast(x: torch.Tensor, factor) -> torch.Tensor:
+    """Blend with a grey of the image's mean luma, rounded as PIL rounds it: int(mean + 0.5)."""
+    mean = _luma(x).double().mean(dim=(1, 2, 3), keepdim=True)
+    return _blend(torch.floor(mean + 0.5).expand_as(x), x, factor)

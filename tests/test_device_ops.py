@@ -1,0 +1,60 @@
+"""maskedkd/data/device_ops.py: each batched colour op equals the PIL op timm's RandAugment applies
+(timm.data.auto_augment), bit for bit, every image of a batch at its own magnitude."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from maskedkd.data import device_ops as D
+
+aa = pytest.importorskip("timm.data.auto_augment")
+
+
+def _batch(n=12, h=23, w=31, seed=0):
+    """Images of many kinds: noise, smooth gradients, a flat one, one with few values, low-contrast ones."""
+    g = np.random.default_rng(seed)
+    imgs = [g.integers(0, 256, (h, w, 3)) for _ in range(n - 5)]
+    yy, xx = np.mgrid[0:h, 0:w]
+    imgs.append(np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 100 // (h + w)], -1))
+    imgs.append(np.full((h, w, 3), 77))
+    imgs.append(g.choice([10, 200], (h, w, 3)))
+    imgs.append(g.integers(100, 140, (h, w, 3)))
+    imgs.append(np.clip(g.normal(60, 5, (h, w, 3)), 0, 255))
+    arr = np.stack(imgs).astype(np.uint8)
+    return arr, torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def _pil(arr, op, args):
+    return np.stack([np.asarray(op(Image.fromarray(a), *([] if v is None else [v]))) for a, v in zip(arr, args)])
+
+
+def _ours(x):
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name, ours, pil, draw", [
+    ("invert", lambda x, v: D.invert(x), aa.invert, None),
+    ("posterize", D.posterize, aa.posterize, lambda g, n: g.integers(1, 9, n)),  # timm keeps 1-8 bits but at 0
+    ("solarize", D.solarize, aa.solarize, lambda g, n: g.integers(0, 257, n)),
+    ("solarize_add", D.solarize_add, aa.solarize_add, lambda g, n: g.integers(0, 111, n)),
+    ("auto_contrast", lambda x, v: D.auto_contrast(x), aa.auto_contrast, None),
+    ("equalize", lambda x, v: D.equalize(x), aa.equalize, None),
+    ("brightness", D.brightness, aa.brightness, lambda g, n: g.uniform(0.05, 1.95, n)),
+    ("color", D.color, aa.color, lambda g, n: g.uniform(0.05, 1.95, n)),
+    ("contrast", D.contrast, aa.contrast, lambda g, n: g.uniform(0.05, 1.95, n)),
+])
+def test_each_op_equals_timms_pil_op_per_image(name, ours, pil, draw, seed):
+    arr, x = _batch(seed=seed)
+    g = np.random.default_rng(100 + seed)
+    args = [None] * len(arr) if draw is None else list(draw(g, len(arr)))
+    want = _pil(arr, pil, args)
+    got = _ours(ours(x, None if draw is None else torch.tensor(np.asarray(args))))
+    assert got.dtype == np.uint8 and np.array_equal(got, want), (name, np.argwhere(got != want)[:5])
+
+
+def test_posterize_keeps_deits_zero_bits_and_a_scalar_applies_to_every_image():
+    arr, x = _batch()
+    assert D.posterize(x, torch.zeros(len(arr), dtype=torch.int64)).eq(0).all()
+    assert torch.equal(D.posterize(x, 8), x)
+    assert torch.equal(D.brightness(x, 0.5), D.brightness(x, torch.full((len(arr),), 0.5)))
