@@ -136,7 +136,8 @@ def bench_colour_ops(batch: int, size: int, iters: int, device) -> dict:
     ops = {"invert": (aa.invert, D.invert, None), "posterize": (aa.posterize, D.posterize, bits),
            "solarize": (aa.solarize, D.solarize, thresh), "auto_contrast": (aa.auto_contrast, D.auto_contrast, None),
            "equalize": (aa.equalize, D.equalize, None), "brightness": (aa.brightness, D.brightness, factor),
-           "color": (aa.color, D.color, factor), "contrast": (aa.contrast, D.contrast, factor)}
+           "color": (aa.color, D.color, factor), "contrast": (aa.contrast, D.contrast, factor),
+           "sharpness": (aa.sharpness, D.sharpness, factor)}
     out = {}
     for name, (pil, ours, arg) in ops.items():
         a = None if arg is None else arg.tolist()

@@ -43,6 +43,7 @@ def _ours(x):
     ("brightness", D.brightness, aa.brightness, lambda g, n: g.uniform(0.05, 1.95, n)),
     ("color", D.color, aa.color, lambda g, n: g.uniform(0.05, 1.95, n)),
     ("contrast", D.contrast, aa.contrast, lambda g, n: g.uniform(0.05, 1.95, n)),
+    ("sharpness", D.sharpness, aa.sharpness, lambda g, n: g.uniform(0.05, 1.95, n)),
 ])
 def test_each_op_equals_timms_pil_op_per_image(name, ours, pil, draw, seed):
     arr, x = _batch(seed=seed)

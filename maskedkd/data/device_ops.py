@@ -6,9 +6,10 @@ Equal to Pillow's own arithmetic bit for bit (tests/test_device_ops.py checks ev
 images and arguments):
 - invert, posterize, solarize, solarize_add: point maps;
 - auto_contrast (per channel min-max stretch, PIL's truncation) and equalize (PIL's per-channel histogram LUT);
-- brightness, color, contrast: PIL's ImageEnhance blends with their degenerate images (black; the image's own
-  ITU-R 601 grey; a grey of the grey image's rounded mean), in PIL's float32 arithmetic, truncated.
-Not here yet: sharpness and the geometric ops (rotate, shear, translate), whose interpolation differs from PIL's.
+- brightness, color, contrast, sharpness: PIL's ImageEnhance blends with their degenerate images (black; the image's
+  own ITU-R 601 grey; a grey of the grey image's rounded mean; the image smoothed by PIL's SMOOTH kernel), in PIL's
+  float32 arithmetic, truncated.
+Not here yet: the geometric ops (rotate, shear, translate), whose interpolation differs from PIL's, and the draws.
 """
 from __future__ import annotations
 
@@ -95,3 +96,22 @@ def contrast(x: torch.Tensor, factor) -> torch.Tensor:
     """Blend with a grey of the image's mean luma, rounded as PIL rounds it: int(mean + 0.5)."""
     mean = _luma(x).double().mean(dim=(1, 2, 3), keepdim=True)
     return _blend(torch.floor(mean + 0.5).expand_as(x), x, factor)
+
+
+def smooth(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageFilter.SMOOTH: the 3x3 kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 inside the border, summed in PIL's float32
+    order (the row below, the row, the row above) and rounded; the outer rows and columns copied."""
+    k, k5 = torch.tensor(1.0 / 13.0, dtype=torch.float32), torch.tensor(5.0 / 13.0, dtype=torch.float32)
+    f = x.float()
+
+    def row(r, w1):
+        return (r[..., :-2] * k + r[..., 1:-1] * w1) + r[..., 2:] * k
+    ss = (row(f[:, :, 2:], k) + row(f[:, :, 1:-1], k5)) + row(f[:, :, :-2], k)
+    out = x.clone()
+    out[:, :, 1:-1, 1:-1] = (ss + 0.5).clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def sharpness(x: torch.Tensor, factor) -> torch.Tensor:
+    """PIL's ImageEnhance.Sharpness: a blend with the smoothed image."""
+    return _blend(smooth(x), x, factor)
