@@ -59,3 +59,50 @@ def test_posterize_keeps_deits_zero_bits_and_a_scalar_applies_to_every_image():
     assert D.posterize(x, torch.zeros(len(arr), dtype=torch.int64)).eq(0).all()
     assert torch.equal(D.posterize(x, 8), x)
     assert torch.equal(D.brightness(x, 0.5), D.brightness(x, torch.full((len(arr),), 0.5)))
+
+
+def _timm_draws(n: int, seed: int = 0):
+    """(op name, argument or None) of each op timm's rand-m9-mstd0.5-inc1 applies to n images, recorded by stubbing
+    its ops' functions (the draws are timm's own: numpy's choice of 2 ops, python's random for p, magnitude, sign)."""
+    import random
+    ra = aa.rand_augment_transform("rand-m9-mstd0.5-inc1", {"img_mean": (124, 116, 104)})
+    seen = []
+    for op in ra.ops:
+        op.aug_fn = lambda img, *args, _name=op.name, **kw: seen.append((_name, args[0] if args else None)) or img
+    random.seed(seed)
+    np.random.seed(seed)
+    img = Image.new("RGB", (4, 4))
+    for _ in range(n):
+        ra(img)
+    return seen, [op.name for op in ra.ops]
+
+
+def test_rand_augment_draws_are_distributed_as_timms():
+    """20,000 images each way: which ops apply (a chi-square test on the 15 ops' counts, and the applied share per
+    layer), and each op's argument (discrete ones by chi-square on their values, continuous ones by a two-sample
+    Kolmogorov-Smirnov test): every p-value above 0.001."""
+    from scipy import stats
+    n = 20000
+    timm_seen, names = _timm_draws(n)
+    assert tuple(names) == D.RAND_AUGMENT_OPS
+    d = D.rand_augment_draws(n, torch.Generator().manual_seed(0))
+    ours = [(D.RAND_AUGMENT_OPS[o], None if a is None else a.item())
+            for layer in range(2) for o, a, on in zip(
+                d["op"][:, layer].tolist(),
+                [D.op_args(D.RAND_AUGMENT_OPS[o], d["magnitude"][i:i + 1, layer], d["negate"][i:i + 1, layer])
+                 for i, o in enumerate(d["op"][:, layer].tolist())], d["apply"][:, layer].tolist()) if on]
+    assert abs(len(ours) - len(timm_seen)) < 5 * (2 * n * 0.25) ** 0.5  # both apply about half of 2n draws
+    count = {k: [sum(1 for name, _ in s if name == k) for s in (timm_seen, ours)] for k in names}
+    assert stats.chi2_contingency(np.array(list(count.values()))).pvalue > 1e-3
+    for k in names:
+        a = [v for name, v in timm_seen if name == k and v is not None]
+        b = [v for name, v in ours if name == k and v is not None]
+        if not a:
+            assert not b
+            continue
+        if k in ("PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd"):
+            vals = sorted(set(a) | set(b))
+            table = np.array([[a.count(v) for v in vals], [b.count(v) for v in vals]]) + 1  # +1: no empty cell
+            assert stats.chi2_contingency(table).pvalue > 1e-3, k
+        else:
+            assert stats.ks_2samp(a, b).pvalue > 1e-3, k

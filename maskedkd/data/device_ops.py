@@ -115,3 +115,47 @@ def smooth(x: torch.Tensor) -> torch.Tensor:
 def sharpness(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL's ImageEnhance.Sharpness: a blend with the smoothed image."""
     return _blend(smooth(x), x, factor)
+
+
+# RandAugment `rand-m9-mstd0.5-inc1` (DeiT's --aa), as timm draws it: for each image, 2 ops chosen uniformly from these
+# 15 with replacement (numpy's choice), each applied with probability 0.5 at a magnitude N(9, 0.5) clipped to [0, 10]
+# on timm's 10-level scale, the signed ops negated with probability 0.5; the level -> argument maps are timm's
+# (timm.data.auto_augment *_level_to_arg). The order is timm's _RAND_INCREASING_TRANSFORMS.
+RAND_AUGMENT_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing",
+                    "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
+                    "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+def rand_augment_draws(b: int, generator: torch.Generator | None = None, *, layers: int = 2, magnitude: float = 9.0,
+                       magnitude_std: float = 0.5, prob: float = 0.5, device=None) -> dict[str, torch.Tensor]:
+    """The random part of RandAugment for b images, as tensors (b, layers): `op` (index into RAND_AUGMENT_OPS),
+    `apply` (bool), `magnitude` (float, clipped to [0, 10]) and `negate` (bool); `op_args` turns them into each
+    op's argument. Distributed as timm's draws (tests/test_device_ops.py compares them on 20,000 images)."""
+    kw = dict(generator=generator, device=device)
+    return {"op": torch.randint(0, len(RAND_AUGMENT_OPS), (b, layers), **kw),
+            "apply": torch.rand(b, layers, **kw) <= prob,
+            "magnitude": (magnitude + magnitude_std * torch.randn(b, layers, **kw)).clamp(0.0, 10.0),
+            "negate": torch.rand(b, layers, **kw) > 0.5}
+
+
+def op_args(name: str, magnitude: torch.Tensor, negate: torch.Tensor) -> torch.Tensor | None:
+    """An op's argument per image from its magnitude (timm's level -> argument maps; None: an op without one)."""
+    level = magnitude / 10.0
+
+    def signed(v):
+        return torch.where(negate, -v, v)
+    if name in ("AutoContrast", "Equalize", "Invert"):
+        return None
+    if name == "Rotate":
+        return signed(level * 30.0)  # degrees
+    if name == "PosterizeIncreasing":
+        return 4 - (level * 4).to(torch.int64)  # bits kept: 4 down to 0
+    if name == "SolarizeIncreasing":
+        return 256 - (level * 256).to(torch.int64).clamp(max=256)
+    if name == "SolarizeAdd":
+        return (level * 110).to(torch.int64).clamp(max=128)
+    if name.endswith("Increasing"):  # Color, Contrast, Brightness, Sharpness: a blend factor in [0.1, 1.9]
+        return (1.0 + signed(level * 0.9)).clamp(min=0.1)
+    if name in ("ShearX", "ShearY"):
+        return signed(level * 0.3)
+    return signed(level * 0.45)  # TranslateXRel / TranslateYRel: a share of the image's side
