@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from reproduce.lib import embedded, flags, report
+from reproduce.lib import flags, records, report
 
 RESERVED = ("key", "a", "b", "same")  # a claim's own keys in compare(), beside the two labels
 
@@ -67,13 +67,13 @@ def main(argv=None) -> None:
     if args.update_reference:
         if cmp["mode"] != "default":
             raise SystemExit("--update-reference records default runs: run table1.sh without --quick or --smoke")
-        ref = json.loads((embedded.REFERENCE / "table1_runs.json").read_text())
+        ref = json.loads((records.REFERENCE / "table1_runs.json").read_text())
         if {r["config_hash"] for r in ref["runs"]} != {r["config_hash"] for r in a["runs"]}:
             raise SystemExit("the first folder's table-1 runs are not the committed reference's: update that first")
         for name in ("branches.json", "branches.md"):
-            shutil.copyfile(out / name, embedded.REFERENCE / name)
-        embedded.regenerate()
-        print(f"reference updated: {embedded.REFERENCE}/branches.json, .md and the README block", file=sys.stderr)
+            shutil.copyfile(out / name, records.REFERENCE / name)
+        records.regenerate()
+        print(f"reference updated: {records.REFERENCE}/branches.json, .md and the README block", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import maskedkd as mkd
 from maskedkd.bench import bench_teacher
 from maskedkd.experiments import MODELS, TrainConfig
 from maskedkd.select import keep_count
-from reproduce.lib import claims, driver, embedded, full, paper, regime, report, stats
+from reproduce.lib import claims, driver, embedded, flags, full, paper, records, regime, report, stats
 from reproduce.lib.embedded import plan, student_run, teacher_config, warmup_epochs, warmup_run
 from reproduce.lib.runner import mean_std
 
@@ -242,14 +242,14 @@ def split(res: dict) -> tuple[dict, dict | None]:
     return main_part, (feature if feature["rows"] else None)
 
 
-def update_reference(out: Path, reference: Path = embedded.REFERENCE, readme: Path = embedded.README,
+def update_reference(out: Path, reference: Path = records.REFERENCE, readme: Path = records.README,
                      feature_kd: bool = False) -> None:
     """Copy a default run's small outputs into reproduce/reference/ and regenerate the table-1 (or feature-KD)
     block of reproduce/README.md and its claims summary (tests/test_claims.py checks them against the plan)."""
     if feature_kd:
-        embedded.update_reference("feature_kd", out, ("feature_kd_runs.json",), reference, readme, set(FEATURE_ROWS))
+        records.update_reference("feature_kd", out, ("feature_kd_runs.json",), reference, readme, set(FEATURE_ROWS))
     else:
-        embedded.update_reference("table1", out, REFERENCE_FILES, reference, readme,
+        records.update_reference("table1", out, REFERENCE_FILES, reference, readme,
                                   {r for r, _, _ in student_rows("default", 0)})
 
 
@@ -313,7 +313,7 @@ def options(ap) -> None:
                     help="also measure part 1's teacher-forward speed-ups on this CPU (random weights; minutes)")
     ap.add_argument("--feature-kd", action="store_true",
                     help="also the Manifold / Attention KD rows with and without masking (~+20 min)")
-    embedded.regime_option(ap)
+    flags.regime_option(ap)
 
 
 SPEC = Table1("table1", "Table 1: MaskedKD main results, regenerated", __doc__, rows,

@@ -12,7 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "reproduce" / "reference"
 
-from reproduce.lib import claims, embedded
+from reproduce.lib import claims, embedded, flags, records
 
 from reproduce.lib import regime, report
 
@@ -105,7 +105,7 @@ def default_configs(script: str) -> dict:
     nothing trains); feature_kd is table1 --feature-kd's feature rows. A run listed twice must be the same run."""
     import importlib
 
-    from reproduce.lib import embedded
+
     from maskedkd.experiments import config_hash
     if script in ("table1", "feature_kd"):
         from reproduce import table1
@@ -129,7 +129,7 @@ def default_plan(script: str) -> dict[tuple[str, int], tuple[str, str]]:
     return {k: (c.name, config_hash(c)) for k, c in default_configs(script).items()}
 
 
-SCRIPTS = embedded.SCRIPTS_WITH_BLOCKS
+SCRIPTS = records.SCRIPTS_WITH_BLOCKS
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -203,8 +203,8 @@ def test_same_seed_same_start_and_same_batches_in_every_row():
 
 
 def _references() -> dict[str, dict]:
-    from reproduce.lib import embedded
-    refs = embedded.runs_files(REF)
+
+    refs = records.runs_files(REF)
     if "table1" not in refs:
         pytest.skip("no committed reference yet: run `bash reproduce/table1.sh --update-reference` (default mode)")
     return refs
@@ -223,7 +223,7 @@ def test_default_plans_match_the_committed_references():
         recorded = {(r["row"], r["seed"]): (r["name"], r["config_hash"]) for r in ref["runs"]}
         assert recorded == default_plan(script), script
         # the rows' "what the teacher sees" and "MACs saved" columns are what the code computes now
-        from reproduce.lib import embedded
+
         cfgs = default_configs(script)
         for row in ref["rows"]:
             c = next(c for (rid, _), c in cfgs.items() if rid == row["id"])
@@ -233,7 +233,7 @@ def test_default_plans_match_the_committed_references():
 
 
 def test_readme_and_reference_numbers_agree():
-    from reproduce.lib import embedded
+
     refs = _references()
     readme = (ROOT / "reproduce" / "README.md").read_text()
     for script, ref in refs.items():
@@ -314,16 +314,16 @@ def test_claim_metrics_read_the_masked_teacher_first_and_last():
 
 
 def test_record_writes_a_runs_file_rows_and_claims(tmp_path):
-    """embedded.record: rows in order, a run listed twice kept once, kept / saved read off the configs, the
+    """records.record: rows in order, a run listed twice kept once, kept / saved read off the configs, the
     script's claims evaluated, and results/claims.md regenerated from every runs file there."""
-    from reproduce.lib import embedded
+
     from reproduce.lib.embedded import row_id, student_run
     cfgs = [student_run("smoke", s, k, **kw) for k, kw in ((None, {}), (32, {}), (None, {"student_keep": 32}))
             for s in (0, 1)]
     runs = [(row_id(c), c.seed, c, {"name": c.name, "final_acc": 0.5 + 0.1 * (i % 2) + 0.01 * i,
                                     "history": [{"epoch": 0, "acc": 0.5, "teacher_acc_masked": 0.8}], "wall_s": 30.0})
             for i, c in enumerate(cfgs)]
-    data = embedded.record("ablation_student", "smoke", [0, 1], runs + runs[:1], {"kd": "KD"}, tmp_path)
+    data = records.record("ablation_student", "smoke", [0, 1], runs + runs[:1], {"kd": "KD"}, tmp_path)
     assert [r["id"] for r in data["rows"]] == ["kd", "keep32", "studentkeep32"]
     assert [(r["kept"], r["saved"]) for r in data["rows"]] == [("64 / 64", "0%"), ("32 / 64", "51%"),
                                                                ("64 / 64, student sees 32", "0%")]
@@ -354,11 +354,11 @@ def test_flops_claim_is_settled_by_the_flops_model():
 def test_update_reference_refuses_quick_and_smoke_runs():
     import argparse
 
-    from reproduce.lib import embedded
+
     args = argparse.Namespace(smoke=False, quick=True, update_reference=True)
     with pytest.raises(SystemExit, match="records the default run"):
-        embedded.mode_of(args)
-    assert embedded.mode_of(argparse.Namespace(smoke=False, quick=False, update_reference=True)) == "default"
+        flags.mode_of(args)
+    assert flags.mode_of(argparse.Namespace(smoke=False, quick=False, update_reference=True)) == "default"
 
 
 def test_block_markers_are_checked_before_a_rewrite():
@@ -380,12 +380,12 @@ def test_a_claim_without_paired_seeds_raises_naming_it():
 
 
 def test_record_refuses_two_different_runs_for_one_row_and_seed(tmp_path):
-    from reproduce.lib import embedded
+
     from reproduce.lib.embedded import student_run
     a, b = student_run("smoke", 0, 32), student_run("smoke", 0, 32, criterion="random")
     s = {"name": "x", "final_acc": 0.5, "history": [], "wall_s": 1.0}
     with pytest.raises(ValueError, match="two different runs"):
-        embedded.record("figure2", "smoke", [0], [("keep32", 0, a, s), ("keep32", 0, b, s)], {}, tmp_path)
+        records.record("figure2", "smoke", [0], [("keep32", 0, a, s), ("keep32", 0, b, s)], {}, tmp_path)
 
 
 def test_settle_words_tell_a_mean_on_the_boundary_from_a_very_noisy_one():

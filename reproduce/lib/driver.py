@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from reproduce.lib import embedded
+from reproduce.lib import embedded, flags, records
 from reproduce.lib.runner import finished_runs, run_all
 
 
@@ -109,23 +109,23 @@ class Spec:
         """File name -> text of the script's markdown and CSV (and `outputs`), from its runs file."""
         body, rows, *tail = self.table(data)
         out = {f"{self.script}.md": "\n".join([header(self.title, data, self.head(data)), *body,
-                                                "", embedded.claims_sentence(data), *(tail[0] if tail else [])]) + "\n"}
+                                                "", records.claims_sentence(data), *(tail[0] if tail else [])]) + "\n"}
         if rows is not None:
             out[f"{self.script}.csv"] = csv_text(rows)
         return {**out, **(self.outputs(data) if self.outputs else {})}
 
     def finish(self, args, out: Path, files: tuple[str, ...]) -> None:
         """With --update-reference: the default run's files into reproduce/reference/, README blocks regenerated."""
-        embedded.finish(args, self.script, files)
+        records.finish(args, self.script, files)
 
     def main(self, argv=None) -> dict | None:
-        ap = embedded.parser(self.doc)
+        ap = flags.parser(self.doc)
         if self.options:
             self.options(ap)
-        args = embedded.parse_or_full(ap, argv, self.full) if self.full else ap.parse_args(argv)
+        args = flags.parse_or_full(ap, argv, self.full) if self.full else ap.parse_args(argv)
         if args is None:
             return None
-        mode, task = embedded.mode_of(args), self.task_of(args)
+        mode, task = flags.mode_of(args), self.task_of(args)
         seeds, _ = embedded.plan(mode, task)
         t0, out = time.time(), self.out_dir(args)
         pre = self.before(args, mode)
@@ -138,7 +138,7 @@ class Spec:
         done_before = finished_runs(cfgs, out / "runs", args.fresh)
         sums = run_all(cfgs, root=out / "runs", jobs=args.jobs, fresh=args.fresh, desc=self.script)
         extra = self.extra(mode, seeds, cfgs, sums, out) if self.extra else {}
-        data = embedded.runs_data(self.script, mode, seeds, [(rid, c.seed, c, s) for rid, c, s in
+        data = records.runs_data(self.script, mode, seeds, [(rid, c.seed, c, s) for rid, c, s in
                                                              zip(ids, cfgs, sums)], labels,
                                   paper={k: self.paper(k, v) for k, v in labels.items()} if self.paper else None,
                                   **({"paper_column": self.paper_column} if self.paper_column else {}),
@@ -149,7 +149,7 @@ class Spec:
         out.mkdir(parents=True, exist_ok=True)
         for name, d in self.runs_files(data).items():
             (out / name).write_text(json.dumps(d, indent=1) + "\n")
-        embedded.write_claims_page(out)
+        records.write_claims_page(out)
         files = self.render(data)
         for name, text in files.items():
             (out / name).write_text(text)

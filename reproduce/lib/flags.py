@@ -1,6 +1,7 @@
-"""The lab's flag types: every reproduce script's numeric and list flags are parsed by these, so a bad value is
-refused where it is parsed (argparse prints the flag, the value and why, and exits with status 2) instead of being
-clamped or ignored further on. They check with the package's one validation layer (maskedkd.checks)."""
+"""The lab's flags: the options every embedded-scale script shares (parser, parse_or_full, mode_of, regime_option),
+and the flag types every reproduce script's numeric and list flags are parsed by, so a bad value is refused where it
+is parsed (argparse prints the flag, the value and why, and exits with status 2) instead of being clamped or ignored
+further on. They check with the package's one validation layer (maskedkd.checks)."""
 from __future__ import annotations
 
 import argparse
@@ -59,3 +60,45 @@ def labels(count: int, reserved: tuple[str, ...] = ()):
         return values
     parse.__name__ = "labels"
     return parse
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options every embedded-scale script shares."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 seed, fewer epochs: a first look")
+    ap.add_argument("--smoke", action="store_true", help="tiny runs, for the test suite")
+    ap.add_argument("--fresh", action="store_true", help="rerun instead of reusing finished runs")
+    ap.add_argument("--jobs", type=integer("[1, inf)"), default=2, help="parallel runs, one thread each")
+    ap.add_argument("--out", default="results")
+    ap.add_argument("--update-reference", action="store_true",
+                    help="after the default run, copy its small outputs to reproduce/reference/ and regenerate the "
+                         "script's block and the claims summary of reproduce/README.md")
+    return ap
+
+
+def parse_or_full(ap: argparse.ArgumentParser, argv, full_main):
+    """The embedded options, or with --full the ImageNet-scale mode: the remaining arguments (--data,
+    --checkpoints, --dry-run, ...; see reproduce/lib/full.py) go to full_main, and None is returned."""
+    ap.add_argument("--full", action="store_true", help="ImageNet scale with real checkpoints (reproduce/lib/full.py)")
+    args, rest = ap.parse_known_args(argv)
+    if args.full:
+        full_main(rest)
+        return None
+    if rest:
+        ap.error(f"unrecognised arguments: {rest}")
+    return args
+
+
+def mode_of(args) -> str:
+    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    if getattr(args, "update_reference", False) and mode != "default":
+        raise SystemExit("--update-reference records the default run: drop --quick and --smoke")
+    return mode
+
+
+def regime_option(ap: argparse.ArgumentParser) -> None:
+    """--regime: the default embedded regime, or the cluttered stress regime (its own results folder)."""
+    from reproduce.lib.embedded import REGIMES
+    ap.add_argument("--regime", choices=REGIMES, default="digits",
+                    help="digits: the default regime, chosen to match the paper's (reproduce/regime_trials.py); "
+                         "cluttered: the stress regime in which the teacher cannot cope with missing parts")
