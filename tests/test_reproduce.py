@@ -115,6 +115,25 @@ def test_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
         assert get_config(str(tmp_path / "out" / "full" / row / "launch.json")).resume
 
 
+def test_full_mode_names_teachers_by_their_timm_tags_with_hub(tmp_path, capsys):
+    """--hub: a teacher with no file is the run's timm tag (maskedkd.hub reads it through timm's cache when the run
+    starts); one without a tag (G2SD's MAE-ViT-B) is still skipped, naming why; a file given wins over the tag."""
+    from maskedkd.experiments import get_config
+    from reproduce.lib import full
+    full.main(["--data", "/x", "--hub", "--dry-run", "--rows", "2,3,15,34", "--out", str(tmp_path / "dry")])
+    text = capsys.readouterr().out
+    assert "row 34" in text and "skipped (teacher file missing" in text
+    for row, tag in ((2, "deit_small_patch16_224.fb_in1k"), (3, "deit_small_patch16_224.fb_in1k"),
+                     (15, "cait_s24_224.fb_dist_in1k")):
+        c = get_config(str(tmp_path / "dry" / "full" / f"row{row}" / "launch.json"))
+        assert c.teacher == f"timm:{tag}" and c.teacher_model == tag.split(".")[0]
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "deit_small_patch16_224-cd65a155.pth").write_bytes(b"")
+    assert full.locate_teacher(str(ck), "DeiT-S", hub=True) == (str(ck / "deit_small_patch16_224-cd65a155.pth"), "")
+    assert full.locate_teacher("", "MAE-ViT-B", hub=True)[0] is None
+
+
 def test_analyses_full_mode_dry_run_and_tiny_end_to_end(tmp_path, capsys):
     """criteria / ablation_student / ablation_tome / beyond --full: the ImageNet commands (dry run), then every
     run shrunk to one step on a real ImageFolder with real (tiny) DeiT-S / DeiT-B checkpoint files."""

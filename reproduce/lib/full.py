@@ -2,11 +2,13 @@
 
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers \
         [--rows 2,3] [--dry-run] [--epochs 300]
+    bash reproduce/table1.sh --full --data /path/to/imagenet --hub [--rows 2,3]   # teachers by their timm tags
 
 `--data` holds train/ and val/ class folders. `--checkpoints` holds teacher files under either name below
 (the official release .pth or timm's safetensors saved as `<timm name>.safetensors`), and the starting files of the
-students that fine-tune one (STUDENT_FILES: MAE's pre-trained ViT-L/H, G2SD's generic-distillation DeiT-S). Rows
-whose teacher or student file is missing are skipped and said so. Each row runs `torchrun --nproc_per_node=<visible
+students that fine-tune one (STUDENT_FILES: MAE's pre-trained ViT-L/H, G2SD's generic-distillation DeiT-S). With
+`--hub`, a teacher without a file there is named by its timm tag (`timm:NAME.TAG`, maskedkd.hub), which timm downloads
+into its own cache once. Rows whose teacher or student file is missing are skipped and said so. Each row runs `torchrun --nproc_per_node=<visible
 GPUs> -m maskedkd.train ...`
 (one process on CPU); the accuracy column is then filled from the runs' summaries into
 results/table1_full.md. `--dry-run` prints every command and the estimated GPU-hours from the FLOPs ledger.
@@ -127,19 +129,34 @@ def find_teacher(ckpt_dir: Path, teacher: str) -> Path | None:
     return next((ckpt_dir / n for n in TEACHER_FILES[teacher] if (ckpt_dir / n).is_file()), None)
 
 
-def locate_teacher(checkpoints: str, teacher: str | None, why_not: str = "") -> tuple[Path | None, str]:
-    """(the teacher's file or None, "") for a run that can go ahead, or (None, why it is skipped)."""
+def hub_tag(teacher: str) -> str | None:
+    """The teacher's timm pretrained tag, read off its timm file name in TEACHER_FILES (NAME.TAG.safetensors), as a
+    hub name for the training program (timm:NAME.TAG); None where timm has no such tag."""
+    tags = [n[:-len(".safetensors")] for n in TEACHER_FILES[teacher] if n.endswith(".safetensors")]
+    return f"timm:{tags[0]}" if tags else None
+
+
+def locate_teacher(checkpoints: str, teacher: str | None, why_not: str = "", hub: bool = False
+                   ) -> tuple[str | None, str]:
+    """(the teacher as the run names it: a file in `checkpoints`, else with `hub` its timm tag; "") for a run that
+    can go ahead, or (None, why it is skipped)."""
     if why_not or teacher is None:
         return None, why_not
-    path = find_teacher(Path(checkpoints), teacher)
-    return (path, "") if path else (None, f"teacher file missing: one of {TEACHER_FILES[teacher]} in {checkpoints}")
+    path = find_teacher(Path(checkpoints), teacher) if checkpoints else None
+    if path:
+        return str(path), ""
+    if hub and hub_tag(teacher):
+        return hub_tag(teacher), ""
+    return None, (f"teacher file missing: one of {TEACHER_FILES[teacher]} in {checkpoints or '(no --checkpoints)'}"
+                  + ("" if hub else "; --hub names it by its timm tag where it has one"))
 
 
 def locate_student(checkpoints: str, student: str) -> tuple[Path | None, str]:
     """(the student's starting file or None, "") or (None, why the row is skipped): STUDENT_FILES students need one."""
     if student not in STUDENT_FILES:
         return None, ""
-    path = next((Path(checkpoints) / n for n in STUDENT_FILES[student] if (Path(checkpoints) / n).is_file()), None)
+    path = next((Path(checkpoints) / n for n in STUDENT_FILES[student] if checkpoints and (Path(checkpoints) / n).is_file()),
+                None)
     return (path, "") if path else (None, f"student file missing: one of {STUDENT_FILES[student]} in {checkpoints}")
 
 
@@ -176,7 +193,10 @@ def launch(cfg, args, what: str) -> tuple[dict | None, float]:
 def full_parser(doc: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--data", required=True, help="ImageNet-1k root with train/ and val/ class folders")
-    ap.add_argument("--checkpoints", required=True, help="folder of teacher files (names: TEACHER_FILES)")
+    ap.add_argument("--checkpoints", default="", help="folder of teacher files (names: TEACHER_FILES) and of the "
+                                                      "students' starting files (STUDENT_FILES)")
+    ap.add_argument("--hub", action="store_true", help="a teacher without a file in --checkpoints is named by its "
+                                                       "timm tag (timm:NAME), which timm downloads into its cache once")
     ap.add_argument("--dry-run", action="store_true", help="print the commands and GPU-hours, run nothing")
     ap.add_argument("--out", default="results")
     ap.add_argument("--tiny", action="store_true", help="(tests) tiny models, one step, in-process")
@@ -217,7 +237,7 @@ def main(argv=None):
             if wanted and fr.index not in wanted:
                 continue
             r = fr.row
-            path, note = locate_teacher(args.checkpoints, r.teacher, fr.why_not)
+            path, note = locate_teacher(args.checkpoints, r.teacher, fr.why_not, args.hub)
             init, s_note = (None, "") if note else locate_student(args.checkpoints, r.student)
             cfg = None if note or s_note else train_config(
                 fr, args.data, str(path) if path else None, args.epochs or r.epochs, Path(args.out) / "full",
@@ -262,7 +282,7 @@ def analysis(name: str, title: str, make_runs, argv, add_options=None) -> list[t
 
     def items():
         for i, r in enumerate(make_runs(args)):
-            path, note = locate_teacher(args.checkpoints, r.teacher, r.why_not)
+            path, note = locate_teacher(args.checkpoints, r.teacher, r.why_not, args.hub)
             cfg = None
             if not note:
                 cfg = get_config("deit_tiny_nokd").replace(
