@@ -106,3 +106,42 @@ def test_rand_augment_draws_are_distributed_as_timms():
             assert stats.chi2_contingency(table).pvalue > 1e-3, k
         else:
             assert stats.ks_2samp(a, b).pvalue > 1e-3, k
+
+
+GEOMETRIC = [("rotate", D.rotate, aa.rotate, 30.0), ("shear_x", D.shear_x, aa.shear_x, 0.3),
+             ("shear_y", D.shear_y, aa.shear_y, 0.3), ("translate_x_rel", D.translate_x_rel, aa.translate_x_rel, 0.45),
+             ("translate_y_rel", D.translate_y_rel, aa.translate_y_rel, 0.45)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name, ours, pil, bound", GEOMETRIC)
+def test_each_geometric_op_equals_timms_pil_op_with_deits_bicubic_and_fill(name, ours, pil, bound, seed):
+    arr, x = _batch(seed=seed)
+    args = np.random.default_rng(200 + seed).uniform(-bound, bound, len(arr))
+    kw = dict(resample=Image.BICUBIC, fillcolor=D.IMG_MEAN_FILL)  # DeiT's: bicubic, img_mean
+    want = np.stack([np.asarray(pil(Image.fromarray(a), float(v), **kw)) for a, v in zip(arr, args)])
+    got = _ours(ours(x, torch.tensor(args)))
+    assert np.array_equal(got, want), (name, np.argwhere(got != want)[:5])
+
+
+def test_rand_augment_on_a_batch_equals_timms_ops_at_the_same_draws():
+    """A batch's draws applied by rand_augment equal timm's op functions applied image by image, layer by layer, at
+    the arguments op_args gives (the draws themselves are compared with timm's above)."""
+    arr, x = _batch(n=40, seed=3)
+    d = D.rand_augment_draws(len(arr), torch.Generator().manual_seed(1))
+    d["apply"][:8] = True  # some images at both layers for sure
+    fns = {op.name: op.aug_fn for op in aa.rand_augment_transform(
+        "rand-m9-mstd0.5-inc1", {"img_mean": D.IMG_MEAN_FILL, "interpolation": Image.BICUBIC}).ops}
+    from maskedkd.data.images import posterize_keeping_zero_bits
+    fns["PosterizeIncreasing"] = posterize_keeping_zero_bits  # DeiT's 0-bit black, as the worker transform patches it
+    kw = dict(resample=Image.BICUBIC, fillcolor=D.IMG_MEAN_FILL)
+    want = []
+    for i, a in enumerate(arr):
+        img = Image.fromarray(a)
+        for layer in range(2):
+            if d["apply"][i, layer]:
+                name = D.RAND_AUGMENT_OPS[d["op"][i, layer]]
+                args = D.op_args(name, d["magnitude"][i:i + 1, layer], d["negate"][i:i + 1, layer])
+                img = fns[name](img, *([] if args is None else [args.item()]), **kw)
+        want.append(np.asarray(img))
+    assert np.array_equal(_ours(D.rand_augment(x, d)), np.stack(want))

@@ -9,7 +9,9 @@ images and arguments):
 - brightness, color, contrast, sharpness: PIL's ImageEnhance blends with their degenerate images (black; the image's
   own ITU-R 601 grey; a grey of the grey image's rounded mean; the image smoothed by PIL's SMOOTH kernel), in PIL's
   float32 arithmetic, truncated.
-Not here yet: the geometric ops (rotate, shear, translate), whose interpolation differs from PIL's, and the draws.
+- rotate, shear_x / shear_y, translate_x_rel / translate_y_rel: PIL's AFFINE transform with DeiT's bicubic resampling
+  (PIL's cubic, taps clamped at the border, truncated) and DeiT's fill colour where a sample falls outside the image.
+`rand_augment` applies a batch's draws (`rand_augment_draws`), looping over the 15 ops, never over the images.
 """
 from __future__ import annotations
 
@@ -117,6 +119,72 @@ def sharpness(x: torch.Tensor, factor) -> torch.Tensor:
     return _blend(smooth(x), x, factor)
 
 
+IMG_MEAN_FILL = (124, 116, 104)  # timm's img_mean hparam for DeiT: round(255 * ImageNet's mean), the fill colour
+
+
+def affine(x: torch.Tensor, coeffs: torch.Tensor, fill=IMG_MEAN_FILL) -> torch.Tensor:
+    """PIL's Image.transform(AFFINE, (a, b, c, d, e, f), BICUBIC, fillcolor=fill) per image: output pixel (x, y)
+    samples the input at (a X + b Y + c, d X + e Y + f) with X = x + 0.5, Y = y + 0.5 (coeffs (b 6), float64), by PIL's
+    cubic (p1 + d (p2 + d (p3 + d p4)) on the 4 x 4 taps around it, clamped at the border), truncated to uint8; a
+    sample outside the image keeps the fill colour."""
+    b, c, h, w = x.shape
+    co = coeffs.to(device=x.device, dtype=torch.float64)
+    X = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, w) + 0.5
+    Y = torch.arange(h, dtype=torch.float64, device=x.device).view(1, h, 1) + 0.5
+    a0, a1, a2, a3, a4, a5 = (co[:, i].view(b, 1, 1) for i in range(6))
+    xin, yin = a0 * X + a1 * Y + a2, a3 * X + a4 * Y + a5
+    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    xs, ys = xin - 0.5, yin - 0.5
+    x0, y0 = torch.floor(xs), torch.floor(ys)
+    dx, dy = (xs - x0).unsqueeze(1), (ys - y0).unsqueeze(1)
+    x0, y0 = x0.long() - 1, y0.long() - 1
+    img = x.double().reshape(b, c, h * w)
+
+    def tap(i, j):  # the input at (x0 + i, y0 + j), clamped: (b c h w)
+        flat = (y0 + j).clamp(0, h - 1) * w + (x0 + i).clamp(0, w - 1)
+        return img.gather(2, flat.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
+
+    def cubic(v1, v2, v3, v4, d):
+        return v2 + d * ((-v1 + v3) + d * ((2 * (v1 - v2) + v3 - v4) + d * (-v1 + v2 - v3 + v4)))
+    v = cubic(*(cubic(*(tap(i, j) for i in range(4)), dx) for j in range(4)), dy)
+    out = v.clamp(0, 255).to(torch.uint8)  # truncation of a value in [0, 255]
+    return torch.where(inside.unsqueeze(1), out, torch.tensor(fill, dtype=torch.uint8, device=x.device).view(1, 3, 1, 1))
+
+
+def _affine_rows(x: torch.Tensor, *rows) -> torch.Tensor:
+    return torch.stack([r.expand(x.shape[0]) for r in rows], 1)
+
+
+def shear_x(x: torch.Tensor, factor) -> torch.Tensor:
+    f, one, zero = _per_image(factor, x, torch.float64).view(-1), torch.ones(()), torch.zeros(())
+    return affine(x, _affine_rows(x, one, f, zero, zero, one, zero))
+
+
+def shear_y(x: torch.Tensor, factor) -> torch.Tensor:
+    f, one, zero = _per_image(factor, x, torch.float64).view(-1), torch.ones(()), torch.zeros(())
+    return affine(x, _affine_rows(x, one, zero, zero, f, one, zero))
+
+
+def translate_x_rel(x: torch.Tensor, pct) -> torch.Tensor:
+    """A shift by pct of the width (timm: pixels = pct * width)."""
+    p, one, zero = _per_image(pct, x, torch.float64).view(-1) * x.shape[3], torch.ones(()), torch.zeros(())
+    return affine(x, _affine_rows(x, one, zero, p, zero, one, zero))
+
+
+def translate_y_rel(x: torch.Tensor, pct) -> torch.Tensor:
+    p, one, zero = _per_image(pct, x, torch.float64).view(-1) * x.shape[2], torch.ones(()), torch.zeros(())
+    return affine(x, _affine_rows(x, one, zero, zero, zero, one, p))
+
+
+def rotate(x: torch.Tensor, degrees) -> torch.Tensor:
+    """PIL's Image.rotate(degrees) about the image centre: its matrix (cos and sin rounded to 15 decimals) as AFFINE."""
+    h, w = x.shape[2:]
+    angle = -torch.deg2rad(_per_image(degrees, x, torch.float64).view(-1))
+    cos, sin = torch.round(torch.cos(angle), decimals=15), torch.round(torch.sin(angle), decimals=15)
+    cx, cy = w / 2, h / 2
+    return affine(x, torch.stack([cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy], 1))
+
+
 # RandAugment `rand-m9-mstd0.5-inc1` (DeiT's --aa), as timm draws it: for each image, 2 ops chosen uniformly from these
 # 15 with replacement (numpy's choice), each applied with probability 0.5 at a magnitude N(9, 0.5) clipped to [0, 10]
 # on timm's 10-level scale, the signed ops negated with probability 0.5; the level -> argument maps are timm's
@@ -159,3 +227,24 @@ def op_args(name: str, magnitude: torch.Tensor, negate: torch.Tensor) -> torch.T
     if name in ("ShearX", "ShearY"):
         return signed(level * 0.3)
     return signed(level * 0.45)  # TranslateXRel / TranslateYRel: a share of the image's side
+
+
+OPS = {"AutoContrast": auto_contrast, "Equalize": equalize, "Invert": invert, "Rotate": rotate,
+       "PosterizeIncreasing": posterize, "SolarizeIncreasing": solarize, "SolarizeAdd": solarize_add,
+       "ColorIncreasing": color, "ContrastIncreasing": contrast, "BrightnessIncreasing": brightness,
+       "SharpnessIncreasing": sharpness, "ShearX": shear_x, "ShearY": shear_y, "TranslateXRel": translate_x_rel,
+       "TranslateYRel": translate_y_rel}
+
+
+def rand_augment(x: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+    """RandAugment on a uint8 batch (b 3 h w) for its draws (rand_augment_draws): layer by layer, each of the 15 ops
+    on the images that drew it and apply it, at their own arguments (a loop over ops, not images)."""
+    x = x.clone()
+    for layer in range(draws["op"].shape[1]):
+        for k, name in enumerate(RAND_AUGMENT_OPS):
+            sel = (draws["op"][:, layer] == k) & draws["apply"][:, layer]
+            if not sel.any():
+                continue
+            args = op_args(name, draws["magnitude"][sel, layer], draws["negate"][sel, layer])
+            x[sel] = OPS[name](x[sel]) if args is None else OPS[name](x[sel], args)
+    return x
