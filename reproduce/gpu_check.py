@@ -482,15 +482,16 @@ def write_jpegs(root: Path, distinct: int, total: int, sizes, classes: int = 4, 
 
 
 def loader_rate(root: Path, img_size: int, batch: int, workers: int, seconds: float, device,
-                device_aug: bool = False) -> dict:
+                path: str = "pil") -> dict:
     """Images/s of the training program's ImageFolder path (maskedkd.data.loaders.FolderData with DeiT's recipe,
-    MixUp/CutMix on the device in to_device; device_aug: uint8 from the workers, normalisation and erasing on the
-    device) within one epoch, for `seconds` after the first batch (worker start-up not counted), or to the epoch's
+    MixUp/CutMix on the device in to_device; path "uint8": uint8 from the workers, normalisation and erasing on the
+    device; "uint8-randaug": RandAugment on the device too, the workers crop and flip) within one epoch, for `seconds` after the first batch (worker start-up not counted), or to the epoch's
     end."""
     from maskedkd.data.loaders import FolderData
     from maskedkd.experiments import TrainConfig
     cfg = TrainConfig(data="imagefolder", data_path=str(root), img_size=img_size, batch_size=batch,
-                      num_workers=workers, mixup=True, repeated_aug=3, seed=0, device_aug=device_aug)
+                      num_workers=workers, mixup=True, repeated_aug=3, seed=0, device_aug=path != "pil",
+                      device_randaug=path == "uint8-randaug")
     data = FolderData(cfg)
     n, t0 = 0, None
     for x, y in data.train_batches(0):
@@ -504,25 +505,27 @@ def loader_rate(root: Path, img_size: int, batch: int, workers: int, seconds: fl
             break
     sec = time.perf_counter() - t0
     del data
-    return {"workers": workers, "path": "uint8" if device_aug else "pil", "images": n, "seconds": sec, "img_s": n / sec}
+    return {"workers": workers, "path": path, "images": n, "seconds": sec, "img_s": n / sec}
 
 
 def loader_section(workers_list, distinct: int, total: int, img_size: int, batch: int, seconds: float, device,
                    step_img_s: dict[str, float], sizes=JPEG_SIZES) -> dict:
-    """[5]: the loader's rate per worker count, on both paths (pil: the workers normalise and erase; uint8: the device
-    does, device_aug); the per-core rate is the 1-worker rate (the main process only copies, mixes and, on the uint8
+    """[5]: the loader's rate per worker count, on each path (pil: the workers normalise and erase; uint8: the device
+    does, device_aug; uint8-randaug: RandAugment on the device too, device_randaug); the per-core rate is the 1-worker rate (the main process only copies, mixes and, on the uint8
     path, normalises and erases); cores needed = a step's img/s over the pil path's per-core rate."""
     with tempfile.TemporaryDirectory(prefix="gpu_check_jpegs_") as d:
         t0 = time.perf_counter()
         kib = write_jpegs(Path(d), distinct, total, sizes)
         gen_s = time.perf_counter() - t0
-        runs = [loader_rate(Path(d), img_size, batch, w, seconds, device, dev) for dev in (False, True)
-                for w in workers_list]
+        runs = [loader_rate(Path(d), img_size, batch, w, seconds, device, path)
+                for path in ("pil", "uint8", "uint8-randaug") for w in workers_list]
     per_core = next((r["img_s"] for r in runs if r["workers"] == 1 and r["path"] == "pil"), None)
-    per_core_uint8 = next((r["img_s"] for r in runs if r["workers"] == 1 and r["path"] == "uint8"), None)
+    per_core_uint8 = {p: next((r["img_s"] for r in runs if r["workers"] == 1 and r["path"] == p), None)
+                      for p in ("uint8", "uint8-randaug")}
     return {"distinct_images": distinct, "images": total, "sizes": [list(s) for s in sizes], "mean_kib": kib,
             "generate_s": gen_s, "img_size": img_size, "batch": batch, "cpu_count": os.cpu_count(), "runs": runs,
-            "per_core_img_s": per_core, "per_core_img_s_uint8": per_core_uint8,
+            "per_core_img_s": per_core, "per_core_img_s_uint8": per_core_uint8["uint8"],
+            "per_core_img_s_uint8_randaug": per_core_uint8["uint8-randaug"],
             "cores_needed": {k: (v / per_core if per_core else None) for k, v in step_img_s.items()}}
 
 
@@ -598,7 +601,9 @@ def render(r: dict) -> str:
                 for x in ld["runs"]]
         need = "; ".join(f"{k}: {_fmt(v, '.0f')} cores" for k, v in ld["cores_needed"].items())
         uint8 = (f" ({_fmt(ld['per_core_img_s_uint8'], '.0f')} img/s with uint8 batches, normalised and erased on "
-                 f"the device)" if "per_core_img_s_uint8" in ld else "")
+                 f"the device" + (f"; {_fmt(ld['per_core_img_s_uint8_randaug'], '.0f')} img/s with RandAugment there "
+                                  f"too" if "per_core_img_s_uint8_randaug" in ld else "") + ")"
+                 if "per_core_img_s_uint8" in ld else "")
         out += ["", f"Per-core rate {_fmt(ld['per_core_img_s'], '.0f')} img/s{uint8}; cores needed to feed one GPU's "
                 f"step at its measured rate: {need}.", ""]
     for k, v in r.get("skipped", {}).items():

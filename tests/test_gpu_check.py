@@ -97,9 +97,11 @@ def test_cpu_smoke_runs_the_whole_script_and_its_tables_come_from_its_json(tmp_p
     assert {(x["teacher"], x["kept_pct"]): x["paper_ratio"] for x in t["rows"]}[("DeiT-S", 50)] == 2.1  # table 1
 
     ld = r["loader"]
-    assert [(x["path"], x["workers"]) for x in ld["runs"]] == [("pil", 1), ("pil", 2), ("uint8", 1), ("uint8", 2)]
+    assert [(x["path"], x["workers"]) for x in ld["runs"]] == [(p, w) for p in ("pil", "uint8", "uint8-randaug")
+                                                               for w in (1, 2)]
     assert all(x["img_s"] > 0 for x in ld["runs"])
-    assert (ld["per_core_img_s"], ld["per_core_img_s_uint8"]) == (ld["runs"][0]["img_s"], ld["runs"][2]["img_s"])
+    assert (ld["per_core_img_s"], ld["per_core_img_s_uint8"], ld["per_core_img_s_uint8_randaug"]) == (
+        ld["runs"][0]["img_s"], ld["runs"][2]["img_s"], ld["runs"][4]["img_s"])
     assert math.isclose(ld["cores_needed"]["maskedkd"], rate["maskedkd"] / ld["per_core_img_s"])
 
 

@@ -331,3 +331,27 @@ def test_device_aug_erases_a_quarter_of_the_images_and_resumes_exactly(tmp_path)
 def test_device_aug_belongs_to_imagefolder():
     with pytest.raises(ValueError, match="device_aug=True applies to data imagefolder only"):
         TrainConfig(device_aug=True)
+
+
+def test_device_randaug_leaves_the_crop_to_the_workers_and_resumes_exactly(tmp_path):
+    """device_randaug: the workers crop and flip (the full transform's first draws, RandAugment after them), the
+    device runs RandAugment (data.device_ops, equal to timm's ops), normalises and erases, seeded by the step."""
+    crop_flip = deit_train_transform(64, uint8=True, randaugment=False)
+    full = deit_train_transform(64, uint8=True)
+    assert not any("RandAugment" in type(t).__name__ or "ColorJitter" in type(t).__name__
+                   for t in crop_flip.transforms)
+    assert [type(t).__name__ for t in crop_flip.transforms] == [type(t).__name__ for t in full.transforms
+                                                                if type(t).__name__ != "RandAugment"]
+    root = _folder(tmp_path / "d", n_train=6)
+    cfg = _cfg(root, mixup=False, device_aug=True, device_randaug=True, repeated_aug=1, batch_size=2)
+    e1 = _epoch(FolderData(cfg), 1)
+    again = _epoch(FolderData(cfg), 1, start=3)
+    assert len(again) == len(e1) - 3
+    for (xa, ya), (xb, yb) in zip(e1[3:], again):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    plain = _epoch(FolderData(cfg.replace(device_randaug=False)), 1)
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(plain, e1))  # RandAugment changed some images
+    with pytest.raises(ValueError, match="device_randaug=true runs RandAugment on the device's uint8 batch"):
+        cfg.replace(device_aug=False)
+    with pytest.raises(ValueError, match="randaugment=False leaves RandAugment to the device"):
+        deit_train_transform(64, randaugment=False)

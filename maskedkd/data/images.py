@@ -172,7 +172,7 @@ def _with_zero_bit_posterize(transform):
     return transform
 
 
-def deit_train_transform(img_size: int = 224, uint8: bool = False):
+def deit_train_transform(img_size: int = 224, uint8: bool = False, randaugment: bool = True):
     """PIL image -> (3 img_size img_size) float, DeiT's training transform as timm builds it for DeiT's arguments:
     RandomResizedCropAndInterpolation (scale 0.08-1, ratio 3/4-4/3, bicubic), horizontal flip 0.5, timm
     RandAugment `rand-m9-mstd0.5-inc1` (2 of the 15 increasing-severity ops, drawn with replacement, each applied
@@ -181,7 +181,14 @@ def deit_train_transform(img_size: int = 224, uint8: bool = False):
     DeiT passes colour jitter 0.3 too; timm drops it when RandAugment is on, as it does for DeiT. Posterize at
     0 bits gives a black image, as under DeiT's Pillow (posterize_keeping_zero_bits), on any Pillow.
     uint8=True: timm's prefetcher path (`use_prefetcher=True`): the same ops up to a uint8 (3 img_size img_size)
-    tensor; normalisation and random erasing are left to the device (device_normalise, device_erasing)."""
+    tensor; normalisation and random erasing are left to the device (device_normalise, device_erasing).
+    randaugment=False (with uint8): the crop and the flip alone, RandAugment left to the device too
+    (device_ops.rand_augment); no colour jitter either way, as timm builds DeiT's recipe."""
+    if not randaugment:
+        if not uint8:
+            raise ValueError("randaugment=False leaves RandAugment to the device: it needs uint8=True")
+        return _timm_data().create_transform(input_size=img_size, is_training=True, color_jitter=None,
+                                             auto_augment=None, interpolation="bicubic", use_prefetcher=True)
     return _with_zero_bit_posterize(_timm_data().create_transform(
         input_size=img_size, is_training=True, color_jitter=0.3, auto_augment=DEIT_AUTO_AUGMENT,
         interpolation="bicubic", re_prob=0.25, re_mode="pixel", re_count=1, use_prefetcher=uint8))
@@ -227,15 +234,15 @@ def load_rgb(path: str):
         raise OSError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
 
 
-def image_folder(root: str | Path, split: str, img_size: int = 224, uint8: bool = False):
+def image_folder(root: str | Path, split: str, img_size: int = 224, uint8: bool = False, randaugment: bool = True):
     """torchvision ImageFolder at root/split (train or val) with the DeiT train or eval transform (files read by
-    load_rgb); uint8: the training transform's prefetcher path (deit_train_transform)."""
+    load_rgb); uint8, randaugment: the training transform's device paths (deit_train_transform)."""
     from torchvision.datasets import ImageFolder
     path = Path(root) / split
     if not path.is_dir():
         raise FileNotFoundError(f"data folder not found: {path} (expected {root}/train and {root}/val)")
     try:
-        ds = ImageFolder(str(path), transform=deit_train_transform(img_size, uint8) if split == "train"
+        ds = ImageFolder(str(path), transform=deit_train_transform(img_size, uint8, randaugment) if split == "train"
                          else deit_eval_transform(img_size), loader=load_rgb)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no images in data folder {path}: {e}") from e

@@ -184,7 +184,8 @@ class FolderData:
     def __init__(self, cfg, rank: int = 0, world: int = 1):
         self.cfg, self.rank, self.world = cfg, rank, world
         size = cfg.img_size or 224
-        self.train_set = image_folder(cfg.data_path, "train", size, uint8=cfg.device_aug)
+        self.train_set = image_folder(cfg.data_path, "train", size, uint8=cfg.device_aug,
+                                      randaugment=not cfg.device_randaug)
         self._erase = {}  # device -> device_erasing(device), with cfg.device_aug
         self.val_set = image_folder(cfg.data_path, "val", size)
         if self.val_set.classes != self.train_set.classes:
@@ -239,6 +240,12 @@ class FolderData:
             return x, y
         with seeded_rngs((self.cfg.seed, self.rank, *key)):
             if self.cfg.device_aug:  # uint8 from the workers: normalise and erase here, before MixUp / CutMix
+                if self.cfg.device_randaug:  # RandAugment first, drawn per image from this step's seed
+                    from .device_ops import rand_augment, rand_augment_draws
+                    import numpy as np
+                    seed = np.random.SeedSequence([self.cfg.seed, self.rank, *key, 1]).generate_state(1, np.uint64)[0]
+                    g = torch.Generator(device).manual_seed(int(seed >> np.uint64(1)))
+                    x = rand_augment(x, rand_augment_draws(x.shape[0], g, device=device))
                 erase = self._erase.setdefault(str(device), device_erasing(device))
                 x = erase(device_normalise(x))
             return (x, y) if self.mix is None else self.mix(x, y)

@@ -113,6 +113,8 @@ class TrainConfig:
     mixup: bool = opt(True, None, "imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1")
     device_aug: bool = opt(False, None, "imagefolder: workers send uint8 images; normalisation and random erasing run "
                                         "on the device (timm's prefetcher path)")
+    device_randaug: bool = opt(False, None, "imagefolder, with device_aug: RandAugment runs on the device too "
+                                            "(data.device_ops); the workers crop and flip")
     # sounds, esc50: SpecAugment as AST trains (data.audio.SpecAugment): one frequency band of width uniform in
     # [0, freq_mask) bins and one time band in [0, time_mask) frames masked per training clip, seeded per step;
     # 0: off. AST's ESC-50 recipe: 24 and 96 (data.audio.ESC50_SPECAUG)
@@ -230,7 +232,7 @@ DATA_ONLY = {**{k: DIGITS for k in ("clean_epochs", "fresh_clutter", "digit_size
              "label_noise": ("digits", "sounds"), "freq_mask": ("sounds", "esc50"), "time_mask": ("sounds", "esc50"),
              "events": ("sounds",), "train_size": ("digits", "sounds"), "test_size": ("digits", "sounds"),
              "fold": ("esc50",), "mixup": ("imagefolder",), "repeated_aug": ("imagefolder",),
-             "device_aug": ("imagefolder",),
+             "device_aug": ("imagefolder",), "device_randaug": ("imagefolder",),
              "data_path": ("imagefolder", "esc50")}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 # what a teacher's options describe; with no teacher they would be ignored
@@ -249,6 +251,8 @@ def check_combinations(cfg: TrainConfig) -> None:
         if cfg.data not in kinds and getattr(cfg, key) != _DEFAULTS[key]:
             bad(f"{key}={getattr(cfg, key)!r} applies to data {' / '.join(kinds)} only, not data={cfg.data!r}, where "
                 f"it would be ignored")
+    if cfg.device_randaug and not cfg.device_aug:
+        bad("device_randaug=true runs RandAugment on the device's uint8 batch: it needs device_aug=true")
     if cfg.resume and cfg.overwrite:
         bad("resume=true and overwrite=true contradict each other: resume continues the checkpoint in out_dir, "
             "overwrite starts over")
