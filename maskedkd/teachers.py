@@ -126,8 +126,8 @@ def fold_input_norm(params: dict, data_norm, model_norm) -> dict:
 
 def kept_per_epoch(cfg: TrainConfig, num_patches: int) -> tuple[int | None, ...]:
     """The teacher's kept patches in each epoch of a run (None: every patch): num_keep, keep_ratio (by keep_count) or
-    keep_schedule, at most one of them. The view of the training program and the cost ledger (run_macs below,
-    reproduce/lib/runner.py) read the kept count from here alone."""
+    keep_schedule, at most one of them. The view of the training program and the cost ledger (run_macs below) read
+    the kept count from here alone."""
     if cfg.keep_schedule:  # TrainConfig gives at most one of the three (experiments.core.check_combinations)
         return keep_schedule(cfg.keep_schedule, num_patches, cfg.epochs)
     k = cfg.num_keep or (keep_count(num_patches, cfg.keep_ratio) if cfg.keep_ratio < 1.0 else None)

@@ -517,8 +517,14 @@ def loader_section(workers_list, distinct: int, total: int, img_size: int, batch
         t0 = time.perf_counter()
         kib = write_jpegs(Path(d), distinct, total, sizes)
         gen_s = time.perf_counter() - t0
-        runs = [loader_rate(Path(d), img_size, batch, w, seconds, device, path)
-                for path in ("pil", "uint8", "uint8-randaug") for w in workers_list]
+        runs = []
+        for path in ("pil", "uint8", "uint8-randaug"):
+            for w in workers_list:
+                try:  # one path's failure is its own row; the others still count
+                    runs.append(loader_rate(Path(d), img_size, batch, w, seconds, device, path))
+                except Exception as e:
+                    runs.append({"workers": w, "path": path, "images": 0, "seconds": 0.0, "img_s": None,
+                                 "error": f"{type(e).__name__}: {str(e)[:300]}"})
     per_core = next((r["img_s"] for r in runs if r["workers"] == 1 and r["path"] == "pil"), None)
     per_core_uint8 = {p: next((r["img_s"] for r in runs if r["workers"] == 1 and r["path"] == p), None)
                       for p in ("uint8", "uint8-randaug")}
@@ -597,7 +603,8 @@ def render(r: dict) -> str:
                 f"batch {ld['batch']}, MixUp/CutMix on the device; {ld['cpu_count']} CPU cores)", "",
                 *(["| path | DataLoader workers | img/s |", "|---|---|---|"] if "path" in ld["runs"][0] else
                   ["| DataLoader workers | img/s |", "|---|---|"])]
-        out += [(f"| {x['path']} " if "path" in x else "") + f"| {x['workers']} | {x['img_s']:.0f} |"
+        out += [(f"| {x['path']} " if "path" in x else "") + f"| {x['workers']} | "
+                f"{_fmt(x['img_s'], '.0f') if x.get('img_s') is not None else 'failed: ' + x.get('error', '')} |"
                 for x in ld["runs"]]
         need = "; ".join(f"{k}: {_fmt(v, '.0f')} cores" for k, v in ld["cores_needed"].items())
         uint8 = (f" ({_fmt(ld['per_core_img_s_uint8'], '.0f')} img/s with uint8 batches, normalised and erased on "

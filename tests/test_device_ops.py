@@ -145,3 +145,13 @@ def test_rand_augment_on_a_batch_equals_timms_ops_at_the_same_draws():
                 img = fns[name](img, *([] if args is None else [args.item()]), **kw)
         want.append(np.asarray(img))
     assert np.array_equal(_ours(D.rand_augment(x, d)), np.stack(want))
+
+
+@pytest.mark.parametrize("name", sorted(D.OPS))
+def test_every_op_keeps_to_the_batchs_device(name):
+    """Arguments given on the CPU, the batch elsewhere (the meta device stands in for a GPU here): every tensor an op
+    makes follows the batch, so a GPU batch never meets a CPU constant."""
+    x = torch.zeros(2, 3, 8, 8, dtype=torch.uint8, device="meta")
+    args = D.op_args(name, torch.tensor([9.0, 3.0]), torch.tensor([True, False]))
+    out = D.OPS[name](x) if args is None else D.OPS[name](x, args)
+    assert out.device.type == "meta" and out.shape == x.shape and out.dtype == torch.uint8

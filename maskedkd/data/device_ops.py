@@ -1,4 +1,4 @@
-"""RandAugment's colour ops as batched tensor functions, equal to the PIL ops timm applies (timm.data.auto_augment),
+"""RandAugment's ops as batched tensor functions, equal to the PIL ops timm applies (timm.data.auto_augment),
 for the DeiT recipe on the device: x is a uint8 batch (b 3 h w) on any device, each op's argument a tensor of one
 value per image (b,), so every image gets its own magnitude in one call, with no Python loop over images.
 
@@ -152,27 +152,28 @@ def affine(x: torch.Tensor, coeffs: torch.Tensor, fill=IMG_MEAN_FILL) -> torch.T
 
 
 def _affine_rows(x: torch.Tensor, *rows) -> torch.Tensor:
-    return torch.stack([r.expand(x.shape[0]) for r in rows], 1)
+    """(b 6) float64 AFFINE coefficients on x's device from per-image values and constants."""
+    return torch.stack([torch.as_tensor(r, dtype=torch.float64, device=x.device).expand(x.shape[0]) for r in rows], 1)
 
 
 def shear_x(x: torch.Tensor, factor) -> torch.Tensor:
-    f, one, zero = _per_image(factor, x, torch.float64).view(-1), torch.ones(()), torch.zeros(())
+    f, one, zero = _per_image(factor, x, torch.float64).view(-1), 1.0, 0.0
     return affine(x, _affine_rows(x, one, f, zero, zero, one, zero))
 
 
 def shear_y(x: torch.Tensor, factor) -> torch.Tensor:
-    f, one, zero = _per_image(factor, x, torch.float64).view(-1), torch.ones(()), torch.zeros(())
+    f, one, zero = _per_image(factor, x, torch.float64).view(-1), 1.0, 0.0
     return affine(x, _affine_rows(x, one, zero, zero, f, one, zero))
 
 
 def translate_x_rel(x: torch.Tensor, pct) -> torch.Tensor:
     """A shift by pct of the width (timm: pixels = pct * width)."""
-    p, one, zero = _per_image(pct, x, torch.float64).view(-1) * x.shape[3], torch.ones(()), torch.zeros(())
+    p, one, zero = _per_image(pct, x, torch.float64).view(-1) * x.shape[3], 1.0, 0.0
     return affine(x, _affine_rows(x, one, zero, p, zero, one, zero))
 
 
 def translate_y_rel(x: torch.Tensor, pct) -> torch.Tensor:
-    p, one, zero = _per_image(pct, x, torch.float64).view(-1) * x.shape[2], torch.ones(()), torch.zeros(())
+    p, one, zero = _per_image(pct, x, torch.float64).view(-1) * x.shape[2], 1.0, 0.0
     return affine(x, _affine_rows(x, one, zero, zero, zero, one, p))
 
 

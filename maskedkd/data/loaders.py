@@ -233,21 +233,32 @@ class FolderData:
 
     def to_device(self, x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The non-blocking copy; then, for a batch that train_batches handed out and mixup on, timm's Mixup on
-        the device with numpy's RNG seeded by (seed, rank, epoch, step) (its state is restored after)."""
+        the device with numpy's RNG seeded by (seed, rank, epoch, step) (its state is restored after). With device_aug
+        (uint8 batches) first RandAugment (device_randaug), normalisation and erasing, seeded by the same step: the
+        device's draws follow the step and the image's place in the batch, not the sample's own key as the workers'
+        do, so another world size or batch split draws others."""
         key = next((k for t, k in self._yielded if t is x), None)
+        if key is None and x.dtype == torch.uint8:
+            raise ValueError("a uint8 training batch that train_batches did not hand out (a copy?): its step is unknown, "
+                             "so it cannot be augmented on the device; pass the batch itself")
         x, y = to_device(x, y, device)
         if key is None or (self.mix is None and not self.cfg.device_aug):
             return x, y
-        with seeded_rngs((self.cfg.seed, self.rank, *key)):
+        with seeded_rngs((self.cfg.seed, self.rank, *key)), torch.random.fork_rng(
+                devices=[device] if device.type == "cuda" else [], enabled=device.type == "cuda"):
             if self.cfg.device_aug:  # uint8 from the workers: normalise and erase here, before MixUp / CutMix
+                import numpy as np
+                seed = int(np.random.SeedSequence([self.cfg.seed, self.rank, *key, 1]).generate_state(1, np.uint64)[0]
+                           >> np.uint64(1))
+                if device.type == "cuda":  # erasing's values come from the device's generator: seed it by the step
+                    torch.cuda.manual_seed(seed)
                 if self.cfg.device_randaug:  # RandAugment first, drawn per image from this step's seed
                     from .device_ops import rand_augment, rand_augment_draws
-                    import numpy as np
-                    seed = np.random.SeedSequence([self.cfg.seed, self.rank, *key, 1]).generate_state(1, np.uint64)[0]
-                    g = torch.Generator(device).manual_seed(int(seed >> np.uint64(1)))
+                    g = torch.Generator(device).manual_seed(seed)
                     x = rand_augment(x, rand_augment_draws(x.shape[0], g, device=device))
-                erase = self._erase.setdefault(str(device), device_erasing(device))
-                x = erase(device_normalise(x))
+                if str(device) not in self._erase:
+                    self._erase[str(device)] = device_erasing(device)
+                x = self._erase[str(device)](device_normalise(x))
             return (x, y) if self.mix is None else self.mix(x, y)
 
     def eval_batches(self):

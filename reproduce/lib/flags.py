@@ -77,16 +77,15 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def parse_or_full(ap: argparse.ArgumentParser, argv, full_main):
-    """The embedded options, or with --full the ImageNet-scale mode: the remaining arguments (--data,
-    --checkpoints, --dry-run, ...; see reproduce/lib/full.py) go to full_main, and None is returned."""
+    """The embedded options, or with --full the ImageNet-scale mode: every other argument (--data, --checkpoints,
+    --out, --dry-run, ...; see reproduce/lib/full.py) goes to full_main's own parser, and None is returned."""
+    import sys
     ap.add_argument("--full", action="store_true", help="ImageNet scale with real checkpoints (reproduce/lib/full.py)")
-    args, rest = ap.parse_known_args(argv)
-    if args.full:
-        full_main(rest)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--full" in argv:
+        full_main([a for a in argv if a != "--full"])
         return None
-    if rest:
-        ap.error(f"unrecognised arguments: {rest}")
-    return args
+    return ap.parse_args(argv)
 
 
 def mode_of(args) -> str:

@@ -157,7 +157,8 @@ def locate_student(checkpoints: str, student: str) -> tuple[Path | None, str]:
         return None, ""
     path = next((Path(checkpoints) / n for n in STUDENT_FILES[student] if checkpoints and (Path(checkpoints) / n).is_file()),
                 None)
-    return (path, "") if path else (None, f"student file missing: one of {STUDENT_FILES[student]} in {checkpoints}")
+    return (path, "") if path else (None, f"student file missing: one of {STUDENT_FILES[student]} in "
+                                          f"{checkpoints or '(no --checkpoints)'}")
 
 
 def launcher() -> list[str]:

@@ -33,7 +33,8 @@ STALLED = 0.2  # an image-regime run whose final accuracy is below this (chance 
 # sound regime's stuck students (26% and 20% while every other run ended above 65%).
 SOUND_STALLED = 0.5
 # regime -> (the script whose default run gives the figures, its targets, the stalled threshold)
-REGIMES = {"digits": ("table1", TARGETS, STALLED), "sounds": ("audio", SOUND_TARGETS, SOUND_STALLED)}
+REGIMES = {"digits": ("table1", TARGETS, STALLED), "sounds": ("audio", SOUND_TARGETS, SOUND_STALLED),
+           "cluttered": ("table1", TARGETS, STALLED)}  # the stress regime, measured against the image targets
 
 
 def figures(data: dict, wall_s: float | None = None) -> dict:
