@@ -120,6 +120,7 @@ def test_combinations_are_refused_in_one_place():
              (dict(adaptive_mass=0.5), "adaptive_mass=0.5 keeps the top"),
              (dict(teacher="t.pt"), "teacher='t.pt' is a checkpoint path: it needs teacher_model"),
              (dict(teacher="teacher"), "teacher='teacher' is a checkpoint path"),  # 'teacher' names a scorer only
+             (dict(teacher="timm:", num_keep=8), "teacher='timm:' names no model"),
              (dict(teacher="t.pt", teacher_model="digits_teacher", scorer="s.pt"), "scorer='s.pt' is a checkpoint"),
              (dict(teacher_tome_r=4, num_keep=8), "teacher_tome_r=4 merges tokens"),
              (dict(criterion="random"), "choose the patches to keep, but the teacher sees every patch"),

@@ -268,6 +268,8 @@ def check_combinations(cfg: TrainConfig) -> None:
         if not ref:
             continue  # a template's teacher comes from the command line (check_runnable)
         if ref.startswith(("timm:", "hf-hub:")):
+            if not ref.split(":", 1)[1].strip("/"):
+                bad(f"{role}={ref!r} names no model: timm:NAME (a timm pretrained tag) or hf-hub:OWNER/REPO")
             continue  # a hub model brings its config; a preset beside it must describe it (teachers.load_model)
         if role == "scorer" and ref in ("student", "teacher"):
             if model:
