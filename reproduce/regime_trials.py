@@ -7,7 +7,10 @@ logit-KD figures alone, against targets fixed before any trial from the paper's 
 - the teacher shown a random half of its patches keeps >= 0.90 of its full accuracy (paper: DeiT-B 76.9 / 81.8);
 - no-KD student / teacher between 0.80 and 0.95 (paper: DeiT-Ti 72.0 / DeiT-S 79.8);
 - logit KD beats no KD: paired 95% interval above zero over 5 seeds, paired SD <= 1.0 point, no stalled run;
-- table1.sh's default (5 seeds, every row) <= 15 minutes on 2 cores.
+- table1.sh's default (5 seeds, every row) <= 15 minutes on 2 cores;
+- added before the second round of trials (regime.PRECONDITION): the student's attention is informative, i.e. the
+  teacher shown the top half of a no-KD student's last-block CLS attention is at least as accurate as on a random half,
+  paired mean over 5 seeds >= 0 (student trials log it for every student, with the figures it is reported beside).
 
 No MaskedKD run is made here. Every trial appends one line (its overrides and measured figures) to the log, so the
 choice can be audited against the log alone.
@@ -15,6 +18,7 @@ choice can be audited against the log alone.
     python -m reproduce.regime_trials teacher NAME [key=value ...]          # a teacher candidate + its curve
     python -m reproduce.regime_trials students NAME TEACHER_TRIAL [--seeds 0,1,2,3,4] [key=value ...]
     python -m reproduce.regime_trials probe TEACHER_TRIAL      # the curve of a running teacher trial's checkpoint
+    python -m reproduce.regime_trials shipped NAME CONFIG      # a shipped teacher (CONFIG's asset) as a teacher trial
     python -m reproduce.regime_trials note NAME "text"          # a decision (a trial stopped early, and why)
     python -m reproduce.regime_trials --task sounds teacher NAME [key=value ...]   # the same for the AST set
 
@@ -32,9 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-from maskedkd.experiments import apply_overrides, get_config, write_config
-from reproduce.lib import flags
-from reproduce.lib.embedded import teacher_curve
+from maskedkd.experiments import apply_overrides, config_from_json, get_config, write_config
+from reproduce.lib import flags, stats
+from reproduce.lib.embedded import attention_figures, teacher_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = {"digits": ROOT / "reproduce" / "reference" / "regime_trials.jsonl",
@@ -42,7 +46,7 @@ LOGS = {"digits": ROOT / "reproduce" / "reference" / "regime_trials.jsonl",
 LOG = LOGS["digits"]
 WORK = ROOT / "results" / "regime_trials"
 # teacher-trial fields a student trial copies: the data a student sees is the data its teacher was chosen on
-SCENE_KEYS = {"digits": ("digit_size", "copies", "distractors", "jitter", "num_clutter", "noise"),
+SCENE_KEYS = {"digits": ("digit_size", "copies", "distractors", "jitter", "num_clutter", "noise", "texture"),
               "sounds": ("train_size", "test_size", "label_noise", "events")}
 
 
@@ -85,11 +89,26 @@ def teacher_trial(name: str, overrides: list[str], task: str = "digits") -> None
          "random_half_over_full": half_over_full(curve), "history": summary["history"]}, LOGS[task])
 
 
+def shipped_trial(name: str, config: str, task: str = "digits") -> None:
+    """Log a shipped teacher (a registered config's cached weights, maskedkd/assets) as teacher trial NAME, so that
+    student trials can be made against the teacher the regime ships."""
+    import shutil
+
+    from maskedkd.teachers import cached_teacher
+    cfg = get_config(config).replace(name=trial_name(task, name))
+    (WORK / "runs" / cfg.name).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached_teacher(get_config(config)), WORK / "runs" / cfg.name / "params.safetensors")
+    write_config(cfg, WORK / "configs" / f"{cfg.name}.json")
+    curve = teacher_curve(cfg, WORK / "runs" / cfg.name / "params.safetensors", cfg)
+    log({"kind": "teacher", "trial": name, "overrides": [f"shipped={config}"], "wall_s": 0.0,
+         "teacher_full_acc": curve["100"], "random_curve": {k: round(v, 4) for k, v in curve.items()},
+         "random_half_over_full": half_over_full(curve), "history": []}, LOGS[task])
+
+
 def probe(name: str, task: str = "digits") -> None:
     """Log the random-patch curve of a teacher trial's last checkpoint (a trial still training)."""
     import torch
 
-    from maskedkd.experiments import config_from_json
     cfg = config_from_json(WORK / "configs" / f"{trial_name(task, name)}.json")
     ck = torch.load(WORK / "runs" / cfg.name / "checkpoint.pt", weights_only=True)
     curve = teacher_curve(cfg, ck["params"], cfg)
@@ -129,9 +148,19 @@ def students_trial(name: str, teacher_trial_name: str, seeds: list[int], overrid
              "wall_s": {c.name: round(w, 1) for c, (_, w) in zip(cfgs, results)},
              "histories": {c.name: s["history"] for c, (s, _) in zip(cfgs, results)}}
     if len(diff) > 1:
-        from reproduce.lib import stats
         _, _, low, high = stats.t_interval(diff)
         entry["kd_minus_nokd_ci95"] = [round(low, 2), round(high, 2)]
+    if task == "digits":  # the method's precondition (regime.PRECONDITION): one teacher evaluation per student
+        t_cfg = config_from_json(WORK / "configs" / f"{tname}.json")
+        att = {c.name: attention_figures(c, WORK / "runs" / c.name / "params.safetensors", t_cfg, t_path)
+               for c in cfgs}
+        entry["attention"] = {name: {k: round(v, 4) for k, v in f.items()} for name, f in att.items()}
+        for row in ("nokd", "kd"):
+            d = [att[f"{prefix}_{name}_{row}-s{s}"]["top_minus_random"] for s in seeds]
+            entry[f"{row}_top_minus_random"] = [round(v, 2) for v in d]
+            if len(d) > 1:
+                mean, _, low, high = stats.t_interval(d)
+                entry[f"{row}_top_minus_random_ci95"] = [round(mean, 2), round(low, 2), round(high, 2)]
     log(entry, LOGS[task])
 
 
@@ -149,13 +178,18 @@ def main(argv=None) -> None:
     s.add_argument("overrides", nargs="*")
     s.add_argument("--seeds", type=flags.int_list(), default=[0, 1, 2, 3, 4])
     s.add_argument("--jobs", type=flags.integer("[1, inf)"), default=2)
+    sh = sub.add_parser("shipped")
+    sh.add_argument("name")
+    sh.add_argument("config")
     p = sub.add_parser("probe")
     p.add_argument("name")
     n = sub.add_parser("note")
     n.add_argument("name")
     n.add_argument("text")
     a = ap.parse_args(argv)
-    if a.what == "probe":
+    if a.what == "shipped":
+        shipped_trial(a.name, a.config, a.task)
+    elif a.what == "probe":
         probe(a.name, a.task)
     elif a.what == "note":
         log({"kind": "note", "trial": a.name, "text": a.text}, LOGS[a.task])

@@ -43,12 +43,50 @@ def test_copies_come_from_different_hands():
 
 @pytest.mark.parametrize("kw,bad", [(dict(copies=5, digit_size=16, jitter=0), "copies=5"),
                                     (dict(copies=0), "copies=0"),
-                                    (dict(copies=2, jitter=4), "jitter=4"),
+                                    (dict(copies=2, jitter=9), "jitter=9"),
+                                    (dict(texture=1.5), "texture=1.5"),
                                     (dict(digit_size=28, jitter=4), "too small"),
                                     (dict(noise=1.5), "noise=1.5")])
 def test_bad_scenes_are_refused_naming_the_value(kw, bad):
     with pytest.raises(ValueError, match=bad):
         cluttered_digits("train", 2, 0, **kw)
+
+
+@pytest.mark.parametrize("jitter", [1, 4])
+def test_grid_jitter_moves_each_copy_within_jitter_px_of_its_cell(jitter):
+    kw = dict(digit_size=16, copies=3, num_clutter=0, noise=0.0, normalize=False)
+    moved = 0
+    for seed in range(20):  # one image per seed: its moves are drawn after its cells and sources
+        x, y = cluttered_digits("train", 1, seed, jitter=jitter, **kw)
+        base, y0 = cluttered_digits("train", 1, seed, jitter=0, **kw)
+        assert torch.equal(y, y0)
+        img, ref = x[0, 0], base[0, 0]
+        for r in range(2):
+            for c in range(2):
+                cell = ref[16 * r:16 * (r + 1), 16 * c:16 * (c + 1)]
+                if cell.max() == 0:
+                    continue
+                # the cell's digit reappears (under max with its neighbours) at an offset within jitter px
+                fits = []
+                for dy in range(-jitter, jitter + 1):
+                    for dx in range(-jitter, jitter + 1):
+                        top, left = min(max(16 * r + dy, 0), 16), min(max(16 * c + dx, 0), 16)
+                        fits.append(bool((img[top:top + 16, left:left + 16] >= cell - 1e-6).all()))
+                assert any(fits)
+                moved += not fits[len(fits) // 2]
+    assert moved > 0  # the copies did move
+
+
+def test_texture_fills_every_patch_and_leaves_the_untextured_scene_as_it_was():
+    kw = dict(digit_size=16, copies=3, jitter=0, num_clutter=0, noise=0.1, normalize=False)
+    plain, y = cluttered_digits("test", 30, 0, **kw)
+    textured, y2 = cluttered_digits("test", 30, 0, texture=0.4, **kw)
+    again, _ = cluttered_digits("test", 30, 0, texture=0.0, **kw)
+    assert torch.equal(plain, again) and torch.equal(y, y2)
+    spread = textured[:, 0].unfold(1, 4, 4).unfold(2, 4, 4).reshape(30, 64, 16).std(-1)
+    blank = plain[:, 0].unfold(1, 4, 4).unfold(2, 4, 4).reshape(30, 64, 16).amax(-1) <= 0.1
+    assert blank.float().mean() > 0.2 and (textured >= plain - 1e-6).all()  # digits stay on top (max)
+    assert (textured[:, 0].amax((1, 2)) >= 0.4 - 1e-6).all() and spread.median() > 0.01
 
 
 def _aug_cfg(**kw):

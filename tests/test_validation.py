@@ -126,7 +126,8 @@ def test_combinations_are_refused_in_one_place():
              (dict(criterion="random"), "choose the patches to keep, but the teacher sees every patch"),
              (dict(criterion="randon", num_keep=8), "criterion='randon' is not a registered criterion"),
              (dict(student_keep=8, num_keep=8), "not both"),
-             (dict(copies=3), "copies=3 and distractors=0 must fit"),  # jitter 4 by default
+             (dict(copies=3, jitter=9), "jitter=9 px moves a digit of a grid scene"),
+             (dict(copies=5, digit_size=16), "copies=5 and distractors=0 must fit"),
              (dict(train_size=8, batch_size=16), "train_size=8 is smaller than batch_size=16"),
              (dict(clean_epochs=5, epochs=2), "clean_epochs=5 exceeds epochs=2"),
              (dict(data="imagefolder", train_size=100), "train_size=100 applies to data digits / sounds only"),

@@ -39,7 +39,7 @@ def _digit_sources(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_scene(*, canvas: int = 32, digit_size: int = 16, jitter: int = 4, num_clutter: int = 3, noise: float = 0.15,
-                copies: int = 1, distractors: int = 0) -> None:
+                copies: int = 1, distractors: int = 0, texture: float = 0.0) -> None:
     """A digit scene's options (cluttered_digits), checked alone and together; raises naming the values."""
     canvas = as_int(canvas, "canvas", "[8, inf)", "px")
     digit_size = as_int(digit_size, "digit_size", "[8, 64]", "px; the sources are 8x8")
@@ -48,28 +48,36 @@ def check_scene(*, canvas: int = 32, digit_size: int = 16, jitter: int = 4, num_
     as_number(noise, "noise", "[0, 1]", "the uniform pixel noise level")
     copies = as_int(copies, "copies", "[1, inf)", "digits of the class")
     distractors = as_int(distractors, "distractors", "[0, inf)", "digits of another class")
-    if canvas < digit_size + 2 * jitter:
-        raise InputError(f"canvas {canvas} is too small for a digit_size={digit_size} px digit with jitter={jitter}")
+    as_number(texture, "texture", "[0, 1]", "the amplitude of the smooth background texture")
     cells = (canvas // digit_size) ** 2
     grid = copies > 1 or distractors > 0
-    if copies + distractors > cells or distractors >= copies or (grid and jitter):
+    if not grid and canvas < digit_size + 2 * jitter:
+        raise InputError(f"canvas {canvas} is too small for a digit_size={digit_size} px digit with jitter={jitter}")
+    if copies + distractors > cells or distractors >= copies:
         raise InputError(f"copies={copies} and distractors={distractors} must fit the {cells} cells of "
-                         f"{digit_size} px on a {canvas} px canvas, fewer distractors than copies, with jitter 0 when "
-                         f"either is above its default (jitter={jitter})")
+                         f"{digit_size} px on a {canvas} px canvas, with fewer distractors than copies")
+    if grid and 2 * jitter > digit_size:
+        raise InputError(f"jitter={jitter} px moves a digit of a grid scene (copies={copies}, distractors="
+                         f"{distractors}) by more than half its cell (digit_size={digit_size}); at most "
+                         f"{digit_size // 2}")
 
 
 def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter: int = 4, num_clutter: int = 3,
                      clutter_size: tuple[int, int] = (5, 9), noise: float = 0.15, normalize: bool = True,
-                     digit_size: int = 16, copies: int = 1, distractors: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                     digit_size: int = 16, copies: int = 1, distractors: int = 0,
+                     texture: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """n images (n, 1, canvas, canvas) and labels (n,): a digit_size-px digit of `split` ("train"/"test" sources)
     at the centre +- jitter px, num_clutter crops (clutter_size px, of 16-px digits) of other digits anywhere,
     uniform noise in [0, noise]. copies > 1: that many digits of the class (different sources: other hands) in
     distinct cells of a grid of digit_size-px cells instead of one at the centre (jitter must be 0); distractors:
-    that many whole digits of other classes (one class per image) in further cells: the label is the majority."""
+    that many whole digits of other classes (one class per image) in further cells: the label is the majority; jitter
+    then moves each of them by up to that many px in each direction, clipped to the canvas (neighbours may overlap).
+    texture > 0: a smooth random background of that amplitude (texture_background) under the digits and clutter,
+    so that no patch is blank."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     check_scene(canvas=canvas, digit_size=digit_size, jitter=jitter, num_clutter=num_clutter, noise=noise,
-                copies=copies, distractors=distractors)
+                copies=copies, distractors=distractors, texture=texture)
     cells, grid = (canvas // digit_size) ** 2, copies > 1 or distractors > 0
     imgs, labels = _digit_sources(digit_size)
     clutter_src = _digit_sources(16)[0]
@@ -78,6 +86,9 @@ def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter:
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     which = rng.integers(0, len(pool), n)
     out = rng.uniform(0, noise, (n, canvas, canvas)).astype(np.float32)
+    if texture:  # its own stream: the digits, clutter and noise are those of the scene without texture
+        back = texture_background(np.random.default_rng([seed, 0 if split == "train" else 1, 2]), n, canvas, texture)
+        np.maximum(out, back, out=out)
     centre = (canvas - digit_size) // 2
     lo, hi = clutter_size
     for i in range(n):
@@ -103,6 +114,10 @@ def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter:
             if distractors:
                 other = (pool_y[which[i]] + rng.integers(1, 10)) % 10
                 sources += list(rng.choice(np.flatnonzero(pool_y == other), distractors))
+            if jitter:  # drawn last and only when asked: a scene without jitter draws exactly what it drew before
+                moves = rng.integers(-jitter, jitter + 1, (len(places), 2))
+                places = [(int(np.clip(y0 + dy, 0, canvas - digit_size)), int(np.clip(x0 + dx, 0, canvas - digit_size)))
+                          for (y0, x0), (dy, dx) in zip(places, moves)]
         for (y0, x0), j in zip(places, sources):
             np.maximum(out[i, y0:y0 + digit_size, x0:x0 + digit_size], pool[j],
                        out=out[i, y0:y0 + digit_size, x0:x0 + digit_size])
@@ -110,6 +125,18 @@ def cluttered_digits(split: str, n: int, seed: int, *, canvas: int = 32, jitter:
     if normalize:
         x = (x - DIGITS_MEAN) / DIGITS_STD
     return x, torch.from_numpy(pool_y[which])
+
+
+def texture_background(rng: np.random.Generator, n: int, canvas: int, amplitude: float) -> np.ndarray:
+    """n smooth random backgrounds (n, canvas, canvas) in [0, amplitude]: uniform noise at 4, 8 and 16 px scales,
+    bilinearly upsampled and weighted by their scale (coarser scales stronger, as in natural images' 1/f spectrum),
+    summed and rescaled per image to span [0, amplitude]."""
+    total = torch.zeros(n, 1, canvas, canvas)
+    for cell in (4, 8, 16):
+        coarse = torch.from_numpy(rng.uniform(0, 1, (n, 1, canvas // cell + 1, canvas // cell + 1)).astype(np.float32))
+        total += cell * F.interpolate(coarse, size=(canvas, canvas), mode="bilinear", align_corners=True)
+    lo, hi = total.amin((1, 2, 3), keepdim=True), total.amax((1, 2, 3), keepdim=True)
+    return (amplitude * (total - lo) / (hi - lo).clamp_min(1e-6))[:, 0].numpy()
 
 
 def clean_digits(split: str, n: int, seed: int, *, canvas: int = 32, normalize: bool = True, digit_size: int = 16,

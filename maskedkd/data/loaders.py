@@ -67,7 +67,7 @@ def noisy_labels(y: torch.Tensor, rate: float, seed: int, num_classes: int = 10)
 def scene(cfg) -> dict:
     """The cluttered_digits arguments a config's digit scene sets."""
     return dict(digit_size=cfg.digit_size, jitter=cfg.jitter, num_clutter=cfg.num_clutter, noise=cfg.noise,
-                copies=cfg.copies, distractors=cfg.distractors)
+                copies=cfg.copies, distractors=cfg.distractors, texture=cfg.texture)
 
 
 class InMemoryData:

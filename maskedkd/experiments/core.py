@@ -107,6 +107,7 @@ class TrainConfig:
     jitter: int = opt(4, "[0, inf)", "digits: px the digit moves around the centre")
     num_clutter: int = opt(3, "[0, inf)", "digits: fragments of other digits per image")
     noise: float = opt(0.15, "[0, 1]", "digits: uniform pixel noise level")
+    texture: float = opt(0.0, "[0, 1]", "digits: amplitude of a smooth random background (0: none)")
     # digits: DeiT's batch augmentation (MixUp 0.8 / CutMix 1.0 / smoothing 0.1, random erasing 0.25 per image, as
     # timm builds them), seeded by (seed, rank, epoch, step)
     batch_aug: bool = opt(False, None, "digits: DeiT's batch augmentation")
@@ -228,7 +229,7 @@ def field_table() -> str:
 # source is refused (a digit-scene option on the sound set, SpecAugment on images).
 DIGITS = ("digits",)
 DATA_ONLY = {**{k: DIGITS for k in ("clean_epochs", "fresh_clutter", "digit_size", "copies", "distractors", "jitter",
-                                    "num_clutter", "noise", "batch_aug")},
+                                    "num_clutter", "noise", "texture", "batch_aug")},
              "label_noise": ("digits", "sounds"), "freq_mask": ("sounds", "esc50"), "time_mask": ("sounds", "esc50"),
              "events": ("sounds",), "train_size": ("digits", "sounds"), "test_size": ("digits", "sounds"),
              "fold": ("esc50",), "mixup": ("imagefolder",), "repeated_aug": ("imagefolder",),
@@ -261,7 +262,7 @@ def check_combinations(cfg: TrainConfig) -> None:
     if cfg.data == "digits":
         from ..data.images import check_scene
         check_scene(digit_size=cfg.digit_size, jitter=cfg.jitter, num_clutter=cfg.num_clutter, noise=cfg.noise,
-                    copies=cfg.copies, distractors=cfg.distractors)
+                    copies=cfg.copies, distractors=cfg.distractors, texture=cfg.texture)
         if cfg.clean_epochs > cfg.epochs:
             bad(f"clean_epochs={cfg.clean_epochs} exceeds epochs={cfg.epochs}")
     for ref, model, role in ((cfg.teacher, cfg.teacher_model, "teacher"), (cfg.scorer, cfg.scorer_model, "scorer")):

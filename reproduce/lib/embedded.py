@@ -65,6 +65,54 @@ def teacher_curve(tcfg: TrainConfig, params_path, data_cfg: TrainConfig, draws: 
     return out
 
 
+# A patch is near-blank when the mean over channels of its pixels' standard deviation is below this, in normalised
+# units (the data's own normalisation); fixed before any attention figure was measured (reproduce/lib/regime.py).
+BLANK_SPREAD = 0.15
+
+
+def attention_figures(s_cfg: TrainConfig, s_params, t_cfg: TrainConfig, t_params, draws: int = 3) -> dict:
+    """What a trained student's last-block CLS attention is worth to the teacher, on the test set of s_cfg's data,
+    half of the patches kept (keep_count):
+    - top_half / random_half: the teacher's accuracy on the student's top half / on a random half (the mean over the
+      `draws` fixed draws of teacher_curve, so the two pair exactly); top_minus_random: the difference in points;
+    - mean_top_half: the teacher on the top half of the attention averaged over the test set (one half for every
+      image: what position alone gives), and top_overlap_with_mean: the share of an image's own top half that lies in
+      that common half (1: the ranking is positional; 0.5: unrelated to it);
+    - blank_share, blank_in_top_half, blank_attention_mass: near-blank patches (BLANK_SPREAD) among all patches,
+      in the student's top half, and the share of the student's attention they receive."""
+    import torch
+    from einops import rearrange
+
+    import maskedkd as mkd
+    from maskedkd.data.loaders import fixed_test_set
+    from maskedkd.select import keep_count
+    sm, tm = MODELS[s_cfg.model], MODELS[t_cfg.model]
+    s_params = s_params if isinstance(s_params, dict) else mkd.load_checkpoint(s_params, sm)
+    t_params = t_params if isinstance(t_params, dict) else mkd.load_checkpoint(t_params, tm)
+    x, y = fixed_test_set(s_cfg)
+    n = sm.num_patches
+    k = keep_count(n, 0.5)
+
+    def teacher_acc(idx):
+        return 100 * (mkd.teacher_forward(t_params, x, tm, idx.sort(-1).values).argmax(-1) == y).float().mean().item()
+
+    with torch.no_grad():
+        scores = mkd.student_forward(s_params, x, sm)[1]  # (b n)
+        top = scores.topk(k, -1).indices
+        common = scores.mean(0).topk(k).indices
+        random_acc = sum(teacher_acc(torch.rand(len(x), n, generator=torch.Generator().manual_seed(d))
+                                     .argsort(-1)[:, :k]) for d in range(draws)) / draws
+        patches = rearrange(x, "b c (gh ph) (gw pw) -> b (gh gw) c (ph pw)", ph=sm.patch_size, pw=sm.patch_size)
+        blank = patches.std(-1).mean(-1) < BLANK_SPREAD  # (b n)
+        top_acc = teacher_acc(top)
+        return {"top_half": top_acc, "random_half": random_acc, "top_minus_random": top_acc - random_acc,
+                "mean_top_half": teacher_acc(common.expand(len(x), k)),
+                "top_overlap_with_mean": torch.isin(top, common).float().mean().item(),
+                "blank_share": blank.float().mean().item(),
+                "blank_in_top_half": blank.gather(1, top).float().mean().item(),
+                "blank_attention_mass": ((scores * blank).sum() / scores.sum()).item()}
+
+
 def shown_path(path) -> str:
     """A weights path as a report shows it: relative to the repository when inside it (the shipped teacher, the same
     on every checkout), else as given (a cache entry)."""
