@@ -1,6 +1,8 @@
 """Masking criteria: scores (b n) -> kept patch indices (b k). A registry so new criteria plug in.
 
-Every criterion is a pure function `(scores, num_keep, generator) -> (b, num_keep) int64`.
+Every criterion is a pure function `(scores, num_keep, generator) -> (b, num_keep) int64`; one registered with
+`uses_spread=True` also gets `spread` (b n), each patch's pixel spread (patch_spread), computed from the input the
+teacher sees: no model forward.
 """
 from __future__ import annotations
 
@@ -16,15 +18,18 @@ from .checks import InputError, as_int, as_number
 
 Criterion = Callable[[torch.Tensor, int, "torch.Generator | None"], torch.Tensor]
 CRITERIA: dict[str, Criterion] = {}
-BUILTIN_NAMES = ("topk", "bottomk", "random")
+SPREAD_CRITERIA: set[str] = set()  # criteria that also take `spread`
+BUILTIN_NAMES = ("topk", "bottomk", "random", "topk_flat_last")
 
 
-def register_criterion(name: str) -> Callable[[Criterion], Criterion]:
-    """Decorator: add a criterion `(scores (b n), num_keep, generator) -> idx (b k)` under `name`."""
+def register_criterion(name: str, *, uses_spread: bool = False) -> Callable[[Criterion], Criterion]:
+    """Decorator: add a criterion `(scores (b n), num_keep, generator) -> idx (b k)` under `name`; uses_spread: it
+    takes `spread` (b n) too, the pixel spread of each patch (patch_spread)."""
     def add(fn: Criterion) -> Criterion:
         if name in BUILTIN_NAMES and CRITERIA.get(name, fn) is not fn:
             raise ValueError(f"criterion {name!r} is built in; register a plug-in under another name")
         CRITERIA[name] = fn  # a plug-in registered again (a re-run notebook cell) takes its new definition
+        (SPREAD_CRITERIA.add if uses_spread else SPREAD_CRITERIA.discard)(name)
         return fn
     return add
 
@@ -46,6 +51,28 @@ def random(scores: torch.Tensor, num_keep: int, generator: torch.Generator | Non
     """num_keep patches per sample uniformly at random, without replacement; `scores` gives only the shape."""
     noise = torch.rand(scores.shape, device=scores.device, generator=generator)
     return torch.topk(noise, num_keep, dim=-1).indices
+
+
+def patch_spread(patches: torch.Tensor, channels: int) -> torch.Tensor:
+    """patches (b n (c p)) as patchify gives them -> (b n): the standard deviation of each patch's pixels, channel by
+    channel, averaged over the channels. A flat patch (sky, an empty page, silence) has a spread near 0."""
+    return rearrange(patches, "b n (c p) -> b n c p", c=channels).float().std(-1).mean(-1)
+
+
+FLAT_RATIO = 0.25  # topk_flat_last's one knob: a patch is flat below this share of its image's mean patch spread
+
+
+@register_criterion("topk_flat_last", uses_spread=True)
+def topk_flat_last(scores: torch.Tensor, num_keep: int, generator: torch.Generator | None = None, *,
+                   spread: torch.Tensor) -> torch.Tensor:
+    """The student's top num_keep, flat patches last: patches whose pixel spread is below FLAT_RATIO of their image's
+    mean patch spread come after every other patch, each group in the student's order. Where an image has
+    num_keep patches that are not flat this is topk over them; elsewhere the flat ones with the highest scores fill
+    the remainder. Against attention sinks on blank regions (a ViT parks attention on low-information tokens),
+    which topk would spend the teacher's budget on; no forward of any model (the spread comes from the pixels)."""
+    flat = spread < FLAT_RATIO * spread.mean(-1, keepdim=True)
+    span = (scores.amax(-1, keepdim=True) - scores.amin(-1, keepdim=True)).detach()
+    return torch.topk(scores - flat * (span + 1), num_keep, dim=-1).indices
 
 
 BUILTIN_CRITERIA = frozenset(CRITERIA)
@@ -81,11 +108,17 @@ def check_criterion_name(name: str) -> str:
 
 
 def select_tokens(scores: torch.Tensor, num_keep: int, criterion: str = "topk",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """scores (b n) -> (b num_keep) int64 indices of the patches the teacher sees."""
+                  generator: torch.Generator | None = None, spread: torch.Tensor | None = None) -> torch.Tensor:
+    """scores (b n) -> (b num_keep) int64 indices of the patches the teacher sees; spread (b n): each patch's pixel
+    spread, for (and only for) a criterion registered with uses_spread."""
     fn = check_criterion(criterion)
     if scores.ndim != 2:
         raise ValueError(f"scores must be (b, num_patches), got shape {tuple(scores.shape)}")
+    if (spread is not None) != (criterion in SPREAD_CRITERIA):
+        raise ValueError(f"criterion {criterion!r} " + ("takes the patches' spread: pass spread=patch_spread(...)"
+                                                        if spread is None else "takes no spread"))
+    if spread is not None and spread.shape != scores.shape:
+        raise ValueError(f"spread of shape {tuple(spread.shape)}: expected the scores' {tuple(scores.shape)}")
     n = scores.shape[1]
     try:
         k = operator.index(num_keep)
@@ -93,7 +126,7 @@ def select_tokens(scores: torch.Tensor, num_keep: int, criterion: str = "topk",
         raise ValueError(f"num_keep={num_keep!r} must be an integer") from None
     if isinstance(num_keep, bool) or not 1 <= k <= n:
         raise ValueError(f"num_keep={num_keep!r} is out of range 1..{n} (num_patches)")
-    return fn(scores, k, generator)
+    return fn(scores, k, generator) if spread is None else fn(scores, k, generator, spread=spread)
 
 
 # Kept counts behind the paper's percentage labels [docs/paper.md#kept-counts, #flops-model]:

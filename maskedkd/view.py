@@ -30,7 +30,8 @@ from .attention import Params
 from .config import ViTConfig
 from .checks import InputError, as_int, as_number
 from .model import check_params, forward_tokens, head, student_forward, teacher_forward
-from .select import adaptive_budget, check_criterion, resample_scores, select_tokens
+from .patchify import patchify, to_image_layout
+from .select import SPREAD_CRITERIA, adaptive_budget, check_criterion, patch_spread, resample_scores, select_tokens
 
 
 class TeacherOut(NamedTuple):
@@ -158,7 +159,11 @@ class TeacherView:
         if self.adaptive_mass:
             idx, valid, count = adaptive_budget(scores, self.adaptive_mass, self.num_keep)
             return idx, valid, count.float()
-        idx = select_tokens(scores, self.num_keep, self.criterion)
+        spread = None
+        if self.criterion in SPREAD_CRITERIA:  # each patch's pixel spread on the teacher's grid: no forward
+            spread = patch_spread(patchify(to_image_layout(x, self.cfg), self.cfg.patch_size, self.cfg.patch_stride),
+                                  self.cfg.in_chans)
+        idx = select_tokens(scores, self.num_keep, self.criterion, spread=spread)
         return idx, None, torch.full((b,), float(self.num_keep), device=x.device)
 
     def __call__(self, x: torch.Tensor, scores: torch.Tensor | None = None, *, features: str | None = None

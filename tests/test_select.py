@@ -176,3 +176,55 @@ def test_builtin_criteria_cannot_be_replaced_and_module_names_must_match():
         mkd.register_criterion("random")(lambda scores, k, generator=None: scores[:, :k].long())
     with pytest.raises(ValueError, match="module 'maskedkd.patchify' registers no criterion 'topk'"):
         mkd.select_tokens(torch.rand(2, 9), 3, "maskedkd.patchify:topk")
+
+
+@st.composite
+def scores_spread_and_k(draw):
+    scores, k = draw(scores_and_k())
+    spread = draw(arrays(np.float32, tuple(scores.shape), elements=st.sampled_from([0.0, 0.01, 0.2, 1.0, 2.0])))
+    return scores, torch.from_numpy(spread), k
+
+
+def _max(t):
+    return t.max().item() if t.numel() else -1.0
+
+
+@given(ssk=scores_spread_and_k())
+def test_flat_last_keeps_the_students_order_with_flat_patches_after_the_rest(ssk):
+    scores, spread, k = ssk
+    idx = mkd.select_tokens(scores, k, "topk_flat_last", spread=spread)
+    flat = spread < mkd.select.FLAT_RATIO * spread.mean(-1, keepdim=True)
+    for row, s, f in zip(idx, scores, flat):
+        kept = torch.zeros_like(f).index_fill(0, row, True)
+        assert len(set(row.tolist())) == k
+        if (~f).sum() >= k:  # enough patches that are not flat: none of the flat ones is kept
+            assert not (kept & f).any()
+            assert s[kept].min() >= _max(s[~kept & ~f])  # topk among the patches that are not flat
+        else:  # every patch that is not flat is kept, the flat ones by score
+            assert kept[~f].all() and s[kept & f].min() >= _max(s[~kept])
+
+
+def test_flat_last_is_topk_when_no_patch_is_flat_and_needs_the_spread():
+    scores = torch.rand(3, 16, generator=torch.Generator().manual_seed(0))
+    same = torch.ones(3, 16)
+    assert torch.equal(mkd.select_tokens(scores, 5, "topk_flat_last", spread=same).sort(-1).values,
+                       mkd.select_tokens(scores, 5, "topk").sort(-1).values)
+    with pytest.raises(ValueError, match="takes the patches' spread"):
+        mkd.select_tokens(scores, 5, "topk_flat_last")
+    with pytest.raises(ValueError, match="takes no spread"):
+        mkd.select_tokens(scores, 5, "topk", spread=same)
+    with pytest.raises(ValueError, match="spread of shape"):
+        mkd.select_tokens(scores, 5, "topk_flat_last", spread=same[:, :8])
+
+
+def test_teacher_view_ranks_flat_patches_last_from_the_pixels():
+    cfg = mkd.ViTConfig(img_size=16, patch_size=4, in_chans=2, num_classes=3, embed_dim=16, depth=1, num_heads=2)
+    x = torch.zeros(2, 2, 16, 16)
+    x[:, :, :8] = torch.randn(2, 2, 8, 16, generator=torch.Generator().manual_seed(1))  # top half textured
+    scores = torch.linspace(1, 0, 16).flip(0).expand(2, 16).contiguous()  # the student prefers the bottom rows
+    view = mkd.TeacherView(cfg, mkd.init_params(cfg), 6, criterion="topk_flat_last")
+    keep, _, _ = view.select(x, scores)
+    assert (keep < 8).all()  # only textured patches (the top two rows of the 4x4 grid)
+    assert set(keep[0].tolist()) == set(range(2, 8))  # and among them, the student's six best
+    spread = mkd.select.patch_spread(mkd.patchify(x, 4), 2)
+    assert (spread[:, 8:] == 0).all() and (spread[:, :8] > 0.5).all()
