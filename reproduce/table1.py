@@ -31,7 +31,7 @@ import maskedkd as mkd
 from maskedkd.bench import bench_teacher
 from maskedkd.experiments import MODELS, TrainConfig
 from maskedkd.select import keep_count
-from reproduce.lib import claims, driver, embedded, flags, full, paper, records, regime, report, stats
+from reproduce.lib import claims, driver, embedded, full, paper, records, regime, report, stats
 from reproduce.lib.embedded import plan, student_run, teacher_config, warmup_epochs, warmup_run
 from reproduce.lib.runner import mean_std
 
@@ -56,7 +56,8 @@ def student_rows(mode: str, seed: int, feature_kd: bool = False, task: str = "di
     return rows
 
 
-REGIME_TITLES = {"digits": "the default digits regime", "cluttered": "the cluttered-digits stress regime"}
+REGIME_TITLES = {"digits": "the default digits regime", "fixed_places": "the fixed-places stress regime",
+                 "cluttered": "the cluttered-digits stress regime"}
 
 
 def warmup_label(mode: str) -> str:
@@ -254,18 +255,9 @@ def update_reference(out: Path, reference: Path = records.REFERENCE, readme: Pat
 
 
 class Table1(driver.Spec):
-    """Table 1's steps beside the driver's: its regime (--regime) and results folder, its teacher trained and timed
+    """Table 1's steps beside the driver's: its teacher trained and timed
     first and part 1's speed-ups, the feature-KD rows' own runs file and claims (--feature-kd), its files
     (markdown, CSV, regime.json) and its reference update."""
-
-    def task_of(self, args) -> str:
-        if args.update_reference and args.regime != "digits":
-            raise SystemExit("--update-reference records the default regime; the cluttered stress regime's reference "
-                             "(reproduce/reference/cluttered/) is the record of its last default run")
-        return args.regime
-
-    def out_dir(self, args) -> Path:
-        return Path(args.out) if args.regime == "digits" else Path(args.out) / args.regime
 
     def before(self, args, mode: str) -> dict:
         """The teacher, trained once (minutes) if neither shipped nor cached, and timed; part 1's speed-ups."""
@@ -275,7 +267,7 @@ class Table1(driver.Spec):
             shutil.rmtree(cache_dir() / "teachers", ignore_errors=True)
         t0 = time.time()
         path = train_cached_teacher(teacher_config(mode, args.regime))
-        return {"regime": args.regime, "teacher": embedded.shown_path(path), "teacher_s": time.time() - t0,
+        return {"teacher": embedded.shown_path(path), "teacher_s": time.time() - t0,
                 "speedups": speedups(mode, args.speedups), "feature_kd": args.feature_kd}
 
     def claims(self, data: dict) -> list[dict]:
@@ -313,11 +305,11 @@ def options(ap) -> None:
                     help="also measure part 1's teacher-forward speed-ups on this CPU (random weights; minutes)")
     ap.add_argument("--feature-kd", action="store_true",
                     help="also the Manifold / Attention KD rows with and without masking (~+20 min)")
-    flags.regime_option(ap)
 
 
 SPEC = Table1("table1", "Table 1: MaskedKD main results, regenerated", __doc__, rows,
-              paper=lambda rid, label: PAPER_TI[rid], extra=teacher_curve, full=full.main, options=options)
+              paper=lambda rid, label: PAPER_TI[rid], extra=teacher_curve, full=full.main, options=options,
+              regimes=True)
 main = SPEC.main
 
 if __name__ == "__main__":

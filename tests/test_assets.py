@@ -13,7 +13,7 @@ from maskedkd.experiments import MODELS, config_hash, get_config
 from maskedkd.teachers import ASSETS, cached_teacher
 
 
-@pytest.mark.parametrize("name", ["digits_teacher", "cluttered_teacher", "sounds_teacher"])
+@pytest.mark.parametrize("name", ["digits_teacher", "cluttered_teacher", "fixed_places_teacher", "sounds_teacher"])
 def test_shipped_teacher_matches_its_config_and_recorded_accuracy(name):
     shipped = ASSETS / f"{name}.safetensors"
     assert shipped.is_file(), f"the embedded teacher artefact {shipped} is missing"

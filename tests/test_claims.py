@@ -94,15 +94,17 @@ def test_claims_are_written_down_once():
         assert (c.kind is None) == (c.a is None) == (c.b is None), c
         assert c.metric in claims.METRICS, c
         if c.kind:
-            assert c.kind in ("beats", "below", "matches") and c.script in SCRIPTS, c
+            assert c.kind in ("beats", "below", "matches", "noninferior") and c.script in SCRIPTS, c
     evaluated = {c.key for c in claims.CLAIMS if c.kind}
     assert {"kd_beats_nokd", "m50_matches_kd", "m75_matches_kd", "m40_matches_kd", "m25_below_kd"} <= evaluated
     assert {c.script for c in claims.CLAIMS if c.kind} == set(SCRIPTS)  # every script settles at least one claim
 
 
-def default_configs(script: str) -> dict:
-    """(row id, seed) -> config of a script's default invocation, read off its spec's rows (reproduce/lib/driver.py;
-    nothing trains); feature_kd is table1 --feature-kd's feature rows. A run listed twice must be the same run."""
+def default_configs(script: str, regime: str = "digits") -> dict:
+    """(row id, seed) -> config of a script's default invocation (on an image regime), read off its spec's rows
+    (reproduce/lib/driver.py; nothing trains); feature_kd is table1 --feature-kd's feature rows. A run listed twice
+    must be the same run."""
+    import argparse
     import importlib
 
 
@@ -111,10 +113,11 @@ def default_configs(script: str) -> dict:
         from reproduce import table1
         from reproduce.lib.embedded import plan
         return {(rid, seed): c for seed in plan("default")[0]
-                for rid, _, c in table1.student_rows("default", seed, feature_kd=script == "feature_kd")
+                for rid, _, c in table1.student_rows("default", seed, feature_kd=script == "feature_kd", task=regime)
                 if script == "table1" or rid in table1.FEATURE_ROWS}
     spec = importlib.import_module(f"reproduce.{script}").SPEC
-    got = [c for _, cs in spec.rows("default", embedded.plan("default", spec.task)[0]) for c in cs]
+    args = argparse.Namespace(regime=regime) if spec.regimes else None
+    got = [c for *_, cs in spec.rows("default", embedded.plan("default", spec.task)[0], args) for c in cs]
     assert got, script
     out = {}
     for c in got:
@@ -123,10 +126,10 @@ def default_configs(script: str) -> dict:
     return out
 
 
-def default_plan(script: str) -> dict[tuple[str, int], tuple[str, str]]:
-    """(row id, seed) -> (run name, config hash) of a script's default invocation."""
+def default_plan(script: str, regime: str = "digits") -> dict[tuple[str, int], tuple[str, str]]:
+    """(row id, seed) -> (run name, config hash) of a script's default invocation (on an image regime)."""
     from maskedkd.experiments import config_hash
-    return {k: (c.name, config_hash(c)) for k, c in default_configs(script).items()}
+    return {k: (c.name, config_hash(c)) for k, c in default_configs(script, regime).items()}
 
 
 SCRIPTS = records.SCRIPTS_WITH_BLOCKS
@@ -135,9 +138,9 @@ SCRIPTS = records.SCRIPTS_WITH_BLOCKS
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_claim_names_rows_of_its_scripts_default_plan(script):
     """A claim whose row id is not in the plan would silently never be evaluated."""
-    planned = {rid for rid, _ in default_plan(script)}
     for c in claims.CLAIMS:
         if c.kind and c.script == script:
+            planned = {rid for rid, _ in default_plan(script, c.regime or "digits")}
             assert {c.a, c.b} <= planned, (c.key, sorted(planned))
 
 

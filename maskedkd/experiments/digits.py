@@ -53,6 +53,20 @@ points of logit KD down to 40-50% [docs/paper.md#table-1]).""")
 
 _students(STUDENT, "digits_teacher", "default embedded regime")
 
+# --- the fixed-places stress regime -------------------------------------------------------------------------------
+# The default regime's scene and recipes under another name: digits at fixed places in fixed cells and a blank cell.
+# A no-KD student's attention there is positional (a teacher shown its top half does worse than on a random half:
+# reproduce/reference/criteria.md), and MaskedKD training moves it onto blank patches: kept to stress the method's
+# precondition (reproduce/lib/regime.py PRECONDITION), and the criteria that avoid blank patches. Its teacher is the
+# default's, shipped under this name (python -m reproduce.ship_teacher fixed_places_teacher --from-asset
+# digits_teacher).
+FIXED_PLACES_TEACHER = register(TEACHER.replace(name="fixed_places_teacher"),
+                                doc="""Teacher of the fixed-places stress regime: `python -m maskedkd.train \
+fixed_places_teacher`. Expected: the test accuracy recorded in maskedkd/assets/fixed_places_teacher.json.""")
+register(FIXED_PLACES_TEACHER.replace(name="fixed_places_teacher_smoke", epochs=1, train_size=512, test_size=200),
+         doc="A few steps of the fixed-places teacher recipe, for smoke tests: not a real teacher.")
+_students(STUDENT.replace(name="fixed_places_student_nokd"), "fixed_places_teacher", "fixed-places stress regime")
+
 # --- the cluttered-digits stress regime ---------------------------------------------------------------------------
 # The default before the regime trials of reproduce/reference/regime_trials.jsonl: a 16-px digit among fragments of other digits and noise. Its teacher keeps only 0.65
 # of its accuracy on a random half of the patches (the paper's keeps 0.94), so an immature student's attention can

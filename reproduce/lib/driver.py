@@ -87,12 +87,18 @@ class Spec:
     full: Callable | None = None
     options: Callable | None = None
     outputs: Callable | None = None
+    regimes: bool = False  # --regime: the script runs on any embedded image regime (rows get it as args.regime)
 
     def task_of(self, args) -> str:
-        return self.task
+        if not self.regimes:
+            return self.task
+        if args.update_reference and args.regime != "digits":
+            raise SystemExit(f"--update-reference records the default regime; a stress regime's record is its own "
+                             f"results folder (results/{args.regime}/), kept under reproduce/reference/{args.regime}/")
+        return args.regime
 
     def out_dir(self, args) -> Path:
-        return Path(args.out)
+        return Path(args.out) if not self.regimes or args.regime == "digits" else Path(args.out) / args.regime
 
     def before(self, args, mode: str) -> dict:
         """Runs-file fields measured before the runs (table 1: its teacher, trained and timed first)."""
@@ -122,6 +128,8 @@ class Spec:
         ap = flags.parser(self.doc)
         if self.options:
             self.options(ap)
+        if self.regimes:
+            flags.regime_option(ap)
         args = flags.parse_or_full(ap, argv, self.full) if self.full else ap.parse_args(argv)
         if args is None:
             return None
@@ -138,6 +146,8 @@ class Spec:
         done_before = finished_runs(cfgs, out / "runs", args.fresh)
         sums = run_all(cfgs, root=out / "runs", jobs=args.jobs, fresh=args.fresh, desc=self.script)
         extra = self.extra(mode, seeds, cfgs, sums, out) if self.extra else {}
+        if self.regimes:
+            extra = {"regime": task, **extra}
         data = records.runs_data(self.script, mode, seeds, [(rid, c.seed, c, s) for rid, c, s in
                                                              zip(ids, cfgs, sums)], labels,
                                   paper={k: self.paper(k, v) for k, v in labels.items()} if self.paper else None,

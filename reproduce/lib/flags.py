@@ -96,8 +96,10 @@ def mode_of(args) -> str:
 
 
 def regime_option(ap: argparse.ArgumentParser) -> None:
-    """--regime: the default embedded regime, or the cluttered stress regime (its own results folder)."""
+    """--regime: the default embedded regime, or a stress regime (its own results folder)."""
     from reproduce.lib.embedded import REGIMES
     ap.add_argument("--regime", choices=REGIMES, default="digits",
                     help="digits: the default regime, chosen to match the paper's (reproduce/regime_trials.py); "
-                         "cluttered: the stress regime in which the teacher cannot cope with missing parts")
+                         "fixed_places: the stress regime whose digits sit at fixed places beside a blank cell (the "
+                         "student's attention turns positional and parks on blank patches); cluttered: the stress "
+                         "regime in which the teacher cannot cope with missing parts")

@@ -44,7 +44,8 @@ STALLED = 0.2  # an image-regime run whose final accuracy is below this (chance 
 SOUND_STALLED = 0.5
 # regime -> (the script whose default run gives the figures, its targets, the stalled threshold)
 REGIMES = {"digits": ("table1", TARGETS, STALLED), "sounds": ("audio", SOUND_TARGETS, SOUND_STALLED),
-           "cluttered": ("table1", TARGETS, STALLED)}  # the stress regime, measured against the image targets
+           "fixed_places": ("table1", TARGETS, STALLED),  # the stress regimes, measured against the image targets
+           "cluttered": ("table1", TARGETS, STALLED)}
 
 
 def figures(data: dict, wall_s: float | None = None) -> dict:

@@ -24,8 +24,8 @@ def settle_words(r: dict) -> str:
     if n < 2:
         return "needs at least 2 seeds for an interval"
     if r["settle"] is None:
-        bound = MARGIN if r["kind"] == "matches" else 0.0
-        on_bound = (abs(abs(r["mean"]) - bound) if r["kind"] == "matches" else abs(r["mean"])) == 0
+        on_bound = {"matches": abs(abs(r["mean"]) - MARGIN), "noninferior": abs(r["mean"] + MARGIN)}.get(
+            r["kind"], abs(r["mean"])) == 0
         return ("no number of seeds would, at this mean" if on_bound else
                 f"more than 1000 seeds if the mean and SD ({r['sd']:.1f}) stay as observed")
     return (f"about {r['settle'] - n} more seed{'s' * (r['settle'] - n != 1)} ({r['settle']} in all) if the mean "
@@ -33,7 +33,8 @@ def settle_words(r: dict) -> str:
 
 
 def kind_words(kind: str, margin: float = MARGIN) -> str:
-    return {"beats": "A - B > 0", "below": "A - B < 0", "matches": f"-{margin:g} < A - B < {margin:g}"}[kind]
+    return {"beats": "A - B > 0", "below": "A - B < 0", "matches": f"-{margin:g} < A - B < {margin:g}",
+            "noninferior": f"A - B > -{margin:g}"}[kind]
 
 
 def ab_words(c: Claim, labels: dict[str, str]) -> str:

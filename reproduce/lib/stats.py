@@ -15,6 +15,8 @@ Verdict rules (strict inequalities; with one seed there is no interval and every
 - "below" (A is below B): holds if the CI lies below 0; does not hold if it lies above 0; inconclusive otherwise.
 - "matches" (A is level with B): an equivalence test with margin MARGIN points: holds if the CI lies within
   (-MARGIN, +MARGIN); does not hold if it lies entirely outside [-MARGIN, +MARGIN]; inconclusive otherwise.
+- "noninferior" (A is at least level with B, up to MARGIN): a non-inferiority test with the same margin: holds if
+  the CI lies above -MARGIN; does not hold if it lies below -MARGIN; inconclusive otherwise.
 A "matches" verdict from a 95% interval is a conservative equivalence test (two one-sided tests at 2.5% each; the
 usual TOST at 5% would use a 90% interval), and there is no correction for the number of claims: with about twenty
 claims, one verdict may be a chance result. An inconclusive verdict says what would settle it: the smallest number of
@@ -64,7 +66,9 @@ def verdict(kind: str, low: float, high: float, margin: float = MARGIN) -> str:
         if -margin < low and high < margin:
             return "holds"
         return "does not hold" if low > margin or high < -margin else "inconclusive"
-    raise ValueError(f"unknown claim kind {kind!r}: beats, below or matches")
+    if kind == "noninferior":
+        return "holds" if low > -margin else "does not hold" if high < -margin else "inconclusive"
+    raise ValueError(f"unknown claim kind {kind!r}: beats, below, matches or noninferior")
 
 
 def seeds_to_settle(kind: str, mean: float, sd: float, margin: float = MARGIN, level: float = LEVEL,
@@ -73,8 +77,8 @@ def seeds_to_settle(kind: str, mean: float, sd: float, margin: float = MARGIN, l
     other than inconclusive, if the mean and SD stayed as observed; None if no n up to `most` does (a mean exactly
     on a boundary)."""
     from scipy import stats
-    bound = {"beats": 0.0, "below": 0.0, "matches": margin}[kind]
-    gap = abs(abs(mean) - bound) if kind == "matches" else abs(mean)
+    bound = {"beats": 0.0, "below": 0.0, "matches": margin, "noninferior": margin}[kind]
+    gap = abs(abs(mean) - bound) if kind == "matches" else abs(mean + bound) if kind == "noninferior" else abs(mean)
     if gap == 0:
         return None
     if sd == 0:
