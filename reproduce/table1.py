@@ -291,13 +291,18 @@ def rows(mode: str, seeds: list[int], args) -> list[tuple[str, list[TrainConfig]
 
 
 def teacher_curve(mode, seeds, cfgs, sums, out) -> dict:
-    """The teacher's random-patch curve on the students' test set (embedded.teacher_curve)."""
+    """The teacher's random-patch curve on the students' test set (embedded.teacher_curve), and what the no-KD and
+    logit-KD students' attention is worth to it (embedded.attention_figures: the method's precondition,
+    regime.PRECONDITION), one evaluation per student."""
     from maskedkd.teachers import cached_teacher
+    from reproduce.lib.runner import run_dir
     task = cfgs[0].name.split("_student_", 1)[0]
     tcfg = teacher_config(mode, task)
-    curve = embedded.teacher_curve(tcfg, cached_teacher(tcfg),
-                                   cfgs[0].replace(test_size=plan(mode, task)[1].get("test_size", 2000)))
-    return {"teacher_acc": curve["100"], "teacher_random_curve": curve}
+    t_path = cached_teacher(tcfg)
+    curve = embedded.teacher_curve(tcfg, t_path, cfgs[0].replace(test_size=plan(mode, task)[1].get("test_size", 2000)))
+    attention = {c.name: embedded.attention_figures(c, run_dir(out / "runs", c) / "params.safetensors", tcfg, t_path)
+                 for c in cfgs if embedded.row_id(c) in ("nokd", "kd")}
+    return {"teacher_acc": curve["100"], "teacher_random_curve": curve, "attention": attention}
 
 
 def options(ap) -> None:

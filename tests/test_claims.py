@@ -532,3 +532,26 @@ def test_the_audio_sections_recipe_words_are_the_configs():
                  f"trained for {s.epochs} epochs at batch {s.batch_size} on a fixed set of {s.train_size} clips with a "
                  "fifth of its labels wrong", f"{len(plan('default', 'sounds')[0])} paired seeds"):
         assert fact in section, fact
+
+
+def test_regime_figures_carry_the_precondition_when_the_runs_file_has_attention():
+    from reproduce.lib import regime
+    seeds = [0, 1, 2]
+    runs = [{"row": row, "seed": s, "name": f"{row}-s{s}", "final_acc": 0.8 + (row == "kd") * 0.05 + s / 100}
+            for row in ("nokd", "kd") for s in seeds]
+    keys = ("top_half", "random_half", "mean_top_half", "top_overlap_with_mean", "blank_share", "blank_in_top_half",
+            "blank_attention_mass")
+    att = {f"{row}-s{s}": {**{k: 0.5 for k in keys}, "top_half": 90.0 + s + (row == "kd"), "random_half": 91.0,
+                           "top_minus_random": s - 1.0 + (row == "kd")} for row in ("nokd", "kd") for s in seeds}
+    data = {"seeds": seeds, "runs": runs, "trained_now": 6, "teacher_random_curve": {"100": 0.99, "50": 0.95},
+            "attention": att}
+    fig = regime.figures(data)
+    assert fig["nokd_top_minus_random"] == [-1.0, 0.0, 1.0] and fig["nokd_top_minus_random_mean"] == 0.0
+    assert fig["kd_top_minus_random_mean"] == 1.0 and fig["nokd_top_half"] == 91.0
+    assert regime.met(fig, "nokd_top_minus_random_mean") is True  # >= 0, the pre-registered target
+    assert regime.met({**fig, "nokd_top_minus_random_mean": -0.1}, "nokd_top_minus_random_mean") is False
+    text = regime.block(fig)
+    assert "teacher on a no-KD student's top half" in text and "+0.0 [" in text and "logit-KD students" in text
+    del data["attention"]  # a runs file from before the figure: the block as it was
+    assert "nokd_top_minus_random_mean" not in regime.figures(data)
+    assert "top half" not in regime.block(regime.figures(data))

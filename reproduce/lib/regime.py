@@ -71,7 +71,29 @@ def figures(data: dict, wall_s: float | None = None) -> dict:
         f"{script}_minutes": wall_s / 60 if wall_s is not None and from_empty else None,
         f"{script}_trained_runs": data["trained_now"], f"{script}_runs": len(data["runs"]),
         "paper": PAPER, "targets": {k: list(v) for k, v in targets.items()},
+        **attention(data),
     }
+
+
+def attention(data: dict) -> dict:
+    """The precondition's figures of a runs file that records its students' attention (table 1's `attention`, from
+    embedded.attention_figures; {} for one from before it): per row (no KD, logit KD) the paired teacher accuracy on
+    the student's top half minus a random half, in points, with its interval, and the reported shares, seed means."""
+    if "attention" not in data:
+        return {}
+    by = {(r["row"], r["seed"]): data["attention"][r["name"]] for r in data["runs"] if r["name"] in data["attention"]}
+    out = {"precondition_targets": {k: list(v) for k, v in PRECONDITION.items()}}
+    for row in ("nokd", "kd"):
+        figs = [by[row, s] for s in data["seeds"] if (row, s) in by]
+        diffs = [f["top_minus_random"] for f in figs]
+        mean, sd, low, high = stats.t_interval(diffs)
+        out[f"{row}_top_minus_random"] = diffs
+        out.update({f"{row}_top_minus_random_mean": mean, f"{row}_top_minus_random_ci95_low": low,
+                    f"{row}_top_minus_random_ci95_high": high})
+        for k in ("top_half", "random_half", "mean_top_half", "top_overlap_with_mean", "blank_share",
+                  "blank_in_top_half", "blank_attention_mass"):
+            out[f"{row}_{k}"] = statistics.fmean(f[k] for f in figs)
+    return out
 
 
 def met(fig: dict, key: str) -> bool | None:
@@ -79,7 +101,7 @@ def met(fig: dict, key: str) -> bool | None:
     v = fig.get(key)
     if v is None:
         return None
-    lo, hi = REGIMES[fig["regime"]][1][key]
+    lo, hi = {**REGIMES[fig["regime"]][1], **PRECONDITION}[key]
     return (lo is None or v >= lo if key != "kd_minus_nokd_ci95_low" else v > lo) and (hi is None or v <= hi)
 
 
@@ -129,8 +151,23 @@ def block(fig: dict, beside: dict | None = None) -> str:
         rows = [f"| {p} | {q} | {b} | {o} | {t} | {mark(k)} |"
                 for p, q, b, o, t, k in zip(props, paper, other, ours, target_text, keys)]
     curve = ", ".join(f"{k}%: {100 * v:.1f}" for k, v in fig["teacher_random_curve"].items())
+    tail = []
+    if beside is None and "nokd_top_minus_random_mean" in fig:  # the method's precondition (PRECONDITION)
+        key = "nokd_top_minus_random_mean"
+        rows.append(f"| teacher on a no-KD student's top half (its last-block CLS attention) - on a random half, "
+                    f"points, paired over seeds: mean [95% interval] | about +2 (≈79 vs 76.9 from epoch 15 of 300) | "
+                    f"{fig[key]:+.1f} [{fig['nokd_top_minus_random_ci95_low']:+.1f}, "
+                    f"{fig['nokd_top_minus_random_ci95_high']:+.1f}] | >= 0 | {mark(key)} |")
+        tail = ["", "The students' attention, seed means (reported, not targeted): " + "; ".join(
+            f"{who}: teacher on its top half {fig[f'{r}_top_half']:.1f} vs a random half {fig[f'{r}_random_half']:.1f} "
+            f"(paired {fig[f'{r}_top_minus_random_mean']:+.1f} [{fig[f'{r}_top_minus_random_ci95_low']:+.1f}, "
+            f"{fig[f'{r}_top_minus_random_ci95_high']:+.1f}]), on the half every image shares (the test-set mean "
+            f"attention) {fig[f'{r}_mean_top_half']:.1f}, {100 * fig[f'{r}_top_overlap_with_mean']:.0f}% of an image's "
+            f"top half inside that shared half; near-blank patches {100 * fig[f'{r}_blank_share']:.0f}% of all, "
+            f"{100 * fig[f'{r}_blank_in_top_half']:.0f}% of its top half, {100 * fig[f'{r}_blank_attention_mass']:.0f}% "
+            f"of its attention" for r, who in (("nokd", "no-KD students"), ("kd", "logit-KD students"))) + "."]
     return "\n".join([head, *rows, "", f"Teacher accuracy with a random share of its patches kept: {curve}. "
-                      f"Seeds {fig['seeds']}."])
+                      f"Seeds {fig['seeds']}.", *tail])
 
 
 def trials_table(path: Path) -> str:
