@@ -539,7 +539,7 @@ def test_regime_figures_carry_the_precondition_when_the_runs_file_has_attention(
     seeds = [0, 1, 2]
     runs = [{"row": row, "seed": s, "name": f"{row}-s{s}", "final_acc": 0.8 + (row == "kd") * 0.05 + s / 100}
             for row in ("nokd", "kd") for s in seeds]
-    keys = ("top_half", "random_half", "mean_top_half", "top_overlap_with_mean", "blank_share", "blank_in_top_half",
+    keys = ("top_half", "random_half", "flat_last_half", "mean_top_half", "top_overlap_with_mean", "blank_share", "blank_in_top_half",
             "blank_attention_mass")
     att = {f"{row}-s{s}": {**{k: 0.5 for k in keys}, "top_half": 90.0 + s + (row == "kd"), "random_half": 91.0,
                            "top_minus_random": s - 1.0 + (row == "kd")} for row in ("nokd", "kd") for s in seeds}
@@ -555,3 +555,21 @@ def test_regime_figures_carry_the_precondition_when_the_runs_file_has_attention(
     del data["attention"]  # a runs file from before the figure: the block as it was
     assert "nokd_top_minus_random_mean" not in regime.figures(data)
     assert "top half" not in regime.block(regime.figures(data))
+
+
+def test_attention_figures_pair_with_the_teacher_curve_and_count_blank_patches():
+    import maskedkd as mkd
+    from maskedkd.data.loaders import fixed_test_set
+    from maskedkd.experiments import MODELS, get_config
+    from maskedkd.teachers import cached_teacher
+    t_cfg, s_cfg = get_config("digits_teacher"), get_config("digits_student_nokd").replace(test_size=200)
+    t_path = cached_teacher(t_cfg)
+    f = embedded.attention_figures(s_cfg, mkd.init_params(MODELS[s_cfg.model], seed=1), t_cfg, t_path)
+    curve = embedded.teacher_curve(t_cfg, t_path, s_cfg)
+    assert f["random_half"] == pytest.approx(100 * curve["50"])  # the same three draws: the pair is exact
+    assert f["top_minus_random"] == pytest.approx(f["top_half"] - f["random_half"])
+    x, _ = fixed_test_set(s_cfg)  # the default scene: one of four 16-px cells is empty, noise 0.1
+    cells = x[:, 0].unfold(1, 4, 4).unfold(2, 4, 4).reshape(len(x), 64, 16).std(-1) < embedded.BLANK_SPREAD
+    assert f["blank_share"] == pytest.approx(cells.float().mean().item()) and 0.25 <= f["blank_share"] < 0.5
+    assert 0 <= f["blank_in_top_half"] <= 1 and 0 < f["blank_attention_mass"] < 1
+    assert 0.5 <= f["top_overlap_with_mean"] <= 1  # at least chance overlap with the shared half

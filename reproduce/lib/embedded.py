@@ -76,17 +76,17 @@ def attention_figures(s_cfg: TrainConfig, s_params, t_cfg: TrainConfig, t_params
     half of the patches kept (keep_count):
     - top_half / random_half: the teacher's accuracy on the student's top half / on a random half (the mean over the
       `draws` fixed draws of teacher_curve, so the two pair exactly); top_minus_random: the difference in points;
+      flat_last_half: on the half select.topk_flat_last keeps from the same scores;
     - mean_top_half: the teacher on the top half of the attention averaged over the test set (one half for every
       image: what position alone gives), and top_overlap_with_mean: the share of an image's own top half that lies in
       that common half (1: the ranking is positional; 0.5: unrelated to it);
     - blank_share, blank_in_top_half, blank_attention_mass: near-blank patches (BLANK_SPREAD) among all patches,
       in the student's top half, and the share of the student's attention they receive."""
     import torch
-    from einops import rearrange
 
     import maskedkd as mkd
     from maskedkd.data.loaders import fixed_test_set
-    from maskedkd.select import keep_count
+    from maskedkd.select import keep_count, patch_spread, select_tokens
     sm, tm = MODELS[s_cfg.model], MODELS[t_cfg.model]
     s_params = s_params if isinstance(s_params, dict) else mkd.load_checkpoint(s_params, sm)
     t_params = t_params if isinstance(t_params, dict) else mkd.load_checkpoint(t_params, tm)
@@ -103,10 +103,11 @@ def attention_figures(s_cfg: TrainConfig, s_params, t_cfg: TrainConfig, t_params
         common = scores.mean(0).topk(k).indices
         random_acc = sum(teacher_acc(torch.rand(len(x), n, generator=torch.Generator().manual_seed(d))
                                      .argsort(-1)[:, :k]) for d in range(draws)) / draws
-        patches = rearrange(x, "b c (gh ph) (gw pw) -> b (gh gw) c (ph pw)", ph=sm.patch_size, pw=sm.patch_size)
-        blank = patches.std(-1).mean(-1) < BLANK_SPREAD  # (b n)
+        spread = patch_spread(mkd.patchify(x, sm.patch_size), sm.in_chans)  # (b n)
+        blank = spread < BLANK_SPREAD
         top_acc = teacher_acc(top)
         return {"top_half": top_acc, "random_half": random_acc, "top_minus_random": top_acc - random_acc,
+                "flat_last_half": teacher_acc(select_tokens(scores, k, "topk_flat_last", spread=spread)),
                 "mean_top_half": teacher_acc(common.expand(len(x), k)),
                 "top_overlap_with_mean": torch.isin(top, common).float().mean().item(),
                 "blank_share": blank.float().mean().item(),

@@ -90,8 +90,8 @@ def attention(data: dict) -> dict:
         out[f"{row}_top_minus_random"] = diffs
         out.update({f"{row}_top_minus_random_mean": mean, f"{row}_top_minus_random_ci95_low": low,
                     f"{row}_top_minus_random_ci95_high": high})
-        for k in ("top_half", "random_half", "mean_top_half", "top_overlap_with_mean", "blank_share",
-                  "blank_in_top_half", "blank_attention_mass"):
+        for k in ("top_half", "random_half", "flat_last_half", "mean_top_half", "top_overlap_with_mean",
+                  "blank_share", "blank_in_top_half", "blank_attention_mass"):
             out[f"{row}_{k}"] = statistics.fmean(f[k] for f in figs)
     return out
 
@@ -160,7 +160,7 @@ def block(fig: dict, beside: dict | None = None) -> str:
                     f"{fig['nokd_top_minus_random_ci95_high']:+.1f}] | >= 0 | {mark(key)} |")
         tail = ["", "The students' attention, seed means (reported, not targeted): " + "; ".join(
             f"{who}: teacher on its top half {fig[f'{r}_top_half']:.1f} vs a random half {fig[f'{r}_random_half']:.1f} "
-            f"(paired {fig[f'{r}_top_minus_random_mean']:+.1f} [{fig[f'{r}_top_minus_random_ci95_low']:+.1f}, "
+            f"and its top half with flat patches last {fig[f'{r}_flat_last_half']:.1f} (paired {fig[f'{r}_top_minus_random_mean']:+.1f} [{fig[f'{r}_top_minus_random_ci95_low']:+.1f}, "
             f"{fig[f'{r}_top_minus_random_ci95_high']:+.1f}]), on the half every image shares (the test-set mean "
             f"attention) {fig[f'{r}_mean_top_half']:.1f}, {100 * fig[f'{r}_top_overlap_with_mean']:.0f}% of an image's "
             f"top half inside that shared half; near-blank patches {100 * fig[f'{r}_blank_share']:.0f}% of all, "
