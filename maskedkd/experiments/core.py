@@ -24,6 +24,10 @@ MODELS: dict[str, ViTConfig] = {
     # a smaller student for the default regime's trials (reproduce/regime_trials.py)
     "digits_student_32": ViTConfig(name="digits_student_32", img_size=32, patch_size=4, in_chans=1, num_classes=10,
                                    embed_dim=32, depth=3, num_heads=2, mlp_ratio=2.0),
+    # a deeper student for the second round of trials: twice the blocks, so that the teacher costs 3.4 times the
+    # student (the paper's DeiT-S / DeiT-Ti: 3.7, docs/paper.md#flops-model)
+    "digits_student_d6": ViTConfig(name="digits_student_d6", img_size=32, patch_size=4, in_chans=1, num_classes=10,
+                                   embed_dim=64, depth=6, num_heads=2, mlp_ratio=2.0),
 }
 
 
