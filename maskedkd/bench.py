@@ -69,19 +69,25 @@ def machine() -> dict:
     return d
 
 
-def bench_step(student: str, teacher: str, num_keep: int, batch: int, iters: int, eager: bool, device) -> dict:
+def bench_step(student: str, teacher: str, num_keep: int, batch: int, iters: int, eager: bool, device,
+               criterion: str = "topk") -> dict:
+    """The compiled vanilla KD and MaskedKD steps side by side (random weights); criterion: another selection
+    criterion timed beside topk's step, as a third compiled step (its cost in the step: criterion_over_topk)."""
     s_cfg, t_cfg = vit_config(student), vit_config(teacher)
     t_params = {k: v.to(device) for k, v in init_params(t_cfg, seed=1).items()}
     x = torch.randn(batch, 3, *s_cfg.img_size, device=device)
     y = torch.randint(0, s_cfg.num_classes, (batch,), device=device)
 
-    def runner(keep, compile):
+    def runner(keep, compile, crit="topk"):
         params = {k: v.to(device) for k, v in init_params(s_cfg, seed=0).items()}
         opt = make_optimizer(params, lr=1e-5)
-        step = make_train_step(s_cfg, view=TeacherView(t_cfg, t_params, keep), compile=compile, drop_path=0.1)
+        step = make_train_step(s_cfg, view=TeacherView(t_cfg, t_params, keep, criterion=crit), compile=compile,
+                               drop_path=0.1)
         return lambda: step(params, opt, x, y)
 
     fns = {"vanilla_kd": runner(None, True), "maskedkd": runner(num_keep, True)}
+    if criterion != "topk":
+        fns["maskedkd_criterion"] = runner(num_keep, True, criterion)
     if eager:
         fns["maskedkd_eager"] = runner(num_keep, False)
     t = interleaved(fns, iters, device)
@@ -92,6 +98,9 @@ def bench_step(student: str, teacher: str, num_keep: int, batch: int, iters: int
            "measured_ratio": t["maskedkd"] / t["vanilla_kd"],
            "flops_ratio": led["total_masked"] / led["total_full"]}
     out["ratio_rel_error"] = out["measured_ratio"] / out["flops_ratio"] - 1
+    if criterion != "topk":
+        out.update(criterion=criterion, ms_maskedkd_criterion=1e3 * t["maskedkd_criterion"],
+                   criterion_over_topk=t["maskedkd_criterion"] / t["maskedkd"])
     if eager:
         out["ms_maskedkd_eager"] = 1e3 * t["maskedkd_eager"]
         out["compile_speedup"] = t["maskedkd_eager"] / t["maskedkd"]
@@ -159,6 +168,7 @@ def main(argv=None) -> dict:
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--iters", type=int, default=6)
     s.add_argument("--no-eager", action="store_true")
+    s.add_argument("--criterion", default="topk", help="also time the MaskedKD step with this criterion beside topk's")
     t = sub.add_parser("teacher")
     t.add_argument("--model", default="deit_small_patch16_224")
     t.add_argument("--num-keep", type=int, default=98)
@@ -179,13 +189,17 @@ def main(argv=None) -> dict:
         print(json.dumps(r))
         return r
     if args.what == "step":
-        r = bench_step(args.student, args.teacher, args.num_keep, args.batch, args.iters, not args.no_eager, device)
+        r = bench_step(args.student, args.teacher, args.num_keep, args.batch, args.iters, not args.no_eager, device,
+                       args.criterion)
         print(f"{r['student']} student, {r['teacher']} teacher, {r['num_keep']} kept, batch {r['batch']}, "
               f"{r['device']} ({r['threads']} threads), torch {r['torch']}")
         print(f"  vanilla KD step  {r['ms_vanilla_kd']:9.1f} ms (compiled)")
         print(f"  MaskedKD step    {r['ms_maskedkd']:9.1f} ms (compiled)")
         print(f"  measured ratio   {r['measured_ratio']:.3f}   FLOPs ratio {r['flops_ratio']:.3f}   "
               f"relative error {100 * r['ratio_rel_error']:+.1f}%")
+        if "criterion" in r:
+            print(f"  MaskedKD step, {r['criterion']} {r['ms_maskedkd_criterion']:9.1f} ms (compiled): "
+                  f"x{r['criterion_over_topk']:.3f} of topk's step")
         if "compile_speedup" in r:
             print(f"  MaskedKD eager   {r['ms_maskedkd_eager']:9.1f} ms -> compiled speed-up "
                   f"x{r['compile_speedup']:.2f}")

@@ -89,6 +89,8 @@ def check_criterion(name: str) -> Criterion:
             raise ValueError(f"criterion {name!r}: cannot import module {module!r} ({e})") from None
         if short in CRITERIA and CRITERIA[short].__module__ == module:
             CRITERIA[name] = CRITERIA[short]
+            if short in SPREAD_CRITERIA:
+                SPREAD_CRITERIA.add(name)
         elif short in CRITERIA:
             raise ValueError(f"criterion {name!r}: module {module!r} registers no criterion {short!r} (the one "
                              f"registered under that name comes from {CRITERIA[short].__module__!r})")

@@ -107,6 +107,16 @@ def test_plugin_criterion_by_module_name(tmp_path, monkeypatch):
     assert idx.tolist() == [[0, 1, 2], [0, 1, 2]]
     with pytest.raises(ValueError, match="cannot import module 'no_such_mod'"):
         mkd.select_tokens(torch.rand(2, 9), 3, "no_such_mod:first")
+    # a plug-in that reads the pixel spread keeps that need under its module name: the view computes the spread
+    (tmp_path / "my_spread_mod.py").write_text(
+        "import torch\nfrom maskedkd.select import register_criterion\n"
+        "@register_criterion('flattest', uses_spread=True)\ndef flattest(scores, k, generator=None, *, spread):\n"
+        "    return torch.topk(-spread, k, dim=-1).indices\n")
+    cfg = mkd.ViTConfig(img_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8, depth=1, num_heads=2)
+    x = torch.zeros(1, 1, 8, 8)
+    x[..., :4, :] = torch.randn(1, 1, 4, 8)  # the top row of patches has content, the bottom row is flat
+    view = mkd.TeacherView(cfg, mkd.init_params(cfg), 2, criterion="my_spread_mod:flattest")
+    assert sorted(view.select(x, torch.rand(1, 4))[0][0].tolist()) == [2, 3]
 
 
 def test_resample_scores_maps_regions_onto_the_teacher_grid():

@@ -108,7 +108,8 @@ BLOCKS = {"regime": (("regime.json",), lambda p: regime.block(_json(p))),
           "audio_regime": (("audio_regime.json", "regime.json"), lambda p, image: regime.block(_json(p), _json(image))),
           "audio_regime_trials": (("audio_regime_trials.jsonl",), regime.trials_table),
           "regime_trials": (("regime_trials.jsonl",), regime.trials_table),
-          "branches": (("branches.json",), lambda p: report.branches_block(_json(p)))}
+          "branches": (("branches.json",), lambda p: report.branches_block(_json(p))),
+          "fixed_places/criteria": (("fixed_places/criteria_runs.json",), lambda p: report.readme_block(_json(p)))}
 
 # the scripts whose default runs have a block in reproduce/README.md
 SCRIPTS_WITH_BLOCKS = ("table1", "feature_kd", "figure2", "criteria", "ablation_student", "ablation_tome", "beyond",
