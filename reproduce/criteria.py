@@ -29,10 +29,8 @@ CRITERIA = [
     ("Inverse (keep lowest)", "bottomk", "student"),
 ]
 # Beyond the paper: the student's ranking with flat patches last (maskedkd.select.topk_flat_last), against attention
-# parked on blank patches. In the stress regimes' plans; the default regime's plan gains it when its committed
-# reference is next regenerated (the reference must stay the plan's: tests/test_claims.py).
+# parked on blank patches.
 FLAT_LAST = ("Student attention, flat patches last (ours)", "topk_flat_last", "student")
-FLAT_LAST_REGIMES = ("fixed_places", "cluttered")
 # Final gaps to vanilla and masked-teacher accuracies read from the paper's plot [docs/paper.md#masking-criteria]
 # (ImageNet, 300 ep.)
 PAPER = {"MaskedKD (student attention)": ("≈1.05", "≈79"), "Random": ("≈0.7", "≈76.9"),
@@ -69,7 +67,7 @@ def rows(mode, seeds, args=None):
     task = getattr(args, "regime", "digits")
     # smoke: the fixed model is a smoke-sized run instead of the no-KD student
     fixed = f"cache:{task}_teacher_smoke" if mode == "smoke" else f"cache:{task}_student_nokd"
-    which = CRITERIA + ([FLAT_LAST] if task in FLAT_LAST_REGIMES else [])
+    which = CRITERIA + [FLAT_LAST]
     out = [(label, [student_run(mode, s, KEEP, criterion=crit, scorer=fixed if scorer.startswith("cache:") else scorer,
                                 task=task) for s in seeds]) for label, crit, scorer in which]
     return out + [("Logit KD (no masking)", [student_run(mode, s, None, task=task) for s in seeds]),
