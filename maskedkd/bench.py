@@ -158,6 +158,16 @@ def bench_colour_ops(batch: int, size: int, iters: int, device) -> dict:
     return {"batch": batch, "size": size, "device": str(device), **machine(), "ops": out}
 
 
+def _criterion(name: str) -> str:
+    """--criterion: a registered criterion (or a module:name plug-in, imported now), refused naming the value."""
+    from .select import check_criterion
+    try:
+        check_criterion(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description="maskedkd benchmarks (ratios measured side by side)")
     sub = ap.add_subparsers(dest="what", required=True)
@@ -168,7 +178,9 @@ def main(argv=None) -> dict:
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--iters", type=int, default=6)
     s.add_argument("--no-eager", action="store_true")
-    s.add_argument("--criterion", default="topk", help="also time the MaskedKD step with this criterion beside topk's")
+    s.add_argument("--criterion", default="topk", type=_criterion,
+                   help="also time the MaskedKD step with this criterion beside topk's (a registered name, or "
+                        "module:name)")
     t = sub.add_parser("teacher")
     t.add_argument("--model", default="deit_small_patch16_224")
     t.add_argument("--num-keep", type=int, default=98)

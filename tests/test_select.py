@@ -238,3 +238,10 @@ def test_teacher_view_ranks_flat_patches_last_from_the_pixels():
     assert set(keep[0].tolist()) == set(range(2, 8))  # and among them, the student's six best
     spread = mkd.select.patch_spread(mkd.patchify(x, 4), 2)
     assert (spread[:, 8:] == 0).all() and (spread[:, :8] > 0.5).all()
+
+
+def test_bench_refuses_an_unknown_criterion_naming_it(capsys):
+    from maskedkd import bench
+    with pytest.raises(SystemExit):
+        bench.main(["step", "--criterion", "nope"])
+    assert "unknown criterion 'nope'" in capsys.readouterr().err
