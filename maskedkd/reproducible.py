@@ -28,12 +28,12 @@ AVX2 = {"avx2", "fma"}
 
 
 def cpu_info() -> dict[str, str | set[str]]:
-    """vendor, family, model and flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
-    info: dict[str, str | set[str]] = {"vendor": "", "family": "", "model": "", "flags": set()}
+    """vendor, family, model, name and flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
+    info: dict[str, str | set[str]] = {"vendor": "", "family": "", "model": "", "name": "", "flags": set()}
     path = Path("/proc/cpuinfo")
     if not path.is_file():
         return info
-    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "flags": "flags"}
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "model name": "name", "flags": "flags"}
     for line in path.read_text().splitlines():
         if not line.strip():
             break  # the first processor's block is enough

@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "fingerprint.json"
@@ -65,20 +64,22 @@ def same_bits(a: dict, b: dict) -> bool:
 
 
 def cost(root: Path, repeats: int = 3) -> dict:
-    """Wall time of the short run pinned (as the scripts run), unpinned and pinned to AVX2, interleaved; and
-    whether each gives the pinned run's bits."""
+    """Wall time of the short run pinned (as the scripts run), unpinned and pinned to AVX2 (median of `repeats`
+    interleaved rounds, maskedkd.bench.interleaved); and whether each gives the pinned run's bits."""
+    import torch
+
+    from maskedkd.bench import interleaved
     from maskedkd.reproducible import pinned_env
     base = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
     envs = {"pinned": pinned_env(base), "unpinned": {**base, "MASKEDKD_KERNELS": "native"},
             "avx2": {**base, "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}}
-    times, prints = {k: [] for k in envs}, {}
-    for _ in range(repeats):
-        for k, e in envs.items():
-            t0 = time.perf_counter()
-            prints[k] = fingerprint(root / k, e)
-            times[k].append(time.perf_counter() - t0)
-    best = {k: min(v) for k, v in times.items()}
-    return {k: {"best_s": round(best[k], 2), "vs_pinned": round(best[k] / best["pinned"], 3),
+    prints = {}
+
+    def run(k):
+        prints[k] = fingerprint(root / k, envs[k])
+
+    sec = interleaved({k: (lambda k=k: run(k)) for k in envs}, repeats, torch.device("cpu"), warmup=False)
+    return {k: {"median_s": round(sec[k], 2), "vs_pinned": round(sec[k] / sec["pinned"], 3),
                 "same_bits_as_pinned": same_bits(prints[k], prints["pinned"]), "kernels": prints[k]["kernels"]}
             for k in envs}
 

@@ -35,17 +35,18 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 import maskedkd as mkd
-from maskedkd.bench import interleaved
+from maskedkd.bench import Clock, bench_loader, interleaved, machine, run_sections, sync, teacher_rates
+from maskedkd.checkpoint import atomic_write
 from maskedkd.optim import make_optimizer
 from maskedkd.precision import cast_matmul_weights, uses_bf16
 from maskedkd.step import make_train_step
@@ -92,9 +93,6 @@ TEACHER_BATCH = {"DeiT-S": 1024, "DeiT3-S": 1024, "DeiT-B": 512, "DeiT3-B": 512,
                  "DeiT3-L": 256, "DeiT3-H-1k": 128}
 KEPT_PCT = (100, 75, 50, 40, 25)
 
-# [5]: generated JPEGs at sizes of typical ImageNet photos (500 px on the long side at 4:3 and 3:2, and square).
-JPEG_SIZES = ((500, 375), (375, 500), (500, 333), (333, 500), (500, 500))
-
 
 def peak_tflops(gpu_name: str, override: float | None = None) -> tuple[float | None, str]:
     """(dense bf16 datasheet peak TFLOP/s or None, where it came from) for a torch.cuda.get_device_name() string."""
@@ -115,24 +113,6 @@ def step_flops(s_cfg: mkd.ViTConfig, t_cfg: mkd.ViTConfig, num_keep: int | None,
 def mfu(flops: float, seconds: float, tflops: float | None) -> float | None:
     """Model FLOPs utilisation: achieved FLOP/s over the peak (None when the peak is unknown)."""
     return None if tflops is None else flops / seconds / (tflops * 1e12)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-class Clock:
-    """Seconds since the run began, against its budget."""
-
-    def __init__(self, budget_s: float):
-        self.t0, self.budget_s = time.perf_counter(), budget_s
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def left(self) -> float:
-        return self.budget_s - self.elapsed()
 
 
 def synthetic_data(cfg: mkd.ViTConfig, batch: int, device: torch.device):
@@ -374,165 +354,32 @@ def paper_ratios() -> dict[tuple[str, int], float]:
     return out
 
 
-def teacher_fn(params, cfg, masked: bool, compiled: bool):
-    """x (b c h w)[, keep (b k)] -> logits under bf16 autocast, no grad; compiled: a fresh torch.compile whose kept
-    count is a dynamic dimension (mark_dynamic on keep's dim 1), so every kept count shares one graph."""
-    def full(x):
-        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16):
-            return mkd.teacher_forward(params, x, cfg, None, check=False)
-
-    def part(x, keep):
-        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16):
-            return mkd.teacher_forward(params, x, cfg, keep, check=False)
-
-    fn = part if masked else full
-    return torch.compile(fn) if compiled else fn
-
-
-def teacher_section(names, cfgs, batches, device, iters, clock: Clock, min_left_s: float, out: dict,
-                    save_fn=lambda: None, compiled_names=None) -> dict:
-    """[4]: img/s of each teacher at every kept fraction, random kept patches per sample, ratios to the same mode's
-    unmasked teacher. Eager for every teacher first, then compiled teacher by teacher (those of `compiled_names`, all
-    by default) while the budget lasts; `out`
-    is filled in place and `save_fn` called after each teacher, so a stopped run keeps what it measured."""
-    paper = paper_ratios()
-    out.update({"iters": iters, "kept_pct": list(KEPT_PCT), "rows": [], "notes": {}})
-    rows = {}
+def teacher_rows(names, cfgs, batches) -> dict:
+    """[4]'s table before it is measured: (teacher, kept %) -> its row (kept count, MACs ratio, the paper's ratio)."""
+    paper, rows = paper_ratios(), {}
     for name in names:
         cfg = cfgs[name]
-        counts = {p: mkd.keep_count(cfg.num_patches, p / 100) for p in KEPT_PCT}
         for p in KEPT_PCT:
-            rows[name, p] = {"teacher": name, "arch": cfg.name, "batch": batches[name], "kept_pct": p,
-                             "num_keep": counts[p], "num_patches": cfg.num_patches,
-                             "macs_ratio": mkd.macs(cfg) / mkd.macs(cfg, None if p == 100 else counts[p]),
+            k = mkd.keep_count(cfg.num_patches, p / 100)
+            rows[name, p] = {"teacher": name, "arch": cfg.name, "batch": batches[name], "kept_pct": p, "num_keep": k,
+                             "num_patches": cfg.num_patches,
+                             "macs_ratio": mkd.macs(cfg) / mkd.macs(cfg, None if p == 100 else k),
                              "paper_ratio": paper.get((name, p))}
-    out["rows"] = list(rows.values())  # the same dicts, filled below
-    for mode in ("eager", "compiled"):
-        for name in (names if mode == "eager" or compiled_names is None else compiled_names):
-            cfg, batch = cfgs[name], batches[name]
-            if clock.left() < min_left_s:
-                out["notes"][f"{name} {mode}"] = f"skipped: {clock.left():.0f} s of the budget left"
-                continue
-            try:
-                params = cast_matmul_weights({k: v.to(device) for k, v in mkd.init_params(cfg, seed=0).items()})
-                x = torch.randn(batch, cfg.in_chans, *cfg.img_size, device=device)
-                scores = torch.rand(batch, cfg.num_patches, device=device,
-                                    generator=torch.Generator(device).manual_seed(0))
-                keeps = {p: None if p == 100 else scores.topk(rows[name, p]["num_keep"], dim=1).indices
-                         for p in KEPT_PCT}
-                if mode == "compiled":
-                    torch._dynamo.reset()  # every teacher starts its own graphs (one code object per fn)
-                    fns = {100: teacher_fn(params, cfg, False, True), "masked": teacher_fn(params, cfg, True, True)}
-                calls, first_s = {}, 0.0
-                for p in KEPT_PCT:
-                    keep = keeps[p]
-                    if mode == "eager":
-                        f = teacher_fn(params, cfg, keep is not None, False)
-                    else:
-                        f = fns[100] if keep is None else fns["masked"]  # one masked graph for every kept count
-                        if keep is not None:
-                            torch._dynamo.mark_dynamic(keep, 1)
-                    call = (lambda f=f: f(x)) if keep is None else (lambda f=f, k=keep: f(x, k))
-                    t0 = time.perf_counter()
-                    call()
-                    sync(device)
-                    first_s += time.perf_counter() - t0
-                    calls[p] = call
-                sec = interleaved(calls, iters, device)
-                for p in KEPT_PCT:
-                    rows[name, p].update({f"img_s_{mode}": batch / sec[p], f"ratio_{mode}": sec[100] / sec[p],
-                                          f"first_calls_s_{mode}": first_s})
-                del params, x, calls
-            except Exception as e:  # kept in the JSON and printed
-                out["notes"][f"{name} {mode}"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            print(f"[4] {name} {mode} done at {clock.elapsed():.0f} s")
-            save_fn()
-    return out
+    return rows
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# [5] the input pipeline
-
-def write_jpegs(root: Path, distinct: int, total: int, sizes, classes: int = 4, quality: int = 90) -> float:
-    """root/{train,val}/cK/i.jpg: `distinct` JPEGs of smooth random content at the given (w, h) sizes, linked
-    (symlinks) to `total` training files so that one epoch outlasts the measurement (as ImageNet's 1.28M do: no
-    epoch boundary inside the timed window; a file read again comes from the page cache, as on a warm disk); one
-    validation file per class. Returns the distinct files' mean size in KiB."""
-    import numpy as np
-    from PIL import Image
-    g = np.random.default_rng(0)
-    src = root / "distinct"
-    src.mkdir(parents=True)
-    kib = 0.0
-    for i in range(distinct):
-        w, h = sizes[i % len(sizes)]
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        base = np.stack([np.sin(xx / (7 + 5 * k) + g.uniform(0, 6)) * np.cos(yy / (9 + 3 * k)) for k in range(3)], -1)
-        arr = 127 + 80 * base + g.normal(0, 12, (h, w, 3))
-        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(src / f"{i}.jpg", quality=quality)
-        kib += (src / f"{i}.jpg").stat().st_size / 1024 / distinct
-    for split, count in (("train", total), ("val", classes)):
-        for i in range(count):
-            d = root / split / f"c{i % classes}"
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{i}.jpg").symlink_to(src / f"{i % distinct}.jpg")
-    return kib
-
-
-def loader_rate(root: Path, img_size: int, batch: int, workers: int, seconds: float, device,
-                path: str = "pil") -> dict:
-    """Images/s of the training program's ImageFolder path (maskedkd.data.loaders.FolderData with DeiT's recipe,
-    MixUp/CutMix on the device in to_device; path "uint8": uint8 from the workers, normalisation and erasing on the
-    device; "uint8-randaug": RandAugment on the device too, the workers crop and flip) within one epoch, for `seconds` after the first batch (worker start-up not counted), or to the epoch's
-    end."""
-    from maskedkd.data.loaders import FolderData
-    from maskedkd.experiments import TrainConfig
-    cfg = TrainConfig(data="imagefolder", data_path=str(root), img_size=img_size, batch_size=batch,
-                      num_workers=workers, mixup=True, repeated_aug=3, seed=0, device_aug=path != "pil",
-                      device_randaug=path == "uint8-randaug")
-    data = FolderData(cfg)
-    n, t0 = 0, None
-    for x, y in data.train_batches(0):
-        x, y = data.to_device(x, y, device)
-        sync(device)
-        if t0 is None:
-            t0 = time.perf_counter()
-            continue
-        n += x.shape[0]
-        if time.perf_counter() - t0 >= seconds:
-            break
-    sec = time.perf_counter() - t0
-    del data
-    return {"workers": workers, "path": path, "images": n, "seconds": sec, "img_s": n / sec}
-
-
-def loader_section(workers_list, distinct: int, total: int, img_size: int, batch: int, seconds: float, device,
-                   step_img_s: dict[str, float], sizes=JPEG_SIZES) -> dict:
-    """[5]: the loader's rate per worker count, on each path (pil: the workers normalise and erase; uint8: the device
-    does, device_aug; uint8-randaug: RandAugment on the device too, device_randaug); the per-core rate is the 1-worker rate (the main process only copies, mixes and, on the uint8
-    path, normalises and erases); cores needed = a step's img/s over the pil path's per-core rate."""
-    with tempfile.TemporaryDirectory(prefix="gpu_check_jpegs_") as d:
-        t0 = time.perf_counter()
-        kib = write_jpegs(Path(d), distinct, total, sizes)
-        gen_s = time.perf_counter() - t0
-        runs = []
-        for path in ("pil", "uint8", "uint8-randaug"):
-            for w in workers_list:
-                try:  # one path's failure is its own row; the others still count
-                    runs.append(loader_rate(Path(d), img_size, batch, w, seconds, device, path))
-                except Exception as e:
-                    runs.append({"workers": w, "path": path, "images": 0, "seconds": 0.0, "img_s": None,
-                                 "error": f"{type(e).__name__}: {str(e)[:300]}"})
-    per_core = next((r["img_s"] for r in runs if r["workers"] == 1 and r["path"] == "pil"), None)
-    per_core_uint8 = {p: next((r["img_s"] for r in runs if r["workers"] == 1 and r["path"] == p), None)
-                      for p in ("uint8", "uint8-randaug")}
-    return {"distinct_images": distinct, "images": total, "sizes": [list(s) for s in sizes], "mean_kib": kib,
-            "generate_s": gen_s, "img_size": img_size, "batch": batch, "cpu_count": os.cpu_count(), "runs": runs,
-            "per_core_img_s": per_core, "per_core_img_s_uint8": per_core_uint8["uint8"],
-            "per_core_img_s_uint8_randaug": per_core_uint8["uint8-randaug"],
-            "cores_needed": {k: (v / per_core if per_core else None) for k, v in step_img_s.items()}}
+def measure_teacher(rows: dict, name: str, cfg, batch: int, mode: str, iters: int, device) -> None:
+    """[4], one teacher in one mode (eager or compiled): img/s at every kept fraction (bf16 weights under autocast,
+    random kept patches: maskedkd.bench.teacher_rates) and the ratio to the same mode's unmasked teacher, written
+    into its rows."""
+    counts = {p: None if p == 100 else rows[name, p]["num_keep"] for p in KEPT_PCT}
+    sec, first_s = teacher_rates(cfg, list(counts.values()), batch, iters, device, compiled=mode == "compiled",
+                                 bf16=True)
+    for p, k in counts.items():
+        rows[name, p].update({f"img_s_{mode}": batch / sec[k], f"ratio_{mode}": sec[None] / sec[k],
+                              f"first_calls_s_{mode}": first_s})
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -548,7 +395,7 @@ def render(r: dict) -> str:
     out = [f"### {m['gpu']}, {r['date']}",
            "",
            f"torch {m['torch']}, CUDA {m['cuda']}, timm {m['timm']}, Pillow {m['pillow']}, Python {m['python']}, "
-           f"{m['cpu_count']} CPU cores. bf16 GEMM {m['gemm_n']}^3 measured: {_fmt(m['gemm_tflops'], '.0f')} TFLOP/s "
+           f"{m.get('cores', m.get('cpu_count'))} CPU cores. bf16 GEMM {m['gemm_n']}^3 measured: {_fmt(m['gemm_tflops'], '.0f')} TFLOP/s "
            f"(datasheet dense peak {_fmt(m['datasheet_tflops'], '.0f')}); MFU below is against the measured rate. "
            f"Wall time of the run: {r['wall_s']:.0f} s.", ""]
     c, tp = r.get("check"), r.get("teacher_bf16")
@@ -592,7 +439,7 @@ def render(r: dict) -> str:
                        f"x{_fmt(row.get('ratio_eager'), '.2f')} | {_fmt(row.get('img_s_compiled'), '.0f')} | "
                        f"x{_fmt(row.get('ratio_compiled'), '.2f')} | x{row['macs_ratio']:.2f} | "
                        f"{'x' + format(row['paper_ratio'], '.1f') if row['paper_ratio'] else '–'} |")
-        for k, v in t["notes"].items():
+        for k, v in t.get("notes", {}).items():  # the runs before [4] was one section per teacher
             out.append(f"\n{k}: {v}")
         out.append("")
     ld = r.get("loader")
@@ -630,28 +477,8 @@ def render_docs(paths=None, docs: Path = DOCS) -> str:
     return f"{head}{BEGIN}\n{body}{END}{tail}"
 
 
-def run_section(r: dict, key: str, name: str, need_s: float, fn, clock: Clock, save_fn) -> None:
-    """One section of the check under the budget: r[key] = fn(), or, when fewer than need_s seconds are left or fn
-    fails, the reason (the traceback's tail) in r["skipped"][name]; printed, and the JSON saved either way."""
-    import traceback
-    if clock.left() < need_s:
-        r["skipped"][name] = f"{clock.left():.0f} s of the budget left"
-    else:
-        try:
-            r[key] = fn()
-        except Exception as e:  # kept in the JSON and printed; the later sections still run
-            r["skipped"][name] = str(e) if str(e).startswith("not run:") else "failed: " + traceback.format_exc()[-3000:]
-            print(f"{name}: {r['skipped'][name]}")
-    print(f"{name} section done at {clock.elapsed():.0f} s")
-    r["wall_s"] = clock.elapsed()
-    save_fn()
-
-
 def save(r: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(r, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(r, indent=1) + "\n"))
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -700,15 +527,81 @@ def setup(args) -> tuple[torch.device, str, mkd.ViTConfig, mkd.ViTConfig, str]:
             mkd.vit_config("deit_small_patch16_224"), torch.cuda.get_device_name())
 
 
-def versions() -> dict:
-    import PIL
-    try:
-        import timm
-        timm_v = timm.__version__
-    except ImportError:
-        timm_v = None
-    return {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "timm": timm_v, "pillow": PIL.__version__, "cpu_count": os.cpu_count()}
+def sections(c: SimpleNamespace, r: dict, args) -> list[tuple[str, float, object]]:
+    """The run as (name, seconds it needs left, fn -> entries of the JSON), in order, for bench.run_sections.
+    [5] comes before [4]: the loader is short and answers its question whatever the budget leaves the teachers."""
+    smoke, device = args.cpu_smoke, c.device
+
+    def machine_section():
+        n = 1024 if smoke else 8192
+        gemm = gemm_tflops(device, n, 3 if smoke else 10)
+        datasheet, source = peak_tflops(c.gpu if device.type == "cuda" else "", args.peak_tflops)
+        c.peak = gemm if device.type == "cuda" else args.peak_tflops  # MFU against the rate this GPU showed
+        m = {**machine(), "gpu": c.gpu, "gemm_n": n, "gemm_tflops": gemm, "datasheet_tflops": datasheet,
+             "datasheet_source": source}
+        print(f"[0] {c.gpu}: torch {m['torch']}, CUDA {m['cuda']}, timm {m['timm']}, Pillow {m['pillow']}, "
+              f"{m['cores']} CPU cores; bf16 GEMM {n}^3: {gemm:.1f} TFLOP/s (datasheet {datasheet}, {source})")
+        return {"machine": m}
+
+    def precision_section():
+        tp = teacher_precision(c.s_cfg, c.t_cfg, c.teacher, c.teacher_bf16, c.num_keep, c.x, device)
+        print(f"[1] teacher logits, bf16 vs fp32 weights under autocast: max |diff| {tp['max_abs_logit_diff']:.2e} "
+              f"(autocast vs fp32: {tp['autocast_max_abs_logit_diff']:.2e}; logit std {tp['logit_std']:.2f}), "
+              f"top-1 agreement {100 * tp['top1_agreement']:.1f}%")
+        return {"teacher_bf16": tp}
+
+    def check_section():
+        t0 = time.perf_counter()
+        check, m = loss_check(c.s_cfg, c.t_cfg, c.teacher, c.num_keep, c.data, args.check_steps, c.precision, device)
+        c.masked = {"call": lambda: m["step"](m["params"], m["opt"], c.x, c.y), "compile_s": m["compile_s"]}
+        print(f"[2] compiled == eager, {check['steps']} MaskedKD steps ({time.perf_counter() - t0:.0f} s): loss "
+              f"{check['losses_eager'][0]:.3f} -> {check['losses_eager'][-1]:.3f}, max |compiled - eager| "
+              f"{check['max_abs_loss_diff']:.2e} (tolerance {check['tolerance']:.0e}), finite {check['finite']}, "
+              f"teacher without grads {check['teacher_grads_none']}, unchanged {check['teacher_unchanged']}: "
+              f"{'PASS' if check['passed'] else 'FAIL'}")
+        return {"check": check}
+
+    def step_section_():
+        if c.masked is None:
+            raise RuntimeError("not run: [2] failed")
+        try:
+            return {"step": step_section(c.s_cfg, c.t_cfg, c.teacher, c.teacher_bf16, c.num_keep, c.x, c.y, c.masked,
+                                         c.precision, device, args.iters, c.clock, c.peak, smoke=smoke)}
+        finally:  # the step's models and graphs leave before the loader and the teachers
+            c.masked = c.teacher = c.teacher_bf16 = None
+            torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def loader_section():
+        rows = r.get("step", {}).get("rows", {})
+        rates = {k: v["img_s"] for k, v in rows.items() if k in ("vanilla_kd", "maskedkd") and "img_s" in v}
+        if smoke:
+            return {"loader": bench_loader([1, 2], 8, 64, 32, 4, 1.0, device, rates, sizes=((40, 30), (30, 40)))}
+        # the ImageNet recipe's batch per GPU (1024 over 8 GPUs) and its 10 workers; 16,384 files: no epoch end in 8 s
+        return {"loader": bench_loader(sorted({1, 10, os.cpu_count() or 1}), 256, 16384, 224, 128, 8.0, device,
+                                       rates)}
+
+    if smoke:
+        _, _, cfgs = smoke_configs()
+        names, batches = list(cfgs), {k: 4 for k in cfgs}
+    else:
+        from reproduce.lib.paper import teacher_config
+        names, cfgs, batches = list(TEACHERS), {k: teacher_config(k) for k in TEACHERS}, TEACHER_BATCH
+    rows = teacher_rows(names, cfgs, batches)
+    r["teachers"] = {"iters": max(3, args.iters // 3), "kept_pct": list(KEPT_PCT), "rows": list(rows.values())}
+
+    def teacher_section(name, mode):
+        def run():
+            measure_teacher(rows, name, cfgs[name], batches[name], mode, r["teachers"]["iters"], device)
+            return {"teachers": r["teachers"]}  # its rows, filled in place
+        return run
+
+    return [("[0] machine", 0, machine_section), ("[1] bf16 teacher", 0, precision_section),
+            ("[2] compiled == eager", 0, check_section), ("[3] step", 0, step_section_),
+            ("[5] loader", 60, loader_section),
+            *((f"[4] {name} {mode}", 5 if smoke else 45, teacher_section(name, mode))
+              for mode in ("eager", "compiled") for name in (names[:1] if smoke and mode == "compiled" else names))]
 
 
 def main(argv=None) -> dict:
@@ -722,93 +615,17 @@ def main(argv=None) -> dict:
     cold = not (args.warm_cache or args.cpu_smoke)
     if cold:  # a fresh inductor (and triton) cache: "compile s" is a cold compile
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="gpu_check_inductor_")
-    num_keep = mkd.keep_count(s_cfg.num_patches, 0.5)
-    datasheet, peak_source = peak_tflops(gpu if device.type == "cuda" else "", args.peak_tflops)
-    n = 1024 if args.cpu_smoke else 8192
-    gemm = gemm_tflops(device, n, 3 if args.cpu_smoke else 10)
-    r = {"date": datetime.date.today().isoformat(), "student": s_cfg.name, "teacher": t_cfg.name,
-         "num_keep": num_keep, "precision": precision, "cold_cache": cold, "budget_s": args.budget_s,
-         "machine": {"gpu": gpu, **versions(), "gemm_n": n, "gemm_tflops": gemm, "datasheet_tflops": datasheet,
-                     "datasheet_source": peak_source},
-         "skipped": {}, "wall_s": clock.elapsed()}
-    m = r["machine"]
-    print(f"[0] {gpu}: torch {m['torch']}, CUDA {m['cuda']}, timm {m['timm']}, Pillow {m['pillow']}, "
-          f"{m['cpu_count']} CPU cores; bf16 GEMM {n}^3: {gemm:.1f} TFLOP/s (datasheet {datasheet}, {peak_source})")
-    save(r, args.out)
-
     teacher = {k: v.to(device) for k, v in mkd.init_params(t_cfg, seed=1).items()}
-    # the training program's cast (precision.cast_matmul_weights: matmul weights bf16, norms/biases/embeddings fp32),
-    # which
-    # autocast makes bit-identical to fp32 weights; casting every tensor would also make the residual stream bf16
-    teacher_bf16 = cast_matmul_weights(teacher)
     data = synthetic_data(s_cfg, args.batch, device)
-    x, y = data(0)
-    r["teacher_bf16"] = teacher_precision(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, device)
-    tp = r["teacher_bf16"]
-    print(f"[1] teacher logits, bf16 vs fp32 weights under autocast: max |diff| {tp['max_abs_logit_diff']:.2e} "
-          f"(autocast vs fp32: {tp['autocast_max_abs_logit_diff']:.2e}; logit std {tp['logit_std']:.2f}), "
-          f"top-1 agreement {100 * tp['top1_agreement']:.1f}%")
-
-    t0 = time.perf_counter()
-    try:
-        check, masked = loss_check(s_cfg, t_cfg, teacher, num_keep, data, args.check_steps, precision, device)
-    except Exception as e:  # the run's most important finding: keep it, and still measure [5] and [4]
-        import traceback
-        r["check"] = {"passed": False, "error": traceback.format_exc()[-3000:]}
-        print(f"[2] compiled == eager FAILED with {type(e).__name__}:\n{r['check']['error']}")
-        masked = None
-    if masked is not None:
-        r["check"] = check
-        masked = {"call": (lambda s=masked: s["step"](s["params"], s["opt"], x, y)), "compile_s": masked["compile_s"]}
-        print(f"[2] compiled == eager, {check['steps']} MaskedKD steps ({time.perf_counter() - t0:.0f} s): loss "
-              f"{check['losses_eager'][0]:.3f} -> {check['losses_eager'][-1]:.3f}, max |compiled - eager| "
-              f"{check['max_abs_loss_diff']:.2e} (tolerance {check['tolerance']:.0e}), finite {check['finite']}, "
-              f"teacher without grads {check['teacher_grads_none']}, unchanged {check['teacher_unchanged']}: "
-              f"{'PASS' if check['passed'] else 'FAIL'}")
-    r["wall_s"] = clock.elapsed()
-    save(r, args.out)
-
-    peak = gemm if device.type == "cuda" else args.peak_tflops  # MFU against the rate this GPU showed
-
-    def step():
-        nonlocal masked, teacher, teacher_bf16
-        if masked is None:
-            raise RuntimeError("not run: [2] failed")
-        try:
-            return step_section(s_cfg, t_cfg, teacher, teacher_bf16, num_keep, x, y, masked, precision, device,
-                                args.iters, clock, peak, smoke=args.cpu_smoke)
-        finally:  # the step's models and graphs leave before the loader and the teachers
-            masked = teacher = teacher_bf16 = None
-            torch._dynamo.reset()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-    def loader():
-        rows = r.get("step", {}).get("rows", {})
-        rates = {k: v["img_s"] for k, v in rows.items() if k in ("vanilla_kd", "maskedkd") and "img_s" in v}
-        if args.cpu_smoke:
-            return loader_section([1, 2], 8, 64, 32, 4, 1.0, device, rates, sizes=((40, 30), (30, 40)))
-        # the ImageNet recipe's batch per GPU (1024 over 8 GPUs) and its 10 workers; 16,384 files: no epoch end in 8 s
-        return loader_section(sorted({1, 10, os.cpu_count() or 1}), 256, 16384, 224, 128, 8.0, device, rates)
-
-    def teachers():
-        if args.cpu_smoke:
-            _, _, cfgs = smoke_configs()
-            names, batches = list(cfgs), {k: 4 for k in cfgs}
-        else:
-            from reproduce.lib.paper import teacher_config
-            names = list(TEACHERS)
-            cfgs, batches = {k: teacher_config(k) for k in names}, TEACHER_BATCH
-        r["teachers"] = {}
-        teacher_section(names, cfgs, batches, device, max(3, args.iters // 3), clock,
-                        min_left_s=5 if args.cpu_smoke else 45, out=r["teachers"], save_fn=lambda: save(r, args.out),
-                        compiled_names=names[:1] if args.cpu_smoke else None)  # smoke: CaiT eager only
-        return r["teachers"]
-
-    # [5] before [4]: the loader is short and answers its question whatever the budget left for the teachers
-    for key, name, need_s, fn in (("step", "[3] step", 0, step), ("loader", "[5] loader", 60, loader),
-                                  ("teachers", "[4] teachers", 0, teachers)):
-        run_section(r, key, name, need_s, fn, clock, lambda: save(r, args.out))
+    # the training program's cast (precision.cast_matmul_weights: matmul weights bf16, norms, biases and embeddings
+    # fp32), which autocast makes bit-identical to fp32 weights; casting every tensor would make the residual bf16
+    c = SimpleNamespace(device=device, precision=precision, s_cfg=s_cfg, t_cfg=t_cfg, gpu=gpu, clock=clock, data=data,
+                        num_keep=mkd.keep_count(s_cfg.num_patches, 0.5), teacher=teacher, masked=None, peak=None,
+                        teacher_bf16=cast_matmul_weights(teacher))
+    c.x, c.y = data(0)
+    r = {"date": datetime.date.today().isoformat(), "student": s_cfg.name, "teacher": t_cfg.name,
+         "num_keep": c.num_keep, "precision": precision, "cold_cache": cold, "budget_s": args.budget_s}
+    run_sections(sections(c, r, args), r, clock, lambda: save(r, args.out))
     r["markdown"] = render(r)
     save(r, args.out)
     print(r["markdown"])
@@ -818,4 +635,5 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     res = main()
-    sys.exit(0 if res["check"]["passed"] and res["teacher_bf16"]["top1_agreement"] == 1.0 else 1)
+    sys.exit(0 if res.get("check", {}).get("passed") and res.get("teacher_bf16", {}).get("top1_agreement") == 1.0
+             else 1)

@@ -35,7 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from maskedkd.bench import interleaved, machine
+from maskedkd.bench import Clock, interleaved, machine, run_sections
 from maskedkd.checkpoint import load_checkpoint, read_state_dict
 from maskedkd.data.loaders import DigitsData
 from maskedkd.experiments import get_config, model_config
@@ -226,11 +226,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--reference", action="store_true", help="write reproduce/reference/profile_embedded.json and .md")
     args = ap.parse_args(argv)
     c = setup()
-    out: dict = {"machine": machine()}
-    for section in SECTIONS:
-        t = time.perf_counter()
-        out.update(section(c, args))
-        print(f"{section.__name__}: {time.perf_counter() - t:.0f} s", flush=True)
+    out = run_sections([(f.__name__, 0, lambda f=f: f(c, args)) for f in SECTIONS], {"machine": machine()}, Clock())
+    if out.pop("skipped"):
+        raise SystemExit("a section failed (above): nothing written")
     out.update(estimate(c, out))
     print(render(out))
     if args.json:

@@ -500,7 +500,7 @@ def test_sound_regime_figures_and_trial_log_agree_with_their_readme_blocks():
 
 
 def test_sound_regime_figures_use_the_sound_targets_and_sit_beside_the_image_regime():
-    """Issue 26's targets: paired SD up to 1.5 points, stalled below 50%, audio.sh in 20 minutes; the block shows the
+    """The sound regime's targets (regime.py): paired SD up to 1.5 points, stalled below 50%, audio.sh in 20 minutes; the block shows the
     image regime's figures in their own column."""
     def runs(regime_name, kd_gain, low_run):
         seeds = [0, 1, 2, 3, 4]
