@@ -135,7 +135,7 @@ def load_init(path_or_state_dict, cfg: ViTConfig, *, seed: int = 0) -> Params:
           and not (cfg.head == "avg" and k in ("norm.weight", "norm.bias"))
           and not (k.startswith("head") and k in want and tuple(v.shape) != want[k])}
     pos = sd.get("pos_embed")
-    if (pos is not None and cfg.num_prefix_tokens == 2 and cfg.pos_embed_prefix
+    if (pos is not None and cfg.num_prefix_tokens == 2 and not cfg.reg_tokens and cfg.pos_embed_prefix
             and pos.shape[1] + 1 == want["pos_embed"][1]):
         sd["pos_embed"] = torch.cat([pos[:, :1], torch.zeros_like(pos[:, :1]), pos[:, 1:]], dim=1)
     g = torch.Generator().manual_seed(seed)

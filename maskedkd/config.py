@@ -45,7 +45,10 @@ class ViTConfig:
     num_heads: int = 3
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
-    num_prefix_tokens: int = 1  # CLS (+ distillation token)
+    num_prefix_tokens: int = 1  # CLS (+ distillation token) (+ register tokens): every token before the patches
+    # register tokens (Darcet et al., "Vision Transformers Need Registers", ICLR 2024; timm's reg_tokens): learned
+    # tokens after CLS (and the distillation token) that no head reads, counted in num_prefix_tokens as timm counts them
+    reg_tokens: int = 0
     pos_embed_prefix: bool = True  # False for DeiT-III: position embedding covers the patches only
     layer_scale: float | None = None  # DeiT-III init value for ls1/ls2 gamma; None: no layer scale
     # token | token_dist (mean of two heads, timm eval) | prefix_mean (AST) | avg (MAE fine-tuning: mean of the patch
@@ -72,10 +75,14 @@ class ViTConfig:
             raise ValueError(f"head={self.head!r} is not one of {HEADS}")
         if self.input_layout not in LAYOUTS:
             raise ValueError(f"input_layout={self.input_layout!r} is not one of {LAYOUTS}")
-        if self.head in TWO_PREFIX_HEADS and self.num_prefix_tokens != 2:
-            raise ValueError(f"head={self.head!r} needs num_prefix_tokens=2, got {self.num_prefix_tokens}")
-        if self.num_prefix_tokens not in (1, 2):
-            raise ValueError(f"num_prefix_tokens must be 1 or 2, got {self.num_prefix_tokens}")
+        if not 0 <= self.reg_tokens <= 16:
+            raise ValueError(f"reg_tokens must be in [0, 16], got {self.reg_tokens}")
+        if self.class_tokens not in (1, 2):
+            raise ValueError(f"num_prefix_tokens - reg_tokens (CLS, and a distillation token) must be 1 or 2, got "
+                             f"num_prefix_tokens={self.num_prefix_tokens} with reg_tokens={self.reg_tokens}")
+        if self.head in TWO_PREFIX_HEADS and self.class_tokens != 2:
+            raise ValueError(f"head={self.head!r} needs two class tokens (num_prefix_tokens - reg_tokens = 2), got "
+                             f"num_prefix_tokens={self.num_prefix_tokens} with reg_tokens={self.reg_tokens}")
         if self.family not in FAMILIES:
             raise ValueError(f"family={self.family!r} is not one of {FAMILIES}")
         if self.act not in ACTS:
@@ -112,6 +119,11 @@ class ViTConfig:
     def num_patches(self) -> int:
         gh, gw = self.grid_size
         return gh * gw
+
+    @property
+    def class_tokens(self) -> int:
+        """The prefix tokens a head may read: CLS, and a distilled DeiT's or AST's second token (not the registers)."""
+        return self.num_prefix_tokens - self.reg_tokens
 
     @property
     def head_dim(self) -> int:

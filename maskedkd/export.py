@@ -36,6 +36,10 @@ def timm_spec(cfg: ViTConfig) -> dict:
     eps = 1e-5 if cfg.pre_norm else 1e-6  # timm's LayerNorm eps of these families (CLIP towers: 1e-5)
     if cfg.norm_eps != eps:
         raise ValueError(f"{cfg.name!r} has LayerNorm eps {cfg.norm_eps}; timm builds this family with {eps}")
+    if cfg.reg_tokens and cfg.head == "token_dist":
+        raise ValueError(f"{cfg.name!r}: timm's distilled DeiT has no register tokens (reg_tokens={cfg.reg_tokens})")
+    if cfg.reg_tokens:
+        kw["reg_tokens"] = cfg.reg_tokens
     if cfg.family == "cait":
         return {"model": "cait_xxs24_224", "kwargs": {**kw, "depth_token_only": cfg.class_attn_depth,
                                                       "init_values": cfg.layer_scale}}
@@ -85,8 +89,8 @@ def hf_ast_state_dict(params: Params, cfg: ViTConfig) -> dict[str, torch.Tensor]
 
 def hf_ast_config(cfg: ViTConfig) -> dict:
     """transformers' ASTConfig fields of an AST config (the config.json of its folder)."""
-    if cfg.input_layout != "btf" or cfg.head != "prefix_mean" or cfg.act != "gelu":
-        raise ValueError(f"{cfg.name!r} is not an Audio Spectrogram Transformer")
+    if cfg.input_layout != "btf" or cfg.head != "prefix_mean" or cfg.act != "gelu" or cfg.reg_tokens:
+        raise ValueError(f"{cfg.name!r} is not an Audio Spectrogram Transformer (without register tokens)")
     (bins, frames), (fs, ts) = cfg.img_size, cfg.stride
     return {"architectures": ["ASTForAudioClassification"], "model_type": "audio-spectrogram-transformer",
             "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,

@@ -100,8 +100,6 @@ def _vit(model: nn.Module, distilled: bool) -> dict:
                                                          "patch tokens, fc_norm)")
     if not getattr(model, "has_class_token", True) or model.cls_token is None:
         raise _unsupported(model, "class_token=False", "the class token's attention ranks the patches")
-    if getattr(model, "num_reg_tokens", 0) or getattr(model, "reg_token", None) is not None:
-        raise _unsupported(model, f"reg_tokens={getattr(model, 'num_reg_tokens', '?')}", "register tokens")
     if getattr(model, "dynamic_img_size", False):
         raise _unsupported(model, "dynamic_img_size=True", "a fixed image size and position embedding only")
     if model.pos_embed is None:
@@ -165,7 +163,8 @@ def _vit(model: nn.Module, distilled: bool) -> dict:
     layer_scale = ls.pop() if None not in ls else None
     return dict(img_size=img, patch_size=patch, in_chans=chans, embed_dim=model.embed_dim, depth=len(blocks),
                 num_heads=heads.pop(), mlp_ratio=_mlp_ratio(hidden.pop(), model.embed_dim),
-                qkv_bias=blocks[0].attn.qkv.bias is not None, num_prefix_tokens=2 if distilled else 1,
+                qkv_bias=blocks[0].attn.qkv.bias is not None, reg_tokens=getattr(model, "num_reg_tokens", 0),
+                num_prefix_tokens=(2 if distilled else 1) + getattr(model, "num_reg_tokens", 0),
                 pos_embed_prefix=not model.no_embed_class, layer_scale=layer_scale,
                 head="token_dist" if distilled else gp, norm_eps=_eps(model, norms), pre_norm=pre_norm,
                 act=acts.pop(), num_classes=model.num_classes)

@@ -52,8 +52,10 @@ def param_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
         s.update({"norm_pre.weight": (d,), "norm_pre.bias": (d,)})
     else:
         s["patch_embed.proj.bias"] = (d,)
-    if cfg.num_prefix_tokens == 2:
+    if cfg.class_tokens == 2:
         s["dist_token"] = (1, 1, d)
+    if cfg.reg_tokens:
+        s["reg_token"] = (1, cfg.reg_tokens, d)
     s.update(cait.block_shapes(cfg) if cfg.family == "cait" else _vit_block_shapes(cfg))
     if cfg.head != "avg":  # MAE's global-pool model has no final norm (models_vit.py deletes it), only fc_norm
         s.update({"norm.weight": (d,), "norm.bias": (d,)})
@@ -102,8 +104,8 @@ def init_params(cfg: ViTConfig, seed: int = 0, dtype: torch.dtype = torch.float3
             t.uniform_(-bound, bound, generator=g)
         elif name == "cls_token" and cfg.family == "cait":
             torch.nn.init.trunc_normal_(t, std=0.02, a=-2.0, b=2.0, generator=g)
-        elif name in ("cls_token", "dist_token"):
-            t.normal_(0.0, 1e-6 if name == "cls_token" else 0.02, generator=g)
+        elif name in ("cls_token", "dist_token", "reg_token"):
+            t.normal_(0.0, 0.02 if name == "dist_token" else 1e-6, generator=g)
         elif name == "pos_embed" or name.endswith(".weight"):
             torch.nn.init.trunc_normal_(t, std=0.02, a=-2.0, b=2.0, generator=g)
         out[name] = t.to(dtype)
@@ -115,7 +117,7 @@ def embed(params: Params, x: torch.Tensor, cfg: ViTConfig) -> tuple[torch.Tensor
     pre_norm, norm_pre applied: a per-token LayerNorm, so it commutes with the teacher's gather)."""
     patches = patch_embed(x, params["patch_embed.proj.weight"], params.get("patch_embed.proj.bias"), cfg)
     b = patches.shape[0]
-    names = ["cls_token", "dist_token"][: cfg.num_prefix_tokens]
+    names = ["cls_token", "dist_token"][: cfg.class_tokens] + ["reg_token"] * bool(cfg.reg_tokens)  # timm's order
     prefix = torch.cat([params[n].expand(b, -1, -1) for n in names], dim=1).to(patches.dtype)
     pos = params["pos_embed"]
     if cfg.pos_embed_prefix:
@@ -152,7 +154,7 @@ def head(params: Params, x: torch.Tensor, cfg: ViTConfig) -> torch.Tensor:
     if cfg.head == "avg":
         return linear(layer_norm(x[:, cfg.num_prefix_tokens:].mean(dim=1), params, "fc_norm", cfg.norm_eps),
                       params, "head")
-    pooled = x[:, : cfg.num_prefix_tokens].mean(dim=1)
+    pooled = x[:, : cfg.class_tokens].mean(dim=1)
     return linear(layer_norm(pooled, params, "fc_norm", cfg.norm_eps), params, "head")
 
 

@@ -216,6 +216,9 @@ def test_a_run_names_an_ast_teacher_on_the_hub_and_transformers_loads_its_studen
     mkd.vit_config("cait_xxs24_224", depth=2, class_attn_depth=1, img_size=32),
     mkd.vit_config("vit_base_patch16_clip_quickgelu_224", depth=1, img_size=32, num_classes=10),
     mkd.MAE_PRESETS["mae_vit_base_patch16"].replace(depth=1, img_size=(32, 32)),
+    MODELS["digits_student"].replace(name="digits_student_reg4", reg_tokens=4, num_prefix_tokens=5),
+    mkd.vit_config("deit3_small_patch16_224", depth=2, img_size=32).replace(name="deit3_reg2", reg_tokens=2,
+                                                                           num_prefix_tokens=3),
 ], ids=lambda c: c.name)
 def test_timm_builds_every_student_family_from_its_spec_with_our_logits(cfg):
     """The minGPT parity test, the other way: our parameters into the timm model timm_spec names, strict keys."""
@@ -234,3 +237,5 @@ def test_configs_timm_cannot_build_by_name_are_refused():
         mkd.timm_spec(MODELS["sounds_student"])
     with pytest.raises(ValueError, match="LayerNorm eps 1e-05"):
         mkd.timm_spec(mkd.ViTConfig(norm_eps=1e-5))
+    with pytest.raises(ValueError, match="distilled DeiT has no register tokens"):
+        mkd.timm_spec(mkd.vit_config("deit_tiny_distilled_patch16_224").replace(reg_tokens=1, num_prefix_tokens=3))

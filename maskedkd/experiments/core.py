@@ -28,6 +28,11 @@ MODELS: dict[str, ViTConfig] = {
     # student (the paper's DeiT-S / DeiT-Ti: 3.7, docs/paper.md#flops-model)
     "digits_student_d6": ViTConfig(name="digits_student_d6", img_size=32, patch_size=4, in_chans=1, num_classes=10,
                                    embed_dim=64, depth=6, num_heads=2, mlp_ratio=2.0),
+    # the registered student with 4 register tokens (Darcet et al., ICLR 2024), for the third round of trials: tokens
+    # where a ViT can keep its global computation instead of on patches it then attends to regardless of content
+    "digits_student_reg4": ViTConfig(name="digits_student_reg4", img_size=32, patch_size=4, in_chans=1,
+                                     num_classes=10, embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0,
+                                     num_prefix_tokens=5, reg_tokens=4),
 }
 
 
