@@ -1,6 +1,7 @@
 """Any timm ViT, functionally: read a timm `nn.Module` into a ViTConfig and run it on its own parameters.
 
-    cfg = mkd.config_from_timm(model)          # timm ViT / DeiT / distilled DeiT / DeiT-III / CLIP / MAE-avg / CaiT
+    cfg = mkd.config_from_timm(model)          # timm ViT (registers too) / DeiT / distilled DeiT / DeiT-III / CLIP /
+                                               #    MAE-avg / CaiT
     params = dict(model.named_parameters())    # no copy: the module's own Parameters, timm's names
     logits = mkd.forward(params, x, cfg)       # == model.eval()(x) to 1e-5; student_forward, teacher_forward,
                                                #    make_train_step all take the same dict
@@ -9,7 +10,7 @@ The config is derived from the module's attributes and submodules (embed_dim, de
 prefix tokens, no_embed_class, layer scale, norm eps, norm_pre, MLP activation, qkv bias, head), then checked against
 the module's named parameters name by name and shape by shape: everything the core reads is an `nn.Parameter` in
 timm (no buffer holds weights; a module with any buffer is a variant we do not know and raises), and a parameter the
-core would not read (qk_norm, reg tokens, gates, attention pooling, ...) raises naming it, so nothing is ignored.
+core would not read (qk_norm, gates, attention pooling, ...) raises naming it, so nothing is ignored.
 Dropout is not part of the config: `drop_path_from_timm` gives the stochastic-depth rate for a training forward and
 rejects the dropouts the core does not apply. timm is imported inside the functions: the core imports without it.
 """

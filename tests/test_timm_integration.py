@@ -104,7 +104,6 @@ UNSUPPORTED = [  # (timm name, kwargs, message naming the option)
     ("swin_tiny_patch4_window7_224", {"depths": (1, 1, 1, 1), "embed_dim": 32, "num_heads": (1, 1, 1, 1)},
      r"model class timm\.models\.swin_transformer\.SwinTransformer is not supported"),
     ("resnet18", {}, r"model class timm\.models\.resnet\.ResNet is not supported"),
-    (BASE[0], {"reg_tokens": 4}, r"reg_tokens=4"),
     (BASE[0], {"global_pool": "max"}, r"global_pool='max'"),
     (BASE[0], {"global_pool": "avgmax"}, r"global_pool='avgmax'"),
     (BASE[0], {"global_pool": "map"}, r"global_pool='map'"),
