@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from maskedkd.data.images import _digit_sources, N_TRAIN_SOURCES, cluttered_digits
@@ -132,3 +134,50 @@ def test_cluttered_stress_regime_is_the_former_default_recipe():
     for kind in ("nokd", "kd", "maskedkd50"):
         s = get_config(f"cluttered_student_{kind}")
         assert (s.digit_size, s.copies, s.num_clutter, s.noise, s.batch_aug) == (16, 1, 3, 0.15, False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(max_shift=st.integers(1, 4), b=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_random_shift_moves_each_image_whole_within_its_range(max_shift, b, seed):
+    """Each output is its input translated by one (dy, dx) in [-max_shift, max_shift]^2, the uncovered border at the
+    fill value: found by trying every offset, so a crop at the wrong place, a transposed window or a mixed-up
+    sample fails."""
+    from maskedkd.data.images import random_shift
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 2, 12, 10, generator=g) + 1.0  # above the fill everywhere
+    torch.manual_seed(seed)
+    out = random_shift(x, max_shift, fill=-7.0)
+    assert out.shape == x.shape and random_shift(x, 0) is x
+    for i in range(b):
+        hits = []
+        for dy in range(-max_shift, max_shift + 1):
+            for dx in range(-max_shift, max_shift + 1):
+                want = torch.full_like(x[i], -7.0)
+                src = x[i][:, max(0, -dy):12 - max(0, dy), max(0, -dx):10 - max(0, dx)]
+                want[:, max(0, dy):max(0, dy) + src.shape[1], max(0, dx):max(0, dx) + src.shape[2]] = src
+                hits += [(dy, dx)] * bool(torch.equal(out[i], want))
+        assert len(hits) == 1, (i, hits)
+
+
+def test_random_shift_draws_every_offset_and_digits_data_moves_training_images_only():
+    from maskedkd.data.images import random_shift
+    torch.manual_seed(0)
+    x = torch.zeros(2000, 1, 8, 8)
+    x[:, :, 4, 4] = 1.0  # one lit pixel: where it lands is the offset
+    where = random_shift(x, 2, fill=0.0)[:, 0].flatten(1).argmax(1)
+    dy, dx = where // 8 - 4, where % 8 - 4
+    assert set(dy.tolist()) == set(dx.tolist()) == {-2, -1, 0, 1, 2}  # uniform over [-2, 2]: each about 400 times
+    assert all(300 < int((dy == v).sum()) < 500 for v in range(-2, 3))
+    cfg = get_config("digits_student_nokd").replace(train_size=64, test_size=20, batch_size=32, shift=4)
+    d, plain = DigitsData(cfg), DigitsData(cfg.replace(shift=0))
+    pool = d.epoch_data(0)[0].clone()
+    (x1, y1), *_ = d.train_batches(0)
+    (x0, y0), *_ = plain.train_batches(0)
+    assert torch.equal(y1, y0) and not torch.equal(x1, x0) and torch.equal(d.epoch_data(0)[0], pool)
+    assert torch.equal(d.test_data()[0], plain.test_data()[0])  # the test scene does not move
+    again = list(DigitsData(cfg).train_batches(0, start=1))[0][0]
+    assert torch.equal(again, list(d.train_batches(0))[1][0])  # a function of (seed, epoch, step): resumes exactly
+    with pytest.raises(ValueError, match="shift"):
+        get_config("digits_student_nokd").replace(shift=9)
+    with pytest.raises(ValueError, match="shift"):
+        get_config("sounds_student_nokd").replace(shift=2)

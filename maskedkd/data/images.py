@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from ..checks import InputError, as_int, as_number
 
@@ -284,6 +285,21 @@ def mixup_cutmix(num_classes: int):
     numpy's global RNG and needs an even batch."""
     return _timm_data().Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_minmax=None, prob=1.0, switch_prob=0.5,
                               mode="batch", label_smoothing=0.1, num_classes=num_classes)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, fill: float = -DIGITS_MEAN / DIGITS_STD) -> torch.Tensor:
+    """x (b c h w) -> each image moved by its own (dy, dx), both uniform in [-max_shift, max_shift], the uncovered
+    border filled with `fill` (the digit canvas's black, normalised): RandomCrop(h, padding=max_shift) as CIFAR's
+    recipe pads and crops, for a whole batch at once. Draws from torch's global generator: call it under
+    seeded_rngs."""
+    if max_shift == 0:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, value=fill)
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (b, 1)) for _ in range(2))
+    rows, cols = dy + torch.arange(h), dx + torch.arange(w)  # (b h), (b w): each image's window in the padding
+    return rearrange(padded, "b c H W -> b H W c")[torch.arange(b)[:, None, None], rows[:, :, None],
+                                                   cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def batch_augmentation(num_classes: int):

@@ -23,7 +23,7 @@ import torch
 
 from .cache import cache_dir
 from .images import (RepeatAugSampler, SeededItems, batch_augmentation, clean_digits, cluttered_digits, device_erasing,
-                     device_normalise, image_folder, mixup_cutmix, seeded_rngs)
+                     device_normalise, image_folder, mixup_cutmix, random_shift, seeded_rngs)
 
 DIGITS_TEST_SEED = 12345  # one fixed test set for every run, seeds and configs alike
 
@@ -155,20 +155,22 @@ class _DigitsEpochs:
 
 
 class DigitsData(InMemoryData):
-    """The embedded digit scenes: train_size images per epoch (_DigitsEpochs), DeiT's batch augmentation with
-    cfg.batch_aug (on a copy: the pool is not mixed in place), fixed test images from disjoint source digits."""
+    """The embedded digit scenes: train_size images per epoch (_DigitsEpochs), moved per sample with cfg.shift and
+    DeiT's batch augmentation with cfg.batch_aug (on a copy: the pool is never changed in place), fixed test images
+    from disjoint source digits."""
 
     def __init__(self, cfg, rank: int = 0, world: int = 1):
         if cfg.batch_aug and (cfg.batch_size // world) % 2:
             raise ValueError(f"batch_aug needs an even batch per process (MixUp pairs each image with its mirror): "
                              f"batch_size={cfg.batch_size} over {world} process(es)")
-        aug = None
-        if cfg.batch_aug:
-            mix = batch_augmentation(10)
-            aug = lambda x, y: mix(x.clone(), y)  # noqa: E731
+        mix = batch_augmentation(10) if cfg.batch_aug else None
+
+        def aug(x, y):  # a new tensor: the pool is never changed in place
+            x = random_shift(x, cfg.shift) if cfg.shift else x.clone()
+            return (x, y) if mix is None else mix(x, y)
         super().__init__(cfg, 10, cfg.train_size, _DigitsEpochs(cfg), cfg.test_size,
                          lambda: cluttered_digits("test", cfg.test_size, DIGITS_TEST_SEED, **scene(cfg)), rank, world,
-                         augment=aug, eval_batch=500)
+                         augment=aug if cfg.batch_aug or cfg.shift else None, eval_batch=500)
 
     def draw(self, epoch: int) -> int:
         return self.pool_key(epoch)

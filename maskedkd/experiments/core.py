@@ -120,6 +120,9 @@ class TrainConfig:
     # digits: DeiT's batch augmentation (MixUp 0.8 / CutMix 1.0 / smoothing 0.1, random erasing 0.25 per image, as
     # timm builds them), seeded by (seed, rank, epoch, step)
     batch_aug: bool = opt(False, None, "digits: DeiT's batch augmentation")
+    # digits: each training image moved by up to `shift` px per sample and step (data.images.random_shift: RandomCrop
+    # with padding, CIFAR's spatial augmentation), before batch_aug; the test images stay where they are
+    shift: int = opt(0, "[0, 8]", "digits: training images moved by up to this many px (0: off)")
     mixup: bool = opt(True, None, "imagefolder: MixUp 0.8 / CutMix 1.0 / smoothing 0.1")
     device_aug: bool = opt(False, None, "imagefolder: workers send uint8 images; normalisation and random erasing run "
                                         "on the device (timm's prefetcher path)")
@@ -238,7 +241,7 @@ def field_table() -> str:
 # source is refused (a digit-scene option on the sound set, SpecAugment on images).
 DIGITS = ("digits",)
 DATA_ONLY = {**{k: DIGITS for k in ("clean_epochs", "fresh_clutter", "digit_size", "copies", "distractors", "jitter",
-                                    "num_clutter", "noise", "texture", "batch_aug")},
+                                    "num_clutter", "noise", "texture", "batch_aug", "shift")},
              "label_noise": ("digits", "sounds"), "freq_mask": ("sounds", "esc50"), "time_mask": ("sounds", "esc50"),
              "events": ("sounds",), "train_size": ("digits", "sounds"), "test_size": ("digits", "sounds"),
              "fold": ("esc50",), "mixup": ("imagefolder",), "repeated_aug": ("imagefolder",),
