@@ -64,3 +64,14 @@ def test_teacher_rates_times_every_kept_count_and_bench_teacher_reads_them():
     r = bench.bench_teacher(cfg.name, 8, batch=2, iters=1, device=torch.device("cpu"), cfg=cfg)
     assert r["num_keep"] == 8 and r["speedup"] == pytest.approx(r["ms_full"] / r["ms_masked"])
     assert r["macs_speedup"] == pytest.approx(mkd.macs(cfg) / mkd.macs(cfg, 8))
+
+
+@pytest.mark.slow
+def test_loader_benchmark_runs_every_path_from_its_command_line(capsys):
+    """`python -m maskedkd.bench loader`: DeiT's recipe on generated JPEGs, each path once (seconds with one worker)."""
+    r = bench.main(["loader", "--workers", "1", "--seconds", "0.5", "--images", "2", "--img-size", "32",
+                    "--batch", "4"])
+    assert [(x["path"], x["workers"]) for x in r["runs"]] == [(p, 1) for p in bench.LOADER_PATHS]
+    assert all(x["img_s"] > 0 and x["images"] >= 4 for x in r["runs"]), r["runs"]
+    assert r["per_core_img_s"] == r["runs"][0]["img_s"] and r["cores_needed"] == {}
+    assert "uint8-randaug" in capsys.readouterr().out
