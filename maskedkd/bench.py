@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import flag_int_list, flag_integer, flag_number
 from .config import vit_config
 from .flops import macs, training_ledger
 from .model import init_params, teacher_forward
@@ -323,29 +324,30 @@ def main(argv=None) -> dict:
     s = sub.add_parser("step")
     s.add_argument("--student", default="deit_tiny_patch16_224")
     s.add_argument("--teacher", default="deit_small_patch16_224")
-    s.add_argument("--num-keep", type=int, default=98)
-    s.add_argument("--batch", type=int, default=8)
-    s.add_argument("--iters", type=int, default=6)
+    s.add_argument("--num-keep", type=flag_integer("[1, inf)"), default=98)
+    s.add_argument("--batch", type=flag_integer("[1, inf)"), default=8)
+    s.add_argument("--iters", type=flag_integer("[1, inf)"), default=6)
     s.add_argument("--no-eager", action="store_true")
     s.add_argument("--criterion", default="topk", type=_criterion,
                    help="also time the MaskedKD step with this criterion beside topk's (a registered name, or "
                         "module:name)")
     t = sub.add_parser("teacher")
     t.add_argument("--model", default="deit_small_patch16_224")
-    t.add_argument("--num-keep", type=int, default=98)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--iters", type=int, default=6)
+    t.add_argument("--num-keep", type=flag_integer("[1, inf)"), default=98)
+    t.add_argument("--batch", type=flag_integer("[1, inf)"), default=8)
+    t.add_argument("--iters", type=flag_integer("[1, inf)"), default=6)
     ld = sub.add_parser("loader")
-    ld.add_argument("--workers", default="1,2", type=lambda v: [int(w) for w in v.split(",")],
+    ld.add_argument("--workers", default=[1, 2], type=flag_int_list("[0, 64]"),
                     help="comma-separated DataLoader worker counts")
-    ld.add_argument("--seconds", type=float, default=5.0, help="timed seconds per path and worker count")
-    ld.add_argument("--img-size", type=int, default=224)
-    ld.add_argument("--batch", type=int, default=64)
-    ld.add_argument("--images", type=int, default=64, help="distinct generated JPEGs (linked to 4096 files)")
+    ld.add_argument("--seconds", type=flag_number("(0, inf)"), default=5.0, help="timed seconds per path and worker count")
+    ld.add_argument("--img-size", type=flag_integer("[16, 1024]"), default=224)
+    ld.add_argument("--batch", type=flag_integer("[2, inf)"), default=64)
+    ld.add_argument("--images", type=flag_integer("[1, 4096]"), default=64,
+                    help="distinct generated JPEGs (linked to 4096 files)")
     c = sub.add_parser("colour-ops")
-    c.add_argument("--batch", type=int, default=64)
-    c.add_argument("--size", type=int, default=224)
-    c.add_argument("--iters", type=int, default=5)
+    c.add_argument("--batch", type=flag_integer("[1, inf)"), default=64)
+    c.add_argument("--size", type=flag_integer("[16, 1024]"), default=224)
+    c.add_argument("--iters", type=flag_integer("[1, inf)"), default=5)
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.what == "loader":

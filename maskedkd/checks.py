@@ -134,3 +134,45 @@ def parse_text(kind: type, text: str, name: str, source: str | None = None):
         except ValueError:
             raise InputError(f"{_where(name, source)}={text!r} must be a number") from None
     return text
+
+
+# --- argparse types: a command-line flag refused where it is parsed (argparse prints the flag, the value and why,
+# and exits with status 2), by the same parsing and intervals as everything above
+
+def _flag_type(kind: type, what: str, within: str):
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = parse_text(kind, text, "value")
+        except InputError:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {what}") from None
+        if value not in interval(within):
+            raise argparse.ArgumentTypeError(f"{text!r}: must lie in {within}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+def flag_integer(within: str = "[1, inf)"):
+    """An argparse type: an integer inside `within` ("[1, inf)": at least one)."""
+    return _flag_type(int, "an integer", within)
+
+
+def flag_number(within: str = "(0, inf)"):
+    """An argparse type: a number inside `within`."""
+    return _flag_type(float, "a number", within)
+
+
+def flag_int_list(within: str = "[0, inf)"):
+    """An argparse type: comma-separated distinct integers inside `within` ("0,1,2,3,4")."""
+    import argparse
+    one = flag_integer(within)
+
+    def parse(text: str) -> list[int]:
+        values = [one(v) for v in text.split(",")]
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{text!r} repeats a value")
+        return values
+    parse.__name__ = "list of integers"
+    return parse

@@ -75,3 +75,16 @@ def test_loader_benchmark_runs_every_path_from_its_command_line(capsys):
     assert all(x["img_s"] > 0 and x["images"] >= 4 for x in r["runs"]), r["runs"]
     assert r["per_core_img_s"] == r["runs"][0]["img_s"] and r["cores_needed"] == {}
     assert "uint8-randaug" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["loader", "--workers", "1,x"], "'x': must be an integer"),
+    (["loader", "--seconds", "0"], "'0': must lie in (0, inf)"),
+    (["loader", "--workers", "1,1"], "'1,1' repeats a value"),
+    (["step", "--batch", "0"], "'0': must lie in [1, inf)"),
+    (["teacher", "--num-keep", "-3"], "'-3': must lie in [1, inf)"),
+])
+def test_bench_flags_refuse_bad_values_naming_them(argv, named, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert e.value.code == 2 and named in capsys.readouterr().err

@@ -9,40 +9,8 @@ import argparse
 from maskedkd import checks
 
 
-def _typed(kind: type, what: str, within: str):
-    def parse(text: str):
-        try:
-            value = checks.parse_text(kind, text, "value")
-        except checks.InputError:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be {what}") from None
-        if value not in checks.interval(within):
-            raise argparse.ArgumentTypeError(f"{text!r}: must lie in {within}")
-        return value
-    parse.__name__ = what  # argparse names the type in some messages
-    return parse
-
-
-def integer(within: str = "[1, inf)"):
-    """An argparse type: an integer inside `within` ("[1, inf)": at least one)."""
-    return _typed(int, "an integer", within)
-
-
-def number(within: str = "(0, inf)"):
-    """An argparse type: a number inside `within`."""
-    return _typed(float, "a number", within)
-
-
-def int_list(within: str = "[0, inf)"):
-    """An argparse type: comma-separated distinct integers inside `within` ("0,1,2,3,4")."""
-    one = integer(within)
-
-    def parse(text: str) -> list[int]:
-        values = [one(v) for v in text.split(",")]
-        if len(set(values)) != len(values):
-            raise argparse.ArgumentTypeError(f"{text!r} repeats a value")
-        return values
-    parse.__name__ = "list of integers"
-    return parse
+# the flag types, from the package's one validation layer (shared with maskedkd's own command lines)
+integer, number, int_list = checks.flag_integer, checks.flag_number, checks.flag_int_list
 
 
 def labels(count: int, reserved: tuple[str, ...] = ()):
