@@ -38,10 +38,12 @@ def full_main(argv):
 
 
 def rows(mode, seeds, args=None):
+    task = args.regime if args else "digits"  # --regime: an embedded image regime
     keeps = [64, 32] if mode == "smoke" else KEEPS
     teacher_side = [(f"teacher masked, {k} of 64" if k < 64 else "logit KD, 64 of 64",
-                     [student_run(mode, s, k) for s in seeds]) for k in keeps]
-    student_side = [(f"student masked, {k} of 64", [student_run(mode, s, None, student_keep=k) for s in seeds])
+                     [student_run(mode, s, k, task=task) for s in seeds]) for k in keeps]
+    student_side = [(f"student masked, {k} of 64",
+                     [student_run(mode, s, None, student_keep=k, task=task) for s in seeds])
                     for k in keeps if k < 64]
     return teacher_side + student_side
 
@@ -89,7 +91,7 @@ def figure(data, path):
 
 SPEC = driver.Spec("ablation_student", "Masking the student instead of the teacher (docs/paper.md#ablations)",
                    __doc__, rows, table, figure=figure, paper=paper, full=full_main,
-                   paper_column="paper (ImageNet, DeiT-S -> DeiT-Ti, x mapped to 64ths)")
+                   paper_column="paper (ImageNet, DeiT-S -> DeiT-Ti, x mapped to 64ths)", regimes=True)
 main = SPEC.main
 
 if __name__ == "__main__":

@@ -55,11 +55,13 @@ def nearest_tome(gmacs: float) -> str:
 
 
 def rows(mode, seeds, args=None):
+    task = args.regime if args else "digits"  # --regime: an embedded image regime
     keeps = KEEPS[1:2] if mode == "smoke" else KEEPS
     t_cfg = MODELS["digits_teacher"]
     rs = [matched_r(t_cfg, mkd.macs(t_cfg, k)) for k in keeps]
-    return ([(f"MaskedKD teacher, {k} of 64", [student_run(mode, s, k) for s in seeds]) for k in keeps]
-            + [(f"ToMe teacher, r={r} per block", [student_run(mode, s, None, teacher_tome_r=r) for s in seeds])
+    return ([(f"MaskedKD teacher, {k} of 64", [student_run(mode, s, k, task=task) for s in seeds]) for k in keeps]
+            + [(f"ToMe teacher, r={r} per block",
+                [student_run(mode, s, None, teacher_tome_r=r, task=task) for s in seeds])
                for r in rs])
 
 
@@ -116,7 +118,7 @@ def figure(data, path):
 _T = MODELS["digits_teacher"]
 SPEC = driver.Spec("ablation_tome", "Token merging vs masking in the teacher (docs/paper.md#ablations)", __doc__, rows,
                    table, head=lambda data: f"mode: {data['mode']}; teacher {_T.embed_dim}d x {_T.depth}",
-                   figure=figure, full=full_main, paper_column="paper (see the ToMe section)")
+                   figure=figure, full=full_main, paper_column="paper (see the ToMe section)", regimes=True)
 main = SPEC.main
 
 if __name__ == "__main__":

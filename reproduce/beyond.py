@@ -50,22 +50,25 @@ def full_main(argv):
 
 
 def rows(mode, seeds, args=None):
+    task = args.regime if args else "digits"  # --regime: an embedded image regime
     n = MODELS["digits_teacher"].num_patches
     warm = 3 if mode == "default" else 1  # full-KD epochs of the warm-up row (quick runs have 4 epochs)
-    out = [("Fixed 50%", [student_run(mode, s, n // 2) for s in seeds]),
-           ("Schedule 25% -> 75%", [student_run(mode, s, None, keep_schedule="25:75") for s in seeds]),
+    out = [("Fixed 50%", [student_run(mode, s, n // 2, task=task) for s in seeds]),
+           ("Schedule 25% -> 75%",
+            [student_run(mode, s, None, keep_schedule="25:75", task=task) for s in seeds]),
            # the reverse: more patches while the student's attention is still immature (table 1 found early
            # MaskedKD runs whose teacher saw no digit), fewer once it has learnt where to look
-           ("Schedule 75% -> 25%", [student_run(mode, s, None, keep_schedule="75:25") for s in seeds]),
+           ("Schedule 75% -> 25%",
+            [student_run(mode, s, None, keep_schedule="75:25", task=task) for s in seeds]),
            # full KD for the first quarter (the clean epoch + 2), MaskedKD 50% after: does a warm-up avoid the
            # runs whose immature student hid the digit from the teacher? Fixed 40 of 64 costs about the same MACs.
            (f"Full KD {warm} epoch{'s' * (warm > 1)}, then 50%",
-            [student_run(mode, s, None, keep_schedule=f"100*{warm},50",
+            [student_run(mode, s, None, keep_schedule=f"100*{warm},50", task=task,
                          **({"epochs": 2, "eval_every": 1} if mode == "smoke" else {})) for s in seeds]),  # 1 + 1
-           ("Fixed 40 of 64 (62.5%)", [student_run(mode, s, 40) for s in seeds]),
-           ("Logit KD (full teacher)", [student_run(mode, s, None) for s in seeds])]
-    return out + [(f"Adaptive {int(100 * m)}% of attention (<= 48)", [student_run(mode, s, 48, adaptive_mass=m)
-                                                                       for s in seeds]) for m in MASSES]
+           ("Fixed 40 of 64 (62.5%)", [student_run(mode, s, 40, task=task) for s in seeds]),
+           ("Logit KD (full teacher)", [student_run(mode, s, None, task=task) for s in seeds])]
+    return out + [(f"Adaptive {int(100 * m)}% of attention (<= 48)",
+                   [student_run(mode, s, 48, adaptive_mass=m, task=task) for s in seeds]) for m in MASSES]
 
 
 def teacher_costs(mode, seeds, cfgs, sums, out) -> dict:
@@ -101,7 +104,7 @@ def table(data):
 
 
 SPEC = driver.Spec("beyond", "Beyond the paper: keep-count schedule", __doc__, rows, table, extra=teacher_costs,
-                   full=full_main, paper_column="paper (not in the paper)")
+                   full=full_main, paper_column="paper (not in the paper)", regimes=True)
 main = SPEC.main
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ KEEPS = [64, 56, 48, 40, 32, 26, 20, 16, 12, 8]  # of 64 patches; 64 = logit KD,
 
 
 def rows(mode, seeds, args=None):
+    task = args.regime if args else "digits"  # --regime: an embedded image regime
     keeps = KEEPS[::3] if mode == "smoke" else KEEPS
-    return ([(f"{k} of 64" if k < 64 else "64 of 64 (logit KD)", [student_run(mode, s, k) for s in seeds])
-             for k in keeps] + [("No distillation", [student_run(mode, s, None, teacher=False) for s in seeds])])
+    return ([(f"{k} of 64" if k < 64 else "64 of 64 (logit KD)", [student_run(mode, s, k, task=task) for s in seeds])
+             for k in keeps]
+            + [("No distillation", [student_run(mode, s, None, teacher=False, task=task) for s in seeds])])
 
 
 def curves(data):
@@ -78,7 +80,7 @@ def figure(data, path):
 
 SPEC = driver.Spec("figure2", "Figure 2 (right): accuracy vs patches seen by the teacher", __doc__, rows, table,
                    head=lambda data: f"mode: {data['mode']}; no-KD student: {fmt_pm(curves(data)[1])}%",
-                   figure=figure, paper_column="paper (not a row)")
+                   figure=figure, paper_column="paper (not a row)", regimes=True)
 main = SPEC.main
 
 if __name__ == "__main__":

@@ -181,3 +181,27 @@ def test_random_shift_draws_every_offset_and_digits_data_moves_training_images_o
         get_config("digits_student_nokd").replace(shift=9)
     with pytest.raises(ValueError, match="shift"):
         get_config("sounds_student_nokd").replace(shift=2)
+
+
+def test_fixed_places_regime_is_the_former_default_student_and_a_name_changes_no_weight(tmp_path):
+    """The fixed-places students are the former default recipe (15 epochs, no shift) with the default's scene and
+    teacher weights; its records made under the former names (digits_*, reproduce/reference/fixed_places/) stand for
+    the new names because a run's name and its teacher's cache name change nothing it trains: two short runs, one
+    under each name, end with equal weights and equal accuracies."""
+    import dataclasses
+    from safetensors.torch import load_file
+    from maskedkd.train import run
+    new, default = get_config("fixed_places_student_kd"), get_config("digits_student_kd")
+    assert (new.epochs, new.shift, default.epochs, default.shift) == (15, 0, 30, 2)
+    assert {f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(default, f.name)} == {
+        "name", "teacher", "epochs", "shift"}
+    shipped = [load_file(ASSETS / f"{name}.safetensors") for name in ("fixed_places_teacher", "digits_teacher")]
+    assert shipped[0].keys() == shipped[1].keys() and all(torch.equal(shipped[0][k], shipped[1][k]) for k in shipped[0])
+    small = dict(train_size=64, test_size=64, batch_size=32, epochs=1, eval_every=1, threads=1)
+    got = []
+    for c in (new, new.replace(name="digits_student_kd", teacher="cache:digits_teacher")):
+        out = tmp_path / c.name
+        s = run(c.replace(out_dir=str(out), **small), final_params_path=out / "final.safetensors")
+        got.append((s["final_acc"], s["history"], load_file(out / "final.safetensors")))
+    assert got[0][:2] == got[1][:2]
+    assert got[0][2].keys() == got[1][2].keys() and all(torch.equal(got[0][2][k], got[1][2][k]) for k in got[0][2])

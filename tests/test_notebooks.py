@@ -74,11 +74,14 @@ def check_02(f: dict) -> None:
     assert f["epochs"] == list(range(n)) and n >= 2
     assert all(len(f[k]) == n for k in ("student", "teacher_top_half", "teacher_flat_last_half"))
     assert accuracies(*f["student"], *f["teacher_top_half"], *f["teacher_flat_last_half"])
-    # the takeaway's reading of the last epoch, in the direction the project's own measurement (regime.json, five
-    # trained students per row) found: the top half below a random half, flat patches last above the top half
-    top, flat_last, rand = f["teacher_top_half"][-1], f["teacher_flat_last_half"][-1], f["teacher_random_half"]
-    assert (top < rand) == (regime["nokd_top_minus_random_mean"] < 0)
-    assert (flat_last > top) == (regime["nokd_flat_last_half"] > regime["nokd_top_half"])
+    # the takeaway's readings: the untrained student's top half far below a random half; flat patches last at or above
+    # the top half over the trained epochs, the direction the project's own measurement (regime.json, five trained
+    # students) found; the trained students' top half above a random half on the default regime and below it on the
+    # fixed-places stress regime
+    top, flat_last, rand = f["teacher_top_half"], f["teacher_flat_last_half"], f["teacher_random_half"]
+    assert top[0] < rand - 0.2
+    assert (sum(flat_last[1:]) >= sum(top[1:])) == (regime["nokd_flat_last_half"] >= regime["nokd_top_half"])
+    assert regime["nokd_top_minus_random_mean"] > 0 > reference("fixed_places/regime.json")["nokd_top_minus_random_mean"]
 
 
 def check_03(f: dict) -> None:

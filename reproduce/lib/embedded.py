@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository
 # The embedded image regimes (maskedkd/experiments/digits.py): the default, and the fixed-places and cluttered
 # stress regimes.
 REGIMES = ("digits", "fixed_places", "cluttered")
-QUICK_EPOCHS = {"digits": 5, "fixed_places": 5, "cluttered": 4}  # of 15; cluttered: 1 clean + 3 cluttered of its 12
+QUICK_EPOCHS = {"digits": 5, "fixed_places": 5, "cluttered": 4}  # of 30, 15; cluttered: 1 clean + 3 cluttered of 12
 
 
 def plan(mode: str, task: str = "digits") -> tuple[list[int], dict]:

@@ -128,7 +128,8 @@ def regenerate(reference: Path = REFERENCE, readme: Path = README) -> None:
     for script in SCRIPTS_WITH_BLOCKS:  # a script without a recorded default run shows no numbers
         if script not in datas and report.begin(script) in text:
             text = report.replace_block(text, "", script)
-    for name, (files, render) in BLOCKS.items():
-        if (reference / files[0]).is_file() and report.begin(name) in text:
-            text = report.replace_block(text, render(*(reference / f for f in files)), name)
+    for name, (files, render) in BLOCKS.items():  # a block whose file is not recorded (yet) shows nothing
+        if report.begin(name) in text:
+            text = report.replace_block(text, render(*(reference / f for f in files))
+                                        if (reference / files[0]).is_file() else "", name)
     readme.write_text(report.replace_block(text, report.summary_block(datas), "*"))
