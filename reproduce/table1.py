@@ -2,8 +2,8 @@
 
     bash reproduce/table1.sh            # default: embedded scale, 5 seeds (see reproduce/README.md for its time)
     bash reproduce/table1.sh --update-reference   # the default, then its small outputs -> reproduce/reference/
-    bash reproduce/table1.sh --quick    # 1 seed, 5 of the 15 epochs: a first look
-    bash reproduce/table1.sh --regime cluttered   # the cluttered stress regime (results/cluttered/)
+    bash reproduce/table1.sh --quick    # 1 seed, 5 of the 30 epochs: a first look
+    bash reproduce/table1.sh --regime cluttered   # a stress regime (fixed_places, cluttered): results/REGIME/
     bash reproduce/table1.sh --speedups # also part 1's teacher speed-ups measured on this CPU (minutes more)
     bash reproduce/table1.sh --full --data /path/to/imagenet --checkpoints /path/to/teachers [--rows 1,2] [--dry-run]
 

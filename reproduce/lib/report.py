@@ -119,6 +119,8 @@ def summary_block(datas: dict[str, dict], margin: float = MARGIN) -> str:
             r, d = done[c.key]
             ours, v = f"{fmt_ci(r)}, n = {len(r['seeds'])}", f"**{r['verdict']}**"
             mins = f"{run_minutes(d, (c.a, c.b)):.0f}"
+        elif c.regime and c.regime != "digits":  # a stress regime's claim: settled by that regime's own records
+            ours, v, mins = "–", f"on its regime: `reproduce/reference/{c.regime}/claims.md`", "–"
         else:
             ours, v, mins = "–", "not yet evaluated", "–"
         lines.append(f"| {c.text} ({paper_ref(c)}) | `{c.command}` | {c.paper} | {ours} | {v} | {mins} |")
