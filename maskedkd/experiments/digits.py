@@ -63,8 +63,8 @@ _students(STUDENT, "digits_teacher", "default embedded regime")
 # The default regime's scene and teacher, and the former default student (FIXED_PLACES_RECIPE: no shift, 15 epochs),
 # under another name: digits at fixed places in fixed cells and a blank cell.
 # A no-KD student's attention there is positional (a teacher shown its top half does worse than on a random half:
-# reproduce/reference/criteria.md), and MaskedKD training moves it onto blank patches: kept to stress the method's
-# precondition (reproduce/lib/regime.py PRECONDITION), and the criteria that avoid blank patches. Its teacher is the
+# reproduce/reference/fixed_places/criteria.md), and MaskedKD training moves it onto blank patches: kept to stress
+# the method's precondition (reproduce/lib/regime.py PRECONDITION), and the criteria that avoid blank patches. Its teacher is the
 # default's, shipped under this name (python -m reproduce.ship_teacher fixed_places_teacher --from-asset
 # digits_teacher).
 FIXED_PLACES_TEACHER = register(TEACHER.replace(name="fixed_places_teacher"),
