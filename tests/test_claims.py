@@ -140,8 +140,9 @@ def test_every_claim_names_rows_of_its_scripts_default_plan(script):
     """A claim whose row id is not in the plan would silently never be evaluated."""
     for c in claims.CLAIMS:
         if c.kind and c.script == script:
-            planned = {rid for rid, _ in default_plan(script, c.regime or "digits")}
-            assert {c.a, c.b} <= planned, (c.key, sorted(planned))
+            for regime in [c.regime] if c.regime else ["digits", "fixed_places"]:
+                planned = {rid for rid, _ in default_plan(script, regime)}
+                assert {c.on(regime).a, c.on(regime).b} <= planned, (c.key, regime, sorted(planned))
 
 
 def _run(row, seed, first_teacher, sched=False):

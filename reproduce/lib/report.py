@@ -3,6 +3,7 @@ script's block, and the marked blocks of a README that these replace."""
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 
 from reproduce.lib.claims import (CLAIMS, FAILED_TEACHER, METRICS, Claim, flops_result,
                                   masked_failures, paper_ref, run_minutes, speedup_result)
@@ -37,6 +38,11 @@ def kind_words(kind: str, margin: float = MARGIN) -> str:
             "noninferior": f"A - B > -{margin:g}"}[kind]
 
 
+def as_evaluated(c: Claim, r: dict) -> Claim:
+    """The claim with the rows its result `r` compared (a row id may depend on the regime: Claim.on)."""
+    return replace(c, a=r["a"], b=r["b"])
+
+
 def ab_words(c: Claim, labels: dict[str, str]) -> str:
     """'A label vs B label', with the metric when it is not the student's accuracy."""
     ab = f"{labels[c.a]} vs {labels[c.b]}"
@@ -49,7 +55,7 @@ def claim_lines(results: list[dict], labels: dict[str, str], margin: float = MAR
     lines = ["| claim (source) | A vs B | A - B per seed (points) | mean [95% CI] | rule | verdict |",
              "|---|---|---|---|---|---|"]
     for r in results:
-        c = by_key[r["key"]]
+        c = as_evaluated(by_key[r["key"]], r)
         per = ", ".join(f"{d:+.1f}" for d in r["diffs"])
         v = r["verdict"] + (f": {settle_words(r)}" if settle_words(r) else "")
         lines.append(f"| {c.text} ({paper_ref(c)}) | {ab_words(c, labels)} | {per} | {fmt_ci(r)} | "
@@ -90,12 +96,13 @@ def claims_md(datas: dict[str, dict], header: str = "", margin: float = MARGIN) 
             num, v = speed["ours"], speed["verdict"]
         elif c.key in done:
             r, d = done[c.key]
-            num = f"{ab_words(c, _labels(d))}: {fmt_ci(r)}, n = {len(r['seeds'])}"
+            num = f"{ab_words(as_evaluated(c, r), _labels(d))}: {fmt_ci(r)}, n = {len(r['seeds'])}"
             v = r["verdict"] + (f" ({settle_words(r)})" if settle_words(r) else "")
         else:
             num, v = "–", "not yet evaluated here"
             d = datas.get(c.script)
-            missing = [] if d is None or not c.kind else [r for r in (c.a, c.b) if r not in {x["id"] for x in d["rows"]}]
+            on = None if d is None or not c.kind else c.on(d.get("regime", "digits"))
+            missing = [] if on is None else [r for r in (on.a, on.b) if r not in {x["id"] for x in d["rows"]}]
             if missing:  # e.g. a smoke run, which trains one keep count: say why, not just "not yet"
                 v = f"not evaluated: the {d['mode']} run in {c.script}_runs.json has no row {', '.join(missing)}"
         lines.append(f"| {c.text} | {paper_ref(c)} | {c.paper} | `{c.command}` | {num} | {v} |")
@@ -118,7 +125,7 @@ def summary_block(datas: dict[str, dict], margin: float = MARGIN) -> str:
         elif c.key in done:
             r, d = done[c.key]
             ours, v = f"{fmt_ci(r)}, n = {len(r['seeds'])}", f"**{r['verdict']}**"
-            mins = f"{run_minutes(d, (c.a, c.b)):.0f}"
+            mins = f"{run_minutes(d, (r['a'], r['b'])):.0f}"
         elif c.regime and c.regime != "digits":  # a stress regime's claim: settled by that regime's own records
             ours, v, mins = "–", f"on its regime: `reproduce/reference/{c.regime}/claims.md`", "–"
         else:
