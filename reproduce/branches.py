@@ -62,8 +62,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "branches.json").write_text(json.dumps(cmp, indent=1) + "\n")
     (out / "branches.md").write_text("# Table 1's verdicts under two CPU kernel branches (reproduce/branches.py)\n\n"
-                                     + report.branches_block(cmp) + "\n")
-    print(report.branches_block(cmp))
+                                     + report.branches_block(cmp))
+    print(report.branches_block(cmp), end="")
     if args.update_reference:
         if cmp["mode"] != "default":
             raise SystemExit("--update-reference records default runs: run table1.sh without --quick or --smoke")

@@ -228,4 +228,4 @@ def branches_block(cmp: dict) -> str:
                      f"{fmt_ci(y)} | {y['verdict']} | {'yes' if c['same'] else '**no**'} |")
     lines += ["", f"{cmp['same']} of {cmp['total']} table-1 verdicts are the same under both kernel branches "
                   f"(seeds {cmp['seeds']}, {cmp['mode']} mode)."]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
